@@ -1,0 +1,397 @@
+"""End-to-end pipeline benchmark: simulated instruments -> service -> subscriber, through real
+sockets and processes, side by side with a naive one-process pipeline. Prints JSON.
+
+    python bench/pipeline.py --streams 10 --rate 100 --seconds 30 --json runs/pipeline.json
+
+For each pipeline (the :class:`~stream.service.Service`, then ``bench/naive_pipeline.py``):
+
+- a **source** process plays ``--streams`` instruments at ``--rate`` spectra/s each (512-sample
+  spectra from :func:`devices.spectra_sim.simulate`), on a fixed schedule; each message's
+  ``t_ns`` is the time it is sent (its capture time), and how late the source ran against its
+  schedule is reported as ``source_max_lag_ms``. Its PUSH socket queues without bound (the
+  source never blocks), so a pipeline that falls behind shows it as latency.
+- a **subscriber** (this process) receives every result and error and measures
+  capture-to-result latency (p50/p99/max, ms) and accounts for every ``seq`` sent: delivered,
+  error (by code), dropped with a reason (``dropped``/``overloaded``), or unexplained (never
+  answered within ``--drain`` seconds after the source ended; for the naive pipeline, which has
+  no drop policy, that is the backlog it had not worked off yet).
+
+The service's own accounting (its per-stream summary) is reported next to the subscriber's, with
+the CPU time each stage process used per message (Linux ``/proc``) and the engine's own rate.
+Defaults are the 2-core target: two engine workers of one intra-op thread each, a queue of 64
+per worker (``drop-oldest``), batches of up to 32 rows or 2 ms.
+Ratios are naive / service for latencies and service / naive for delivered. Finally
+``scipy.signal.find_peaks_cwt`` throughput on the same 512-sample spectra (one core), the
+classical method the ROI model replaces.
+
+If the shipped weights are missing, an untrained model of the same architecture is used
+(latency and throughput do not depend on the weights) and the JSON says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+# Run as a script, Python puts bench/ first on sys.path, where bench/engines.py would shadow
+# the engines package: import from the repository root instead (children inherit sys.path).
+_BENCH = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH]
+sys.path.insert(0, str(_BENCH.parent))
+
+import numpy as np  # noqa: E402
+import zmq  # noqa: E402
+
+_DROP_CODES = frozenset({"dropped", "overloaded"})
+_POOL = 256  # distinct simulated spectra, cycled
+
+
+# ---------------------------------------------------------------------------------------------
+# Source process
+
+
+def source_main(
+    *, endpoint: str, streams: int, rate_hz: float, seconds: float, seed: int, start_ns: int,
+    report: Any,
+) -> None:
+    """Send ``rate_hz * seconds`` spectra per stream on a fixed schedule from ``start_ns``
+    (Unix ns), then send ``{"sent", "max_lag_ms", "elapsed_s"}`` on ``report`` (a pipe end)."""
+    from devices.spectra_sim import SpectrumSimConfig, simulate
+    from stream.wire import data_message, encode
+
+    pool = simulate(_POOL, config=SpectrumSimConfig(), rng=np.random.default_rng(seed)).spectra
+    ids = [f"inst-{i}" for i in range(streams)]
+    per_stream = max(1, round(rate_hz * seconds))
+    period_ns = 1e9 / rate_hz
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.sndhwm = 0  # the source never blocks: a slow pipeline shows as latency
+    push.linger = 10_000
+    push.connect(endpoint)
+    max_lag = 0
+    k_total = 0
+    for k in range(per_stream):
+        for i, stream in enumerate(ids):
+            due = start_ns + int((k + i / streams) * period_ns)
+            now = time.time_ns()
+            if due > now:
+                time.sleep((due - now) / 1e9)
+                now = time.time_ns()
+            max_lag = max(max_lag, now - due)
+            spectrum = pool[k_total % _POOL]
+            k_total += 1
+            # Captured now: a source starved of CPU must not be billed to the pipeline.
+            push.send_multipart(encode(data_message("spectrum", stream, k, spectrum, t_ns=now)))
+    elapsed = (time.time_ns() - start_ns) / 1e9
+    push.close()
+    ctx.term()
+    report.send({"sent": {s: per_stream for s in ids}, "max_lag_ms": max_lag / 1e6,
+                 "elapsed_s": elapsed})
+    report.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Subscriber (this process)
+
+
+def _collect(sub: zmq.Socket[Any], source: Any, report: Any, drain_s: float) -> dict[str, Any]:
+    """Receive until the source reported and every seq is answered, or ``drain_s`` after the
+    source ended. Returns the raw tallies."""
+    from stream.wire import ERROR_KIND, decode
+
+    answers: dict[str, dict[int, str]] = {}
+    latencies: list[float] = []
+    duplicates = 0
+    sent: dict[str, int] | None = None
+    src: dict[str, Any] = {}
+    deadline: float | None = None
+    first_ns = last_ns = None
+    while True:
+        if sent is None and report.poll():
+            src = report.recv()
+            sent = src["sent"]
+            deadline = time.monotonic() + drain_s
+        if sent is not None:
+            done = all(len(answers.get(s, {})) >= n for s, n in sent.items())
+            if done or time.monotonic() > (deadline or 0):
+                break
+        if sent is None and not source.is_alive() and not report.poll():
+            raise RuntimeError(f"the source process died (exit code {source.exitcode})")
+        if not sub.poll(100):
+            continue
+        while True:
+            try:
+                frames = sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            now = time.time_ns()
+            msg = decode(frames, topic=True)
+            stream, seq = msg.header.get("stream"), msg.header.get("seq")
+            if seq is None:
+                continue  # an error about an unreadable message: not one of ours
+            if msg.kind == ERROR_KIND:
+                code = str(msg.payload.get("code"))
+                outcome = f"dropped:{code}" if code in _DROP_CODES else f"error:{code}"
+            else:
+                outcome = "delivered"
+                latencies.append((now - int(msg.header["t_ns"])) / 1e6)
+                first_ns = first_ns or now
+                last_ns = now
+            per = answers.setdefault(str(stream), {})
+            if int(seq) in per:
+                duplicates += 1
+            per[int(seq)] = outcome
+    assert sent is not None
+    outcomes: dict[str, int] = {}
+    for per in answers.values():
+        for outcome in per.values():
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    total_sent = sum(sent.values())
+    answered = sum(min(len(answers.get(s, {})), n) for s, n in sent.items())
+    lat = np.asarray(latencies) if latencies else np.zeros(1)
+    span_s = (last_ns - first_ns) / 1e9 if first_ns and last_ns and last_ns > first_ns else 0.0
+    return {
+        "sent": total_sent,
+        "delivered": outcomes.get("delivered", 0),
+        "errors": {k[6:]: v for k, v in outcomes.items() if k.startswith("error:")},
+        "dropped": {k[8:]: v for k, v in outcomes.items() if k.startswith("dropped:")},
+        "unexplained": total_sent - answered,
+        "duplicates": duplicates,
+        "latency_ms": {
+            "p50": round(float(np.percentile(lat, 50)), 3),
+            "p99": round(float(np.percentile(lat, 99)), 3),
+            "max": round(float(lat.max()), 3),
+            "mean": round(float(lat.mean()), 3),
+        },
+        "results_per_s": round(outcomes.get("delivered", 0) / span_s, 1) if span_s else None,
+        "source_max_lag_ms": round(src.get("max_lag_ms", 0.0), 3),
+    }
+
+
+def _run_load(
+    publish: str, ingest: str, args: argparse.Namespace, mp: Any, seed: int
+) -> dict[str, Any]:
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.rcvhwm = 0  # the measuring end must not lose anything itself
+    sub.linger = 0
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(publish)
+    time.sleep(0.5)  # the subscription must reach the publisher before data flows
+    report, child_end = mp.Pipe(duplex=False)
+    source = mp.Process(
+        target=source_main, name="bench-source",
+        kwargs={"endpoint": ingest, "streams": args.streams, "rate_hz": args.rate,
+                "seconds": args.seconds, "seed": seed, "start_ns": time.time_ns() + 500_000_000,
+                "report": child_end},
+    )
+    source.start()
+    child_end.close()
+    try:
+        return _collect(sub, source, report, drain_s=args.drain)
+    finally:
+        source.join(10)
+        if source.is_alive():
+            source.kill()
+            source.join()
+        sub.close()
+        ctx.term()
+
+
+# ---------------------------------------------------------------------------------------------
+# The two pipelines
+
+
+def run_service(args: argparse.Namespace, weights: Path | None, mp: Any) -> dict[str, Any]:
+    from stream.service import Service, ServiceConfig
+
+    config = ServiceConfig(
+        path="spectral", ingest="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*",
+        backend=args.backend, model=args.model, weights=weights, shards=args.shards,
+        workers=args.workers, max_batch=args.max_batch, max_wait_us=args.max_wait_us,
+        queue_depth=args.queue_depth, queue_policy=args.queue_policy, threads=args.threads,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+    )
+    t0 = time.perf_counter()
+    with Service(config) as service:
+        start_s = time.perf_counter() - t0
+        backend = {n: r["backend"] for n, r in service.stages.items() if "backend" in r}
+        pids = service.pids
+        cpu0 = {name: _cpu_s(pid) for name, pid in pids.items()}
+        out = _run_load(service.bound_publish, service.bound_ingest, args, mp, seed=1)
+        cpu = {name: _cpu_s(pid) - cpu0[name] for name, pid in pids.items()}
+        service.stop()
+        summary = service.summary()
+        stats = service.stats()
+    rows = batches = 0
+    engine_s = 0.0
+    for name, snap in stats.items():
+        if name.startswith("worker"):
+            counts, rows_sum, _ = snap["batch_rows"]
+            batches += sum(counts)
+            rows += int(rows_sum)
+            engine_s += float(snap["engine_s"][1])
+    out["service_accounting"] = {
+        "received": sum(s.received for s in summary.values()),
+        "delivered": sum(s.delivered for s in summary.values()),
+        "errors": sum(s.errors_total for s in summary.values()),
+        "dropped": sum(s.dropped_total for s in summary.values()),
+        "unexplained": sum(s.unexplained for s in summary.values()),
+    }
+    out["engine"] = {
+        "backend": sorted(set(backend.values())),
+        "batches": batches,
+        "rows_per_batch_mean": round(rows / batches, 2) if batches else None,
+        "engine_ms_per_row": round(1e3 * engine_s / rows, 3) if rows else None,
+        "engine_rows_per_s": round(rows / engine_s, 1) if engine_s else None,
+    }
+    out["start_s"] = round(start_s, 2)
+    received = max(1, out["service_accounting"]["received"])
+    out["cpu_ms_per_message"] = {name: round(1e3 * c / received, 3) for name, c in cpu.items()}
+    out["cpu_ms_per_message"]["total"] = round(1e3 * sum(cpu.values()) / received, 3)
+    return out
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_naive(args: argparse.Namespace, weights: Path | None, mp: Any) -> dict[str, Any]:
+    from bench.naive_pipeline import naive_main
+
+    control, child_end = mp.Pipe()
+    proc = mp.Process(
+        target=naive_main, name="bench-naive",
+        kwargs={"ingest": "tcp://127.0.0.1:*", "publish": "tcp://127.0.0.1:*",
+                "model": args.model, "weights": None if weights is None else str(weights),
+                "threads": args.threads or 1, "control": child_end},
+    )
+    proc.start()
+    child_end.close()
+    try:
+        if not control.poll(300):
+            raise RuntimeError("naive pipeline not ready after 300 s")
+        info = control.recv()
+        if "error" in info:
+            raise RuntimeError(f"naive pipeline failed to start: {info['error']}")
+        return _run_load(info["publish"], info["ingest"], args, mp, seed=1)
+    finally:
+        control.send("stop")
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
+def cwt_throughput(n: int = 100, seed: int = 2) -> dict[str, Any]:
+    """``scipy.signal.find_peaks_cwt`` on 512-sample simulated spectra, widths 1..31 samples
+    (the simulator's peak supports are 5..31)."""
+    from scipy.signal import find_peaks_cwt
+
+    from devices.spectra_sim import SpectrumSimConfig, simulate
+
+    spectra = simulate(n, config=SpectrumSimConfig(), rng=np.random.default_rng(seed)).spectra
+    widths = np.arange(1, 32)
+    find_peaks_cwt(spectra[0], widths)
+    t0 = time.perf_counter()
+    for x in spectra:
+        find_peaks_cwt(x, widths)
+    dt = time.perf_counter() - t0
+    return {"spectra_per_s": round(n / dt, 1), "ms_per_spectrum": round(1e3 * dt / n, 3),
+            "widths": "1..31", "spectra": n}
+
+
+def _weights(args: argparse.Namespace, tmp: Path) -> tuple[Path | None, str]:
+    from engines.roi.specs import ROI_SPECS
+
+    if args.weights:
+        return Path(args.weights), f"file {args.weights}"
+    spec = ROI_SPECS[args.model]
+    if spec.weights_path.is_file():
+        return None, f"shipped {spec.weights}"
+    import torch
+
+    torch.manual_seed(0)
+    path = tmp / f"untrained_{args.model}.pt"
+    torch.save(spec.build().state_dict(), path)
+    return path, "untrained (shipped weights missing; timing does not depend on weights)"
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a is not None and b else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--streams", type=int, default=10)
+    parser.add_argument("--rate", type=float, default=100.0, help="spectra/s per stream")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--drain", type=float, default=10.0,
+                        help="s to wait for answers after the source ends")
+    parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--model", default="resnet_unet")
+    parser.add_argument("--weights", default=None)
+    parser.add_argument("--shards", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2,
+                        help="engine workers (2: one per core of the 2-core target)")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads per worker")
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--max-wait-us", type=int, default=2000)
+    parser.add_argument("--queue-depth", type=int, default=64,
+                        help="per worker; bounds the backlog (and so the latency) under overload")
+    parser.add_argument("--queue-policy", default="drop-oldest")
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--skip-naive", action="store_true")
+    args = parser.parse_args(argv)
+
+    mp = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+        weights, weights_note = _weights(args, Path(tmp))
+        result: dict[str, Any] = {
+            "config": {
+                "streams": args.streams, "rate_hz": args.rate, "seconds": args.seconds,
+                "offered_per_s": args.streams * args.rate, "model": args.model,
+                "weights": weights_note, "backend": args.backend, "shards": args.shards,
+                "workers": args.workers, "threads": args.threads, "max_batch": args.max_batch,
+                "max_wait_us": args.max_wait_us, "queue_depth": args.queue_depth,
+                "queue_policy": args.queue_policy, "cpus": os.cpu_count(),
+                "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
+            }
+        }
+        result["service"] = run_service(args, weights, mp)
+        if not args.skip_naive:
+            result["naive"] = run_naive(args, weights, mp)
+            s, n = result["service"], result["naive"]
+            result["ratios_naive_over_service"] = {
+                key: _ratio(n["latency_ms"][key], s["latency_ms"][key])
+                for key in ("p50", "p99", "max")
+            }
+            result["ratios_naive_over_service"]["delivered_service_over_naive"] = _ratio(
+                s["delivered"], n["delivered"]
+            )
+        result["find_peaks_cwt"] = cwt_throughput()
+        result["config"]["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

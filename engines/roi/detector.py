@@ -1,0 +1,172 @@
+"""Spectrum in, ROI list and peak list out, around any engine that maps (n, 1, 512) -> logits.
+
+:class:`RoiDetector` is the pure-numpy half of the spectral path: ``prepare`` turns one
+spectrum of any length into model windows, the caller runs them through an engine (batched
+with other spectra as it likes), and ``finish`` turns the logits back into the published
+result::
+
+    det = RoiDetector(RoiDetectorConfig())
+    windows, plan = det.prepare(spectrum)          # (n, 1, 512) float32
+    result = det.finish(spectrum, engine(windows), plan)
+    # {"roi": [[start, end], ...], "peaks": [{"index", "height", "area", "width",
+    #                                         "start", "end"}, ...]}
+
+Indices are samples of the input spectrum (``end`` exclusive); ``height`` and ``area`` are in
+the input spectrum's own units (peaks are read from the raw spectrum, not the normalised
+windows); ``width`` is the FWHM in samples. Everything is a plain Python int/float, so the
+result can be msgpack-encoded as is.
+
+No state beyond the frozen config: one detector may serve any number of threads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from engines.errors import InputContractError
+from engines.roi.peaks import (
+    estimate_noise_sigma,
+    intervals_to_mask,
+    mask_to_intervals,
+    peak_table,
+    peaks_to_dicts,
+)
+from engines.roi.windowing import (
+    MAX_LENGTH_SAMPLES,
+    WINDOW_SAMPLES,
+    Normalisation,
+    Stitch,
+    Strategy,
+    WindowPlan,
+    check_spectrum,
+    from_windows,
+    to_windows,
+)
+
+__all__ = ["RoiDetector", "RoiDetectorConfig", "detect"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoiDetectorConfig:
+    """Settings of :class:`RoiDetector`.
+
+    ``threshold``: ROI where sigmoid(logit) > threshold (0.5 = the trained decision).
+    ``min_roi_width_samples``: ROI runs shorter than this are dropped.
+    ``strategy``/``overlap_samples``/``normalisation``/``stitch``: how spectra that are not
+    512 samples long are served (see :mod:`engines.roi.windowing`).
+    ``split_prominence_sigma``: a local maximum inside an ROI whose prominence is at least
+    this many noise sigmas (estimated from the spectrum outside the ROIs) is a peak of its
+    own, so merged overlapping peaks are reported separately; None = one peak per ROI.
+    ``max_length_samples``: longer spectra are rejected.
+    """
+
+    threshold: float = 0.5
+    min_roi_width_samples: int = 2
+    strategy: Strategy = "window"
+    overlap_samples: int = 128
+    normalisation: Normalisation = "window"
+    stitch: Stitch = "centre"
+    split_prominence_sigma: float | None = 4.0
+    max_length_samples: int = MAX_LENGTH_SAMPLES
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.min_roi_width_samples < 1:
+            raise ValueError("min_roi_width_samples must be >= 1")
+        if self.strategy not in ("window", "resample"):
+            raise ValueError(f"strategy must be 'window' or 'resample', got {self.strategy!r}")
+        if not 0 <= self.overlap_samples < WINDOW_SAMPLES:
+            raise ValueError(f"overlap_samples must be in [0, {WINDOW_SAMPLES})")
+        if self.normalisation not in ("global", "window"):
+            raise ValueError("normalisation must be 'global' or 'window'")
+        if self.stitch not in ("centre", "mean"):
+            raise ValueError("stitch must be 'centre' or 'mean'")
+        if self.split_prominence_sigma is not None and self.split_prominence_sigma <= 0:
+            raise ValueError("split_prominence_sigma must be > 0 or None")
+        if self.max_length_samples < 1:
+            raise ValueError("max_length_samples must be >= 1")
+
+    @property
+    def threshold_logit(self) -> float:
+        """The threshold on the logit scale: logit > this <=> sigmoid(logit) > threshold."""
+        return math.log(self.threshold / (1.0 - self.threshold))
+
+
+class RoiDetector:
+    """Pre- and post-processing of the ROI segmenter for spectra of any length (pure numpy)."""
+
+    def __init__(self, config: RoiDetectorConfig | None = None) -> None:
+        self.config = config or RoiDetectorConfig()
+
+    def prepare(self, spectrum: np.ndarray) -> tuple[np.ndarray, WindowPlan]:
+        """Model windows ``(n, 1, 512)`` float32 in [0, 1] for one spectrum ``(L,)``.
+
+        Raises :class:`engines.errors.InputContractError` for a spectrum that is not a
+        1-D, non-empty, finite, real numeric array of at most ``max_length_samples``.
+        """
+        cfg = self.config
+        return to_windows(
+            spectrum,
+            strategy=cfg.strategy,
+            overlap=cfg.overlap_samples,
+            normalisation=cfg.normalisation,
+            stitch=cfg.stitch,
+            max_length=cfg.max_length_samples,
+        )
+
+    def logits(self, logits: np.ndarray, plan: WindowPlan) -> np.ndarray:
+        """Per-sample logits ``(L,)`` float32 stitched from the engine's ``(n, 1, 512)``."""
+        return from_windows(logits, plan)
+
+    def intervals(self, sample_logits: np.ndarray) -> np.ndarray:
+        """ROI intervals ``(k, 2)`` int64 ``[start, end)`` from per-sample logits ``(L,)``."""
+        iv = mask_to_intervals(np.asarray(sample_logits) > self.config.threshold_logit)
+        return iv[(iv[:, 1] - iv[:, 0]) >= self.config.min_roi_width_samples]
+
+    def peaks(self, spectrum: np.ndarray, intervals: np.ndarray) -> np.ndarray:
+        """Peak table (:data:`engines.roi.peaks.PEAK_TABLE_DTYPE`) of the raw spectrum."""
+        x = np.asarray(spectrum, dtype=np.float64)
+        k = self.config.split_prominence_sigma
+        prominence = None
+        if k is not None:
+            sigma = estimate_noise_sigma(x, intervals_to_mask(intervals, x.size))
+            # a noiseless spectrum (sigma 0) still needs a positive prominence to split on
+            prominence = max(k * sigma, 1e-12 * float(np.ptp(x)))
+        return peak_table(x, intervals, prominence=prominence)
+
+    def finish(self, spectrum: np.ndarray, logits: np.ndarray, plan: WindowPlan) -> dict[str, Any]:
+        """The published result for ``spectrum`` given the engine's logits for its windows.
+
+        Returns ``{"roi": [[start, end], ...], "peaks": [{index, height, area, width, start,
+        end}, ...]}`` with plain Python numbers (see module docstring).
+        """
+        x = check_spectrum(spectrum, max_length=self.config.max_length_samples)
+        if x.size != plan.length:
+            raise InputContractError(
+                f"spectrum has {x.size} samples but the plan was made for {plan.length}"
+            )
+        iv = self.intervals(self.logits(logits, plan))
+        table = self.peaks(x, iv)
+        return {
+            "roi": [[int(a), int(b)] for a, b in iv],
+            "peaks": peaks_to_dicts(table),
+        }
+
+
+def detect(
+    spectrum: np.ndarray,
+    engine_fn: Callable[[np.ndarray], np.ndarray],
+    *,
+    config: RoiDetectorConfig | None = None,
+) -> dict[str, Any]:
+    """Offline convenience: prepare, run ``engine_fn`` ((n, 1, 512) -> (n, 1, 512) logits),
+    finish. Returns the same dict as :meth:`RoiDetector.finish`."""
+    det = RoiDetector(config)
+    windows, plan = det.prepare(spectrum)
+    return det.finish(spectrum, np.asarray(engine_fn(windows)), plan)

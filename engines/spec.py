@@ -1,0 +1,76 @@
+"""Model specs: a model travels with its input contract and the weights that fit it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engines.errors import WeightsError
+
+__all__ = ["WEIGHTS_DIR", "ModelSpec"]
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """A frozen description of one model: how to build it, what it eats, where its weights are.
+
+    ``input_shape`` and ``output_shape`` describe one item, without the batch axis; engines take
+    and return ``(batch, *shape)`` float32 arrays.
+    """
+
+    name: str
+    build: Callable[[], torch.nn.Module]
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    weights: str
+    dtype: str = "float32"
+    sample_rate_hz: float | None = None
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def weights_path(self) -> Path:
+        return WEIGHTS_DIR / self.weights
+
+    @property
+    def card_path(self) -> Path:
+        """JSON sidecar written by training: seed, steps, budget, validation figures."""
+        return self.weights_path.with_suffix(".json")
+
+    def weights_sha256(self) -> str:
+        try:
+            return hashlib.sha256(self.weights_path.read_bytes()).hexdigest()
+        except OSError as exc:
+            raise WeightsError(f"{self.name}: cannot read weights {self.weights_path}") from exc
+
+    def card(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.card_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def load(self, path: Path | None = None) -> torch.nn.Module:
+        """Build the module, load its weights (safe, tensors only) and put it in eval mode."""
+        path = path or self.weights_path
+        module = self.build()
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError as exc:
+            raise WeightsError(
+                f"{self.name}: no weights at {path}; train them with `sigstream train`"
+            ) from exc
+        except Exception as exc:  # torch raises many types for a corrupt file
+            raise WeightsError(f"{self.name}: unreadable weights {path}: {exc}") from exc
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as exc:
+            raise WeightsError(f"{self.name}: weights {path} do not fit the model: {exc}") from exc
+        return module.eval()

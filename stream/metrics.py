@@ -1,0 +1,339 @@
+"""Prometheus metrics of a multi-process service: stage-side counters, supervisor-side export.
+
+The stages are separate processes, so each keeps its own :class:`StageStats` (plain counters,
+no locks, updated by its single loop) and sends :meth:`StageStats.snapshot` to the supervisor a
+few times a second and once more when it stops. The supervisor keeps the latest snapshot of
+each stage in a :class:`MetricsCollector`, registered on a private
+``prometheus_client.CollectorRegistry`` and served by :class:`MetricsServer`. Nothing touches
+the global registry, and no environment variable (multiprocess mode) is needed.
+
+Exported families (labels in braces):
+
+- ``sigstream_frames_in_total{stage,stream}``, ``sigstream_frames_out_total{stage,stream}``
+- ``sigstream_drops_total{stage,stream,reason}``, ``sigstream_errors_total{stage,stream,code}``
+- ``sigstream_seq_gaps_total{stream}``: seqs the sender skipped (lost before the service)
+- ``sigstream_queue_depth{stage}``, ``sigstream_queue_max_depth{stage}``,
+  ``sigstream_queue_capacity{stage}``
+- ``sigstream_latency_seconds{stream}`` (histogram): capture (``t_ns`` of the input) to result
+  published, in seconds; buckets :data:`LATENCY_BUCKETS_S` (0.5 ms .. 2.5 s)
+- ``sigstream_batch_rows{stage}`` (histogram): engine rows per batch;
+  ``sigstream_engine_seconds{stage}`` (histogram): engine call time per batch
+- ``sigstream_stage_up{stage}``: 1 while the stage process is alive
+
+Stream ids are untrusted: each stage labels at most ``max_streams`` of them, the rest as
+:data:`~stream.accounting.OVERFLOW_STREAM`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from stream.accounting import OVERFLOW_STREAM, UNKNOWN_STREAM, StreamLedger
+from stream.queues import QueueStatistics
+
+__all__ = [
+    "BATCH_BUCKETS",
+    "ENGINE_BUCKETS_S",
+    "LATENCY_BUCKETS_S",
+    "Histogram",
+    "MetricsCollector",
+    "MetricsServer",
+    "StageStats",
+]
+
+# Capture-to-result latency: fine steps around the 25 ms target, coarse beyond.
+LATENCY_BUCKETS_S: tuple[float, ...] = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.010, 0.015, 0.020, 0.025, 0.035, 0.050,
+    0.075, 0.100, 0.250, 0.500, 1.0, 2.5,
+)
+BATCH_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+ENGINE_BUCKETS_S: tuple[float, ...] = (
+    0.0005, 0.001, 0.002, 0.005, 0.010, 0.020, 0.050, 0.100, 0.250, 1.0,
+)
+
+
+class Histogram:
+    """Bucket counts, sum, count and max of observed values (one stage's loop updates it)."""
+
+    __slots__ = ("bounds", "counts", "max", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(float(b) for b in bounds)
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+        self.max = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        if value > self.max:
+            self.max = value
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def snapshot(self) -> list[Any]:
+        return [list(self.counts), self.sum, self.max]
+
+    @classmethod
+    def from_snapshot(cls, bounds: Sequence[float], snap: Sequence[Any]) -> Histogram:
+        hist = cls(bounds)
+        counts, hist.sum, hist.max = snap
+        hist.counts = [int(c) for c in counts]
+        return hist
+
+    def merge(self, other: Histogram) -> None:
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        self.sum += other.sum
+        self.max = max(self.max, other.max)
+
+    def quantile(self, q: float) -> float | None:
+        """Upper bound of the bucket holding quantile ``q`` (Prometheus-style estimate, the
+        top bucket reports :attr:`max`); ``None`` when empty."""
+        total = self.count
+        if total == 0:
+            return None
+        rank = q * total
+        seen = 0
+        for i, c in enumerate(self.counts):
+            seen += c
+            if seen >= rank and c:
+                return min(self.bounds[i], self.max) if i < len(self.bounds) else self.max
+        return self.max
+
+    def buckets(self) -> list[tuple[str, int]]:
+        """Cumulative ``(le, count)`` pairs for Prometheus, ending with ``+Inf``."""
+        out, seen = [], 0
+        for bound, c in zip(self.bounds, self.counts, strict=False):
+            seen += c
+            out.append((_le(bound), seen))
+        out.append(("+Inf", seen + self.counts[-1]))
+        return out
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+class StageStats:
+    """Counters of one stage process. Called only from that stage's loop (no locking)."""
+
+    def __init__(self, stage: str, *, max_streams: int = 4096) -> None:
+        self.stage = stage
+        self.max_streams = max_streams
+        self.ledger = StreamLedger(max_streams=max_streams)
+        self.frames_in: dict[str, int] = {}
+        self.frames_out: dict[str, int] = {}
+        self.latency: dict[str, Histogram] = {}
+        self.batch_rows = Histogram(BATCH_BUCKETS)
+        self.engine_s = Histogram(ENGINE_BUCKETS_S)
+        self.queue: QueueStatistics | None = None
+        self._labels: set[str] = set()
+
+    def label(self, stream: str | None) -> str:
+        """The label for ``stream``: itself, ``"?"`` when unknown, ``"*"`` past the cap."""
+        if stream is None:
+            return UNKNOWN_STREAM
+        if stream in self._labels:
+            return stream
+        if len(self._labels) >= self.max_streams:
+            return OVERFLOW_STREAM
+        self._labels.add(stream)
+        return stream
+
+    def frame_in(self, stream: str | None) -> None:
+        key = self.label(stream)
+        self.frames_in[key] = self.frames_in.get(key, 0) + 1
+
+    def frame_out(self, stream: str | None) -> None:
+        key = self.label(stream)
+        self.frames_out[key] = self.frames_out.get(key, 0) + 1
+
+    def observe_latency(self, stream: str, seconds: float) -> None:
+        key = self.label(stream)
+        hist = self.latency.get(key)
+        if hist is None:
+            hist = self.latency[key] = Histogram(LATENCY_BUCKETS_S)
+        hist.observe(seconds)
+
+    def observe_batch(self, rows: int, seconds: float) -> None:
+        self.batch_rows.observe(rows)
+        self.engine_s.observe(seconds)
+
+    def snapshot(self) -> dict[str, Any]:
+        """A msgpack-friendly copy of every counter."""
+        return {
+            "stage": self.stage,
+            "t_ns": time.time_ns(),
+            "frames_in": dict(self.frames_in),
+            "frames_out": dict(self.frames_out),
+            "ledger": self.ledger.snapshot(),
+            "latency": {k: h.snapshot() for k, h in self.latency.items()},
+            "batch_rows": self.batch_rows.snapshot(),
+            "engine_s": self.engine_s.snapshot(),
+            "queue": None if self.queue is None else {
+                "policy": self.queue.policy,
+                "capacity": self.queue.capacity,
+                "depth": self.queue.depth,
+                "max_depth": self.queue.max_depth,
+                "accepted": self.queue.accepted,
+                "dropped": self.queue.dropped,
+                "rejected": self.queue.rejected,
+            },
+        }
+
+
+class MetricsCollector(Collector):
+    """Supervisor side: the latest snapshot of each stage, exported on scrape.
+
+    :meth:`update` is called by the supervisor's monitor thread, :meth:`collect` by the HTTP
+    server's thread; a lock keeps them apart.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._snapshots: dict[str, dict[str, Any]] = {}
+        self._up: dict[str, bool] = {}
+
+    def update(self, snapshot: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._snapshots[str(snapshot["stage"])] = dict(snapshot)
+
+    def set_up(self, stage: str, up: bool) -> None:
+        with self._lock:
+            self._up[stage] = up
+
+    def snapshots(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return dict(self._snapshots)
+
+    def latency(self) -> dict[str, Histogram]:
+        """Capture-to-result latency per stream, merged over stages."""
+        out: dict[str, Histogram] = {}
+        for snap in self.snapshots().values():
+            for stream, h in snap.get("latency", {}).items():
+                hist = Histogram.from_snapshot(LATENCY_BUCKETS_S, h)
+                if stream in out:
+                    out[stream].merge(hist)
+                else:
+                    out[stream] = hist
+        return out
+
+    def describe(self) -> Iterable[Any]:
+        return []  # families vary with the stages and streams seen; collect() names them
+
+    def collect(self) -> Iterable[Any]:
+        with self._lock:
+            snaps = {k: dict(v) for k, v in self._snapshots.items()}
+            up = dict(self._up)
+        frames_in = CounterMetricFamily(
+            "sigstream_frames_in", "Messages taken in by a stage.", labels=["stage", "stream"]
+        )
+        frames_out = CounterMetricFamily(
+            "sigstream_frames_out", "Messages passed on by a stage.", labels=["stage", "stream"]
+        )
+        drops = CounterMetricFamily(
+            "sigstream_drops", "Messages given up by a queue policy (each answered with an "
+            "error).", labels=["stage", "stream", "reason"]
+        )
+        errors = CounterMetricFamily(
+            "sigstream_errors", "Messages answered with an error result.",
+            labels=["stage", "stream", "code"],
+        )
+        gaps = CounterMetricFamily(
+            "sigstream_seq_gaps", "Seqs a sender skipped (lost before reaching the service).",
+            labels=["stream"],
+        )
+        depth = GaugeMetricFamily("sigstream_queue_depth", "Items queued now.", labels=["stage"])
+        max_depth = GaugeMetricFamily(
+            "sigstream_queue_max_depth", "Highest queue depth seen.", labels=["stage"]
+        )
+        capacity = GaugeMetricFamily(
+            "sigstream_queue_capacity", "Queue bound.", labels=["stage"]
+        )
+        latency = HistogramMetricFamily(
+            "sigstream_latency_seconds", "Capture (input t_ns) to result published, seconds.",
+            labels=["stream"],
+        )
+        batch = HistogramMetricFamily(
+            "sigstream_batch_rows", "Engine rows per batch.", labels=["stage"]
+        )
+        engine = HistogramMetricFamily(
+            "sigstream_engine_seconds", "Engine call time per batch, seconds.", labels=["stage"]
+        )
+        stage_up = GaugeMetricFamily(
+            "sigstream_stage_up", "1 while the stage process is alive.", labels=["stage"]
+        )
+        for stage, snap in sorted(snaps.items()):
+            for stream, n in snap.get("frames_in", {}).items():
+                frames_in.add_metric([stage, stream], n)
+            for stream, n in snap.get("frames_out", {}).items():
+                frames_out.add_metric([stage, stream], n)
+            for stream, rec in snap.get("ledger", {}).items():
+                for reason, n in rec.get("dropped", {}).items():
+                    drops.add_metric([stage, stream, reason], n)
+                for code, n in rec.get("errors", {}).items():
+                    errors.add_metric([stage, stream, code], n)
+                if rec.get("gap_events") or rec.get("first_seq") is not None:
+                    gaps.add_metric([stream], rec.get("gaps", 0))
+            queue = snap.get("queue")
+            if queue:
+                depth.add_metric([stage], queue["depth"])
+                max_depth.add_metric([stage], queue["max_depth"])
+                capacity.add_metric([stage], queue["capacity"])
+            for name, family, bounds in (
+                ("batch_rows", batch, BATCH_BUCKETS),
+                ("engine_s", engine, ENGINE_BUCKETS_S),
+            ):
+                hist = Histogram.from_snapshot(bounds, snap[name]) if name in snap else None
+                if hist is not None and hist.count:
+                    family.add_metric([stage], hist.buckets(), hist.sum)
+        for stream, hist in sorted(self.latency().items()):
+            latency.add_metric([stream], hist.buckets(), hist.sum)
+        for stage, alive in sorted(up.items()):
+            stage_up.add_metric([stage], 1.0 if alive else 0.0)
+        yield from (frames_in, frames_out, drops, errors, gaps, depth, max_depth, capacity,
+                    latency, batch, engine, stage_up)
+
+
+class MetricsServer:
+    """``/metrics`` over HTTP for one collector, on a private registry.
+
+    ``port=0`` picks a free port (see :attr:`port`). :meth:`start` raises ``OSError`` when the
+    port is taken; :meth:`close` is safe twice.
+    """
+
+    def __init__(self, collector: MetricsCollector, *, port: int, addr: str = "0.0.0.0") -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(collector)
+        self._addr = addr
+        self._port = port
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int | None:
+        return None if self._server is None else int(self._server.server_port)
+
+    def start(self) -> None:
+        self._server, self._thread = start_http_server(
+            self._port, addr=self._addr, registry=self.registry
+        )
+
+    def close(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None

@@ -1,0 +1,60 @@
+"""Tests of the four 1D ROI segmenters and their specs (no real training)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from devices.spectra_sim import SpectrumSimConfig, simulate
+from engines.roi.blocks import count_parameters
+from engines.roi.specs import ROI_LENGTH, ROI_SPECS
+
+KEYS = ["cnn", "resnet", "unet", "resnet_unet"]
+
+
+def test_specs_cover_the_four_models() -> None:
+    assert sorted(ROI_SPECS) == sorted(KEYS)
+    for key, spec in ROI_SPECS.items():
+        assert spec.weights == f"roi_{key}.pt"
+        assert spec.input_shape == (1, ROI_LENGTH) == spec.output_shape
+        assert spec.card_path.name == f"roi_{key}.json"
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_forward_shape_and_gradients(key: str) -> None:
+    torch.manual_seed(0)
+    model = ROI_SPECS[key].build()
+    n_params = count_parameters(model)
+    print(f"{key}: {n_params} parameters")
+    assert 10_000 < n_params < 1_000_000  # small enough to ship and run at batch 1 on CPU
+    x = torch.rand(3, 1, ROI_LENGTH)
+    out = model(x)
+    assert out.shape == (3, 1, ROI_LENGTH) and out.dtype == torch.float32
+    out.square().mean().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, f"{key}: no gradient reaches {name}"
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 1, 1024)).shape == (1, 1, 1024)  # any multiple of 16
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_tiny_training_lowers_loss(key: str) -> None:
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    b = simulate(8, config=SpectrumSimConfig(), rng=np.random.default_rng(0))
+    x = torch.from_numpy(b.spectra).unsqueeze(1)
+    y = torch.from_numpy(b.roi.astype(np.float32)).unsqueeze(1)
+    model = ROI_SPECS[key].build().train()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    losses = []
+    for _ in range(20):
+        loss = loss_fn(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-3:]) < 0.8 * losses[0], losses

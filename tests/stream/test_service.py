@@ -1,0 +1,502 @@
+"""The service end to end: real processes, real sockets on 127.0.0.1 (random ports).
+
+One service (eager backend, an untrained model's weights in a temp folder: plumbing does not
+need trained weights) serves most tests of this module; each test owns its client sockets and
+uses its own stream ids. Services with other settings (queue policies, a killed stage) and the
+``sigstream run`` subprocess are started by their own tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from stream.errors import ServiceError
+from stream.service import Service, ServiceConfig
+from stream.wire import Message, data_message, decode, encode
+
+REPO = Path(__file__).resolve().parents[2]
+TIMEOUT_S = 60.0  # answers are fast; this only bounds a broken run on a loaded machine
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures and helpers
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch = pytest.importorskip("torch")
+    from engines.roi.specs import ROI_SPECS
+
+    path = tmp_path_factory.mktemp("weights") / "roi_resnet_unet_untrained.pt"
+    torch.manual_seed(0)
+    torch.save(ROI_SPECS["resnet_unet"].build().state_dict(), path)
+    return path
+
+
+def make_config(weights: Path, **overrides: Any) -> ServiceConfig:
+    settings: dict[str, Any] = {
+        "path": "spectral",
+        "ingest": "tcp://127.0.0.1:*",
+        "publish": "tcp://127.0.0.1:*",
+        "backend": "eager",
+        "weights": weights,
+        "max_batch": 8,
+        "max_wait_us": 1000,
+        "queue_depth": 256,
+        "stats_interval_s": 0.1,
+        "stop_timeout_s": 20.0,
+    }
+    settings.update(overrides)
+    return ServiceConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def service(weights: Path) -> Iterator[Service]:
+    svc = Service(make_config(weights, shards=2, metrics_port=0, metrics_addr="127.0.0.1"))
+    svc.start()
+    ipc_dir = svc.ipc_dir
+    assert ipc_dir is not None and os.path.isdir(ipc_dir)
+    try:
+        yield svc
+    finally:
+        svc.stop(timeout_s=20)
+    assert not _alive(svc.pids.values())
+    assert not os.path.exists(ipc_dir)
+
+
+def _alive(pids: Any) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            continue
+        if state != "Z":
+            alive.append(pid)
+    return alive
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(entry))
+    return out
+
+
+def spectrum(seed: int = 0, length: int = 512) -> np.ndarray:
+    return np.random.default_rng(seed).random(length).astype(np.float32)
+
+
+def header(**fields: Any) -> bytes:
+    """A v1 spectrum header with ``fields`` replaced (a value of ``...`` deletes the key)."""
+    base: dict[str, Any] = {"v": 1, "kind": "spectrum", "stream": "s", "seq": 0,
+                            "t_ns": time.time_ns(), "dtype": "float32", "shape": [512]}
+    base.update(fields)
+    return msgpack.packb({k: v for k, v in base.items() if v is not ...})
+
+
+class Client:
+    """A sender (PUSH) and a subscriber (SUB) owned by one test; ``close`` with linger 0."""
+
+    def __init__(self, ingest: str, publish: str) -> None:
+        self.ctx = zmq.Context()
+        self.push = self.ctx.socket(zmq.PUSH)
+        self.sub = self.ctx.socket(zmq.SUB)
+        for sock in (self.push, self.sub):
+            sock.linger = 0
+        self.sub.rcvhwm = 0
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.connect(publish)
+        self.push.connect(ingest)
+        self.received: list[Message] = []
+        self._wait_for_subscription()
+
+    def _wait_for_subscription(self) -> None:
+        # The SUB sees nothing sent before its subscription reached the publisher: send a
+        # probe (answered with an error on stream "probe") until one comes back.
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline:
+            self.push.send_multipart([header(stream="probe", kind=...), b""])
+            if self.sub.poll(200):
+                self.sub.recv_multipart()
+                self._drain_probes()
+                return
+        raise AssertionError("subscription never became live")
+
+    def _drain_probes(self) -> None:
+        time.sleep(0.1)
+        while self.sub.poll(50):
+            self.sub.recv_multipart()
+
+    def send(self, stream: str, seq: int, array: np.ndarray, kind: str = "spectrum",
+             **extra: Any) -> None:
+        self.push.send_multipart(encode(data_message(kind, stream, seq, array, **extra)))
+
+    def send_frames(self, frames: list[bytes]) -> None:
+        self.push.send_multipart(frames)
+
+    def wait_for(self, done: Callable[[list[Message]], bool], timeout_s: float = TIMEOUT_S
+                 ) -> list[Message]:
+        deadline = time.monotonic() + timeout_s
+        while not done(self.received):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; got {[m.topic for m in self.received]}")
+            if self.sub.poll(100):
+                msg = decode(self.sub.recv_multipart(), topic=True)
+                if msg.stream != "probe":
+                    self.received.append(msg)
+        return self.received
+
+    def answers(self, stream: str) -> dict[int, list[Message]]:
+        out: dict[int, list[Message]] = {}
+        for m in self.received:
+            if m.stream == stream and m.seq is not None:
+                out.setdefault(m.seq, []).append(m)
+        return out
+
+    def close(self) -> None:
+        self.push.close(0)
+        self.sub.close(0)
+        self.ctx.term()
+
+
+@pytest.fixture
+def client(service: Service) -> Iterator[Client]:
+    c = Client(service.bound_ingest, service.bound_publish)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def answered(client: Client, stream: str, seqs: range) -> Callable[[list[Message]], bool]:
+    return lambda _: all(s in client.answers(stream) for s in seqs)
+
+
+def wait_for_count(service: Service, stream: str, code: str, at_least: int) -> int:
+    """The service's error counter for ``stream``/``code``, once it reaches ``at_least``."""
+    deadline = time.monotonic() + 10
+    while True:
+        n = service.summary().get(stream)
+        count = 0 if n is None else n.errors.get(code, 0)
+        if count >= at_least or time.monotonic() > deadline:
+            return count
+        time.sleep(0.05)
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+
+
+def test_one_result_per_seq_for_three_streams(service: Service, client: Client) -> None:
+    streams, seqs = ("e2e-a", "e2e-b", "e2e-c"), range(100, 112)
+    for seq in seqs:
+        for i, stream in enumerate(streams):
+            client.send(stream, seq, spectrum(seq * 3 + i))
+    client.wait_for(lambda _: all(answered(client, s, seqs)(_) for s in streams))
+    time.sleep(0.2)  # anything extra (a duplicate) would have arrived by now
+    client.wait_for(lambda _: True, timeout_s=0.1)
+    for stream in streams:
+        answers = client.answers(stream)
+        assert sorted(answers) == list(seqs)
+        for seq, msgs in answers.items():
+            assert len(msgs) == 1, f"{stream}/{seq} answered {len(msgs)} times"
+            msg = msgs[0]
+            assert msg.kind == "result.spectral"
+            assert msg.topic == f"result.spectral/{stream}"
+            assert (msg.stream, msg.seq) == (stream, seq)
+            assert set(msg.payload) == {"roi", "peaks"}
+            assert isinstance(msg.t_ns, int)
+    summary = service.summary()
+    for stream in streams:
+        deadline = time.monotonic() + 10
+        while summary[stream].delivered < len(seqs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            summary = service.summary()
+        s = summary[stream]
+        assert (s.received, s.delivered, s.unexplained, s.gaps) == (len(seqs), len(seqs), 0, 0)
+
+
+def test_any_length_and_integer_spectra(client: Client) -> None:
+    client.send("e2e-len", 0, spectrum(1, 1047))
+    client.send("e2e-len", 1, (spectrum(2) * 4000).astype(np.int16))
+    client.send("e2e-len", 2, spectrum(3, 100).astype(np.float64))
+    client.wait_for(answered(client, "e2e-len", range(3)))
+    assert all(m[0].kind == "result.spectral" for m in client.answers("e2e-len").values())
+
+
+def test_metrics_endpoint(service: Service, client: Client) -> None:
+    client.send("e2e-metrics", 0, spectrum())
+    client.wait_for(answered(client, "e2e-metrics", range(1)))
+    deadline = time.monotonic() + 10
+    url = f"http://127.0.0.1:{service.metrics_port}/metrics"
+    while True:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        if 'sigstream_latency_seconds_count{stream="e2e-metrics"} 1.0' in text:
+            break
+        assert time.monotonic() < deadline, text[:2000]
+        time.sleep(0.1)
+    assert 'sigstream_frames_in_total{stage="ingest",stream="e2e-metrics"} 1.0' in text
+    assert 'sigstream_frames_out_total{stage="publisher",stream="e2e-metrics"} 1.0' in text
+    assert 'sigstream_stage_up{stage="worker-0"} 1.0' in text
+    assert 'sigstream_queue_capacity{stage="worker-0"} 256.0' in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: an error for the bad message, a counter, and the good stream keeps its results
+
+SEQ = 5  # the bad message's seq, where the case keeps it readable
+HUGE = 10**7
+
+
+def _payload(n_bytes: int) -> bytes:
+    return bytes(n_bytes)
+
+
+BAD_CASES: dict[str, tuple[Callable[[str], list[bytes]], str, bool, bool]] = {
+    # case: (frames for stream id, expected code, stream readable, seq readable)
+    "malformed_msgpack": (lambda s: [b"\xc1\x92\xff", _payload(2048)], "bad_msgpack",
+                          False, False),
+    "header_not_a_map": (lambda s: [msgpack.packb([1, 2]), _payload(2048)], "bad_msgpack",
+                         False, False),
+    "frame_count": (lambda s: [header(stream=s, seq=SEQ), _payload(2048), b"x"],
+                    "frame_count", False, False),
+    "missing_field": (lambda s: [header(stream=s, seq=SEQ, dtype=...), _payload(2048)],
+                      "missing_field", True, True),
+    "missing_seq": (lambda s: [header(stream=s, seq=...), _payload(2048)], "missing_field",
+                    True, False),
+    "wrong_field": (lambda s: [header(stream=s, seq="five"), _payload(2048)], "bad_field",
+                    True, False),
+    "wrong_version": (lambda s: [header(stream=s, seq=SEQ, v=2), _payload(2048)], "version",
+                      True, True),
+    "payload_length": (lambda s: [header(stream=s, seq=SEQ), _payload(2000)],
+                       "payload_length", True, True),
+    "wrong_dtype": (lambda s: [header(stream=s, seq=SEQ, dtype="complex64"), _payload(4096)],
+                    "bad_dtype", True, True),
+    "big_endian_dtype": (lambda s: [header(stream=s, seq=SEQ, dtype=">f4"), _payload(2048)],
+                         "bad_dtype", True, True),
+    "nan": (lambda s: encode(data_message("spectrum", s, SEQ, np.where(
+        np.arange(512) == 7, np.nan, 0.5).astype(np.float32))), "input_contract", True, True),
+    "inf": (lambda s: encode(data_message("spectrum", s, SEQ, np.where(
+        np.arange(512) == 7, np.inf, 0.5).astype(np.float32))), "input_contract", True, True),
+    "empty": (lambda s: [header(stream=s, seq=SEQ, shape=[0]), b""], "empty", True, True),
+    "huge_spectrum": (lambda s: [header(stream=s, seq=SEQ, shape=[HUGE]), _payload(4 * HUGE)],
+                      "too_long", True, True),
+    "oversize_message": (lambda s: [header(stream=s, seq=SEQ, dtype="uint8",
+                                           shape=[(64 << 20) + 1]), _payload((64 << 20) + 1)],
+                         "oversize", True, True),
+    "wrong_kind": (lambda s: encode(data_message("ecg", s, SEQ, np.zeros(256, np.int16),
+                                                 fs=360.0)), "wrong_kind", True, True),
+    "result_sent_to_ingest": (lambda s: [header(stream=s, seq=SEQ, kind="result.spectral",
+                                                dtype="msgpack", shape=[]), msgpack.packb({})],
+                              "wrong_kind", True, True),
+    "two_d": (lambda s: [header(stream=s, seq=SEQ, shape=[2, 256]), _payload(2048)],
+              "bad_shape", True, True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_input_is_answered_and_counted(service: Service, client: Client, case: str) -> None:
+    build, code, stream_known, seq_known = BAD_CASES[case]
+    bad_stream, good = f"bad-{case}", f"good-{case}"
+    topic_stream = bad_stream if stream_known else "?"
+    before = wait_for_count(service, topic_stream, code, 0)
+
+    for seq in range(0, 4):
+        client.send(good, seq, spectrum(seq))
+    client.send_frames(build(bad_stream))
+    for seq in range(4, 8):
+        client.send(good, seq, spectrum(seq))
+
+    def error_arrived(msgs: list[Message]) -> bool:
+        return any(m.kind == "error" and m.payload["code"] == code and m.stream == topic_stream
+                   for m in msgs)
+
+    client.wait_for(lambda msgs: error_arrived(msgs) and answered(client, good, range(8))(msgs))
+    errors = [m for m in client.received if m.kind == "error" and m.stream == topic_stream]
+    assert len(errors) == 1, [e.payload for e in errors]
+    error = errors[0]
+    assert error.topic == f"error/{topic_stream}"
+    assert error.payload["reason"]
+    if seq_known:
+        assert error.seq == SEQ and error.payload["seq"] == SEQ
+    else:
+        assert error.seq is None and "seq" not in error.payload
+    # The good stream, interleaved with the bad message, got every result.
+    assert all(
+        len(msgs) == 1 and msgs[0].kind == "result.spectral"
+        for msgs in client.answers(good).values()
+    )
+    assert wait_for_count(service, topic_stream, code, before + 1) == before + 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Start failures, stage deaths, policies
+
+
+def test_endpoint_in_use_raises_service_error(weights: Path) -> None:
+    ctx = zmq.Context()
+    blocker = ctx.socket(zmq.PULL)
+    blocker.linger = 0
+    port = blocker.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        service = Service(make_config(weights, ingest=f"tcp://127.0.0.1:{port}"))
+        with pytest.raises(ServiceError, match="ingest.*in use"):
+            service.start()
+        assert not _alive(service.pids.values())
+        service.close()
+        service.close()
+    finally:
+        blocker.close()
+        ctx.term()
+
+
+def test_bad_config_is_refused_before_any_io(weights: Path) -> None:
+    with pytest.raises(ServiceError, match="queue_policy"):
+        make_config(weights, queue_policy="drop-newest")
+    with pytest.raises(ServiceError, match="path"):
+        make_config(weights, path="ecg")
+    with pytest.raises(ServiceError, match="endpoint"):
+        make_config(weights, ingest="inproc://x")
+    service = Service(make_config(weights))
+    with pytest.raises(ServiceError, match="not running"):
+        service.bound_ingest  # noqa: B018
+    service.close()  # never started: nothing to do, safe
+
+
+@pytest.mark.slow
+def test_a_dead_stage_stops_the_service(weights: Path) -> None:
+    service = Service(make_config(weights))
+    service.start()
+    try:
+        os.kill(service.pids["worker-0"], signal.SIGKILL)
+        assert service.wait(timeout_s=10), "the supervisor did not notice"
+        assert "worker-0" in str(service.failure)
+        deadline = time.monotonic() + 15
+        while _alive(service.pids.values()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(service.pids.values()), "a half-dead service kept running"
+    finally:
+        service.stop(timeout_s=5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("policy", "code"), [("drop-oldest", "dropped"), ("reject", "overloaded"), ("block", None)]
+)
+def test_queue_policies_explain_every_seq(weights: Path, policy: str, code: str | None) -> None:
+    config = make_config(weights, queue_depth=2, queue_policy=policy, max_batch=1)
+    with Service(config) as service:
+        client = Client(service.bound_ingest, service.bound_publish)
+        try:
+            n = 150
+            for seq in range(n):
+                client.send("burst", seq, spectrum(seq))
+            client.wait_for(answered(client, "burst", range(n)), timeout_s=120)
+        finally:
+            client.close()
+        answers = client.answers("burst")
+        assert all(len(msgs) == 1 for msgs in answers.values())
+        kinds = [msgs[0].payload.get("code", "result") if msgs[0].kind == "error" else "result"
+                 for msgs in answers.values()]
+        service.stop()
+        s = service.summary()["burst"]
+    assert s.received == n and s.unexplained == 0
+    if code is None:
+        assert kinds.count("result") == n and s.dropped_total == 0
+    else:
+        assert kinds.count(code) > 0, "a burst of 150 into a queue of 2 must overflow"
+        assert set(kinds) <= {"result", code}
+        assert s.dropped == {code: kinds.count(code)}
+        assert s.delivered == kinds.count("result")
+
+
+# ---------------------------------------------------------------------------------------------
+# `sigstream run` as a real process
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds child processes in /proc")
+@pytest.mark.parametrize(
+    "how",
+    [
+        "sigterm",
+        # Ctrl-C in a terminal: SIGINT to the whole process group, children included.
+        pytest.param("ctrl_c", marks=pytest.mark.slow),
+    ],
+)
+def test_sigterm_drains_and_leaves_no_child(weights: Path, how: str) -> None:
+    cmd = [sys.executable, "-m", "stream.cli", "run", "spectral",
+           "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
+           "--backend", "eager", "--weights", str(weights), "--max-batch", "8"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if "service ready" in line:
+                ready.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    client = None
+    try:
+        assert ready.wait(180), "".join(lines)
+        found = re.search(r"ingest (\S+), publish (\S+?)[,\s]", "".join(lines))
+        assert found, "".join(lines)
+        client = Client(found.group(1), found.group(2))
+        children = _children(proc.pid)
+        assert len(children) >= 4  # ingest, shard, worker, publisher (+ resource tracker)
+        n = 30
+        for seq in range(n):
+            client.send("term", seq, spectrum(seq))
+        time.sleep(0.05)  # on the wire: SIGTERM must drain them, not drop them
+        if how == "sigterm":
+            proc.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 0, "".join(lines)
+        client.wait_for(answered(client, "term", range(n)), timeout_s=5)
+        assert all(m[0].kind == "result.spectral" for m in client.answers("term").values())
+        deadline = time.monotonic() + 10
+        while _alive(children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(children), "child processes outlived sigstream run"
+        reader.join(5)
+        log = "".join(lines)
+        assert "summary term: received 30, delivered 30" in log, log
+    finally:
+        if client is not None:
+            client.close()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: the service and its stages
+            proc.wait()

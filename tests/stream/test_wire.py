@@ -1,0 +1,316 @@
+"""Property tests of wire format v1 (stream.wire): round trips, hostile input, every corruption."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from stream.errors import WireError
+from stream.wire import (
+    DATA_KINDS,
+    DTYPES,
+    TIME_SERIES_KINDS,
+    Message,
+    WireLimits,
+    data_message,
+    decode,
+    encode,
+    error_message,
+    result_message,
+)
+
+# The codes WireError documents; anything else raised is a bug.
+CODES = {
+    "bad_msgpack", "missing_field", "bad_field", "payload_length", "bad_dtype", "oversize",
+    "frame_count", "version", "bad_topic",
+}
+RESERVED = {"v", "kind", "stream", "seq", "t_ns", "dtype", "shape", "fs"}
+
+PROPS = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+# -- strategies ---------------------------------------------------------------------------------
+
+streams = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=128
+).filter(lambda s: s.isprintable() and not any(c.isspace() for c in s))
+seqs = st.integers(0, 2**64 - 1)
+t_nss = st.integers(-(2**63), 2**63 - 1)
+fss = st.floats(min_value=1e-3, max_value=1e9, allow_nan=False, allow_infinity=False)
+scalars = (
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False) | st.text(max_size=20) | st.binary(max_size=20)
+)
+msgpack_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=12,
+)
+# Anything msgpack can carry, maps with non-string keys included.
+any_msgpack = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=8) | st.integers(-5, 5), inner, max_size=4),
+    max_leaves=12,
+)
+extras = st.dictionaries(
+    st.text(max_size=12).filter(lambda k: k not in RESERVED), msgpack_values, max_size=4
+)
+
+
+@st.composite
+def arrays(draw: st.DrawFn) -> np.ndarray:
+    dtype = np.dtype(draw(st.sampled_from(sorted(DTYPES))))
+    shape = draw(hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5))
+    return draw(hnp.arrays(dtype.newbyteorder(draw(st.sampled_from("<>="))), shape))
+
+
+@st.composite
+def data_messages(draw: st.DrawFn) -> Message:
+    kind = draw(st.sampled_from(sorted(DATA_KINDS)))
+    fs = draw(fss) if kind in TIME_SERIES_KINDS else draw(st.none() | fss)
+    return data_message(
+        kind, draw(streams), draw(seqs), draw(arrays()), t_ns=draw(t_nss), fs=fs, **draw(extras)
+    )
+
+
+def _codes_only(frames: list[Any], *, topic: bool) -> None:
+    try:
+        decode(frames, topic=topic)
+    except WireError as exc:
+        assert exc.code in CODES, exc.code
+
+
+# -- round trips --------------------------------------------------------------------------------
+
+
+@PROPS
+@given(data_messages(), st.booleans())
+def test_data_round_trip(msg: Message, topic: bool) -> None:
+    got = decode(encode(msg, topic=topic), topic=topic)
+    assert got.header == msg.header  # extra keys kept, every field unchanged
+    sent = np.asarray(msg.payload)
+    assert got.payload.shape == sent.shape
+    assert got.payload.dtype == np.dtype(msg.header["dtype"]).newbyteorder("<")
+    # Bit-exact, NaN payloads and -0.0 included.
+    assert got.payload.astype(sent.dtype.newbyteorder("<")).tobytes() == sent.astype(
+        sent.dtype.newbyteorder("<")
+    ).tobytes()
+
+
+@PROPS
+@given(streams, seqs, t_nss, msgpack_values, extras)
+def test_result_and_error_round_trip(stream: str, seq: int, t_ns: int, value: Any,
+                                     extra: dict) -> None:
+    answers = {"stream": stream, "seq": seq, "t_ns": t_ns}
+    result = result_message("spectral", answers, {"roi": [[1, 5]], "x": value}, **extra)
+    got = decode(encode(result, topic=True), topic=True)
+    assert got.header == result.header and got.payload == result.payload
+    assert (got.stream, got.seq, got.t_ns) == (stream, seq, t_ns)
+    assert got.kind == "result.spectral" and got.topic == f"result.spectral/{stream}"
+    error = error_message("bad_dtype", "nope", stream=stream, seq=seq)
+    got = decode(encode(error, topic=True), topic=True)
+    assert got.payload == {"code": "bad_dtype", "reason": "nope", "seq": seq}
+    assert got.topic == f"error/{stream}"
+    unknown = decode(encode(error_message("bad_msgpack", "?"), topic=True), topic=True)
+    assert unknown.topic == "error/?" and unknown.seq is None
+
+
+# -- hostile input ------------------------------------------------------------------------------
+
+
+@PROPS
+@given(st.lists(st.binary(max_size=64), max_size=4), st.booleans())
+def test_random_bytes_only_raise_wire_error(frames: list[bytes], topic: bool) -> None:
+    _codes_only(frames, topic=topic)
+
+
+@PROPS
+@given(
+    st.dictionaries(st.sampled_from(sorted(RESERVED)) | st.text(max_size=6), any_msgpack,
+                    max_size=10),
+    st.binary(max_size=64),
+    st.booleans(),
+)
+def test_random_msgpack_maps_only_raise_wire_error(header: dict, payload: bytes,
+                                                   topic: bool) -> None:
+    frames = [msgpack.packb(header, use_bin_type=True), payload]
+    if topic:
+        frames.insert(0, f"{header.get('kind')}/{header.get('stream')}".encode())
+    _codes_only(frames, topic=topic)
+
+
+@PROPS
+@given(data_messages(), st.sampled_from(sorted(RESERVED)), any_msgpack, st.booleans())
+def test_any_value_in_any_field_only_raises_wire_error(
+    msg: Message, key: str, value: Any, topic: bool
+) -> None:
+    frames = encode(msg, topic=topic)
+    header = dict(msg.header, **{key: value})
+    frames[-2] = msgpack.packb(header, use_bin_type=True)
+    _codes_only(frames, topic=topic)
+
+
+@PROPS
+@given(any_msgpack.filter(lambda v: not isinstance(v, dict)), st.binary(max_size=8))
+def test_header_that_is_not_a_map(value: Any, payload: bytes) -> None:
+    with pytest.raises(WireError) as info:
+        decode([msgpack.packb(value, use_bin_type=True), payload])
+    assert info.value.code == "bad_msgpack"
+
+
+# -- every single-field corruption is rejected with the right code ------------------------------
+
+_MISSING = object()
+CORRUPTIONS: list[tuple[str, Any, str]] = [
+    *[(key, _MISSING, "missing_field") for key in ("v", "kind", "stream", "seq", "t_ns",
+                                                  "dtype", "shape")],
+    *[("v", value, "version") for value in (0, 2, -1, "1", 1.0, True, None, [1])],
+    *[("kind", value, "bad_field") for value in ("video", "", "Spectrum", "result", 3, None,
+                                                 ["ecg"], {"k": 1})],
+    *[("stream", value, "bad_field") for value in ("", "a b", "tab\there", "x" * 129, "nl\n",
+                                                   "\x00", 5, None, b"s", ["s"])],
+    *[("seq", value, "bad_field") for value in (-1, 1.5, "3", True, None, [0], b"\x00")],
+    *[("t_ns", value, "bad_field") for value in (1.5, "1", None, True, 2**63, [1], {})],
+    *[("dtype", value, "bad_dtype") for value in ("float128", ">f4", "<f4", "object", "bool",
+                                                  "complex64", "msgpack", "", 7, None,
+                                                  ["float32"], {"d": 1}, b"float32")],
+    *[("shape", value, "bad_field") for value in ("5", 5, None, [-1], [1.5], [True], ["2"],
+                                                  [1, 1, 1, 1, 1], {"0": 1}, [[2]])],
+    ("shape", [2**40], "oversize"),
+    *[("fs", value, "bad_field") for value in (0, -1.0, float("nan"), float("inf"), "x", True,
+                                               None, [1.0])],
+]
+
+
+@st.composite
+def spectra(draw: st.DrawFn) -> Message:
+    array = draw(hnp.arrays(np.float32, st.integers(1, 64)))
+    return data_message("spectrum", draw(streams), draw(seqs), array, t_ns=draw(t_nss),
+                        fs=draw(st.none() | fss))
+
+
+@PROPS
+@given(spectra(), st.sampled_from(CORRUPTIONS), st.booleans())
+def test_every_single_field_corruption_is_rejected(
+    msg: Message, corruption: tuple[str, Any, str], topic: bool
+) -> None:
+    key, value, code = corruption
+    header = dict(msg.header)
+    if value is _MISSING:
+        header.pop(key)
+    else:
+        header[key] = value
+    frames = encode(msg, topic=topic)
+    frames[-2] = msgpack.packb(header, use_bin_type=True)
+    with pytest.raises(WireError) as info:
+        decode(frames, topic=topic)
+    assert info.value.code == code, info.value
+    # The sender can still be answered: stream and seq are reported when they were readable.
+    if key != "stream":
+        assert info.value.stream == msg.stream
+    if key not in ("stream", "seq"):
+        assert info.value.seq == msg.seq
+
+
+@pytest.mark.parametrize("kind", sorted(TIME_SERIES_KINDS))
+def test_time_series_without_fs(kind: str) -> None:
+    msg = data_message(kind, "s", 0, np.zeros(4, np.int16), t_ns=0, fs=100.0)
+    header = dict(msg.header)
+    del header["fs"]
+    with pytest.raises(WireError) as info:
+        decode([msgpack.packb(header), encode(msg)[1]])
+    assert info.value.code == "missing_field" and info.value.seq == 0
+
+
+@PROPS
+@given(data_messages(), st.sampled_from([-1, 1]), st.booleans())
+def test_payload_length_off_by_one(msg: Message, delta: int, topic: bool) -> None:
+    frames = encode(msg, topic=topic)
+    assume(len(frames[-1]) + delta >= 0)
+    frames[-1] = frames[-1][:-1] if delta < 0 else frames[-1] + b"\x00"
+    with pytest.raises(WireError) as info:
+        decode(frames, topic=topic)
+    assert info.value.code == "payload_length"
+    assert (info.value.stream, info.value.seq) == (msg.stream, msg.seq)
+
+
+@PROPS
+@given(spectra(), st.integers(1, 3))
+def test_shape_that_does_not_match_the_payload(msg: Message, extra: int) -> None:
+    header = dict(msg.header, shape=[msg.header["shape"][0] + extra])
+    with pytest.raises(WireError) as info:
+        decode([msgpack.packb(header), encode(msg)[1]])
+    assert info.value.code == "payload_length"
+
+
+# -- topic frame and frame count ----------------------------------------------------------------
+
+
+@PROPS
+@given(spectra(), st.binary(max_size=40))
+def test_topic_frame_must_match_kind_and_stream(msg: Message, topic: bytes) -> None:
+    frames = encode(msg, topic=True)
+    assume(topic != frames[0])
+    frames[0] = topic
+    with pytest.raises(WireError) as info:
+        decode(frames, topic=True)
+    assert info.value.code == "bad_topic"
+    assert (info.value.stream, info.value.seq) == (msg.stream, msg.seq)
+
+
+def test_topic_of_another_stream_is_rejected() -> None:
+    frames = encode(data_message("spectrum", "inst-1", 0, np.zeros(3, np.float32), t_ns=0),
+                    topic=True)
+    assert frames[0] == b"spectrum/inst-1"
+    frames[0] = b"spectrum/inst-2"
+    with pytest.raises(WireError, match="bad_topic"):
+        decode(frames, topic=True)
+
+
+@pytest.mark.parametrize("topic", [False, True])
+def test_frame_count(topic: bool) -> None:
+    frames = encode(data_message("spectrum", "s", 0, np.zeros(3, np.float32), t_ns=0),
+                    topic=topic)
+    for bad in (frames[1:], [*frames, b""], []):
+        with pytest.raises(WireError) as info:
+            decode(bad, topic=topic)
+        assert info.value.code == "frame_count"
+
+
+# -- limits -------------------------------------------------------------------------------------
+
+
+def test_limits_are_enforced_before_allocation() -> None:
+    limits = WireLimits(max_header_bytes=256, max_payload_bytes=64, max_ndim=2,
+                        max_stream_chars=8)
+    msg = data_message("spectrum", "s", 0, np.zeros(32, np.float32), t_ns=0)
+    with pytest.raises(WireError, match="oversize"):
+        decode(encode(msg), limits=limits)  # 128 payload bytes > 64
+    big_header = data_message("spectrum", "s", 0, np.zeros(1, np.float32), t_ns=0, pad="x" * 300)
+    with pytest.raises(WireError, match="oversize"):
+        decode(encode(big_header), limits=limits)
+    cube = data_message("spectrum", "s", 0, np.zeros((1, 1, 1), np.float32), t_ns=0)
+    with pytest.raises(WireError, match="bad_field"):
+        decode(encode(cube), limits=limits)
+    long_name = data_message("spectrum", "abcdefghi", 0, np.zeros(1, np.float32), t_ns=0)
+    with pytest.raises(WireError, match="bad_field"):
+        decode(encode(long_name), limits=limits)
+
+
+def test_msgpack_payload_of_a_result_must_be_a_map() -> None:
+    result = result_message("spectral", {"stream": "s", "seq": 1, "t_ns": 0}, {"roi": []})
+    frames = encode(result)
+    for payload in (msgpack.packb([1, 2]), b"\xc1", b""):
+        with pytest.raises(WireError) as info:
+            decode([frames[0], payload])
+        assert info.value.code == "bad_msgpack" and info.value.seq == 1
+
