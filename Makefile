@@ -31,7 +31,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python bench/engines.py
+	$(BIN)/python bench/engine_latency.py
 	$(BIN)/python bench/pipeline.py
 
 eval: $(STAMP)

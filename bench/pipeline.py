@@ -40,8 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-# Run as a script, Python puts bench/ first on sys.path, where bench/engines.py would shadow
-# the engines package: import from the repository root instead (children inherit sys.path).
+# Run as a script, Python puts bench/ first on sys.path; the naive baseline is imported as
+# `bench.naive_pipeline` from the repository root (spawned children inherit sys.path).
 _BENCH = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH]
 sys.path.insert(0, str(_BENCH.parent))

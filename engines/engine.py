@@ -39,7 +39,7 @@ keeps the aten/oneDNN convolutions and adds guard overhead), wins ~9 % at batch 
 would need a recompile or dynamic shapes per batch size.
 
 The shipped ROI models are smaller (33-173 k parameters, kernel 3), so per-op overhead weighs
-more and the gap widens. ``bench/engines.py --with-inductor`` on the ROI UNet (1 thread, busy
+more and the gap widens. ``bench/engine_latency.py --with-inductor`` on the ROI UNet (1 thread, busy
 machine, backends interleaved): speed-up over eager at batch 1 (p50) / batch-64 throughput
 ratio: onnxruntime 3.1x / 1.65x, inductor 1.5x / 0.93x. Across the four ROI models onnxruntime
 measured 2.8-3.4x at batch 1 and 1.1-2.1x at batch 64.

@@ -7,11 +7,12 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from engines.errors import WeightsError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["WEIGHTS_DIR", "ModelSpec"]
 
@@ -59,6 +60,8 @@ class ModelSpec:
 
     def load(self, path: Path | None = None) -> torch.nn.Module:
         """Build the module, load its weights (safe, tensors only) and put it in eval mode."""
+        import torch  # deferred: processes that only move bytes never load torch
+
         path = path or self.weights_path
         module = self.build()
         try:

@@ -117,10 +117,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", choices=BACKENDS, default="auto")
     run.add_argument("--model", choices=ROI_MODELS, default="resnet_unet")
     run.add_argument("--shards", type=int, default=1, help="stateful per-stream stage processes")
-    run.add_argument("--workers", type=int, default=1, help="engine worker processes")
+    run.add_argument("--workers", type=int, default=2, help="engine worker processes")
     run.add_argument("--max-batch", type=int, default=32)
     run.add_argument("--max-wait-us", type=int, default=2000)
-    run.add_argument("--queue-depth", type=int, default=1024, help="bound of each stage queue")
+    run.add_argument("--queue-depth", type=int, default=64, help="bound of each worker queue")
     run.add_argument(
         "--queue-policy", choices=("block", "drop-oldest", "reject"), default="drop-oldest"
     )

@@ -100,10 +100,10 @@ class ServiceConfig:
     backend: str = "auto"
     model: str = "resnet_unet"
     shards: int = 1
-    workers: int = 1
+    workers: int = 2
     max_batch: int = 32
     max_wait_us: int = 2000
-    queue_depth: int = 1024
+    queue_depth: int = 64
     queue_policy: str = "drop-oldest"
     metrics_port: int | None = None
     cache_dir: Path | None = None

@@ -82,7 +82,7 @@ _TARGETS = {
     "peak_f1_min": 0.95,
     "low_snr_f1_margin_over_best_baseline": 0.05,
 }
-_WR_LENGTHS = (256, 1024, 2048, 4096)
+_WR_LENGTHS = (256, 384, 1024, 2048, 4096)
 
 
 def ood_groups() -> list[tuple[str, SpectrumSimConfig]]:
@@ -381,7 +381,7 @@ def evaluate_roi(
     seed: int = DEFAULT_SEED,
     backend: str = "eager",
     models: Sequence[str] = MODEL_NAMES,
-    n_ood: int = 1_300,
+    n_ood: int = 1_400,
     n_baseline: int = 5_000,
     n_validation: int = 300,
     n_peak_free_per_band: int = 200,
@@ -531,7 +531,7 @@ def evaluate_roi(
         timing["context"] = time.perf_counter() - t0
 
         # --- neural models
-        runs: dict[str, tuple[_Run, _Scored]] = {}
+        runs: dict[str, tuple[_Run, _Run]] = {}  # test, peak-free
         modules: dict[str, torch.nn.Module] = {}
         for name in models:
             spec = ROI_SPECS[name]
@@ -551,10 +551,10 @@ def evaluate_roi(
             _progress(progress, f"{name}: {n_test} test spectra")
             run = _run_model(module, detector, test, batch)
             scored = _score(test, run)
-            runs[name] = (run, scored)
             raw_mask = [z > det_cfg.threshold_logit for z in run.logits or []]
             thr_only, _ = roi_loss(raw_mask, test.roi, test.peaks)
             pf_run = _run_model(module, detector, peak_free, batch)
+            runs[name] = (run, pf_run)
             entry = _summary(scored)
             entry["roi_loss_threshold_only"] = _num(_mean(thr_only))
             entry["by_snr"] = _by_band(scored, test_band)
@@ -584,17 +584,22 @@ def evaluate_roi(
 
         # --- post-processing ablation on the product model (same logits)
         if "resnet_unet" in runs:
-            run, _ = runs["resnet_unet"]
-            abl = {}
+            run, pf_run = runs["resnet_unet"]
+            abl: dict[str, Any] = {
+                "note": "the same logits read with one setting of the detector changed"
+            }
             for label, cfg in (
                 ("one_peak_per_roi", replace(det_cfg, split_prominence_sigma=None)),
+                ("no_min_peak_height", replace(det_cfg, min_peak_height_sigma=None)),
                 ("min_roi_width_1", replace(det_cfg, min_roi_width_samples=1)),
             ):
                 s = _score(test, _rerun_post(RoiDetector(cfg), test, run))
+                pf = _rerun_post(RoiDetector(cfg), peak_free, pf_run)
                 abl[label] = {
                     "config": _jsonable(asdict(cfg)),
                     "overall": _summary(s),
                     "by_snr": _by_band(s, test_band),
+                    "peak_free": _false_peaks(pf.tables, pf_band),
                 }
             report["postprocessing_ablation_resnet_unet"] = abl
 
@@ -687,10 +692,16 @@ def evaluate_roi(
 
 def _windowing_variants(base: RoiDetectorConfig) -> list[tuple[str, RoiDetectorConfig]]:
     w = replace(
-        base, strategy="window", normalisation="window", stitch="centre", overlap_samples=128
+        base,
+        strategy="window",
+        normalisation="window",
+        stitch="centre",
+        overlap_samples=128,
+        short="resample",
     )
     return [
         ("window_norm-window_centre_ov128", w),
+        ("window_norm-window_centre_ov128_short-pad", replace(w, short="pad")),
         ("window_norm-global_centre_ov128", replace(w, normalisation="global")),
         ("window_norm-window_mean_ov128", replace(w, stitch="mean")),
         ("window_norm-window_centre_ov256", replace(w, overlap_samples=256)),
@@ -717,6 +728,7 @@ def _windowing_report(
             "normalisation": base.normalisation,
             "stitch": base.stitch,
             "overlap_samples": base.overlap_samples,
+            "short": base.short,
         },
         "models": {},
     }
@@ -739,6 +751,7 @@ def _windowing_report(
                     "normalisation": cfg.normalisation,
                     "stitch": cfg.stitch,
                     "overlap_samples": cfg.overlap_samples,
+                    "short": cfg.short,
                 },
                 "overall": _summary(s),
                 "by_length": {str(n): _summary(s, data.group == f"L{n}") for n in _WR_LENGTHS},

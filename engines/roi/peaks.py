@@ -43,6 +43,14 @@ from typing import Any, Literal
 import numpy as np
 from scipy.signal import find_peaks
 
+try:  # find_peaks' own kernels: the public wrapper's argument checks cost more than the work
+    from scipy.signal._peak_finding import (  # type: ignore[attr-defined]
+        _local_maxima_1d,
+        _peak_prominences,
+    )
+except ImportError:  # pragma: no cover - other scipy layouts fall back to find_peaks
+    _local_maxima_1d = _peak_prominences = None
+
 __all__ = [
     "PEAK_TABLE_DTYPE",
     "estimate_noise_sigma",
@@ -77,18 +85,19 @@ def mask_to_intervals(mask: np.ndarray) -> np.ndarray:
     m = np.asarray(mask, dtype=bool)
     if m.ndim != 1:
         raise ValueError(f"mask must be 1-D, got shape {m.shape}")
-    edges = np.diff(np.concatenate(([False], m, [False])).astype(np.int8))
-    starts = np.flatnonzero(edges == 1)
-    ends = np.flatnonzero(edges == -1)
-    return np.stack([starts, ends], axis=1).astype(np.int64).reshape(-1, 2)
+    padded = np.zeros(m.size + 2, dtype=bool)
+    padded[1:-1] = m
+    # changes alternate start, end, start, ... because both pads are False
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    return edges.astype(np.int64).reshape(-1, 2)
 
 
 def intervals_to_mask(intervals: np.ndarray, length: int) -> np.ndarray:
     """Inverse of :func:`mask_to_intervals`: a ``(length,)`` bool mask."""
     iv = np.asarray(intervals, dtype=np.int64).reshape(-1, 2)
-    delta = np.zeros(length + 1, dtype=np.int64)
-    np.add.at(delta, np.clip(iv[:, 0], 0, length), 1)
-    np.add.at(delta, np.clip(iv[:, 1], 0, length), -1)
+    lo = np.minimum(np.maximum(iv[:, 0], 0), length)
+    hi = np.minimum(np.maximum(iv[:, 1], 0), length)
+    delta = np.bincount(lo, minlength=length + 1) - np.bincount(hi, minlength=length + 1)
     return np.cumsum(delta[:-1]) > 0
 
 
@@ -110,11 +119,35 @@ def estimate_noise_sigma(spectrum: np.ndarray, roi_mask: np.ndarray | None = Non
         if np.count_nonzero(~near) >= 16:
             d2 = d2[~near]
     # 0.6745 = Phi^-1(0.75): MAD -> sigma for a normal distribution
-    return float(np.median(np.abs(d2)) / (0.6745 * np.sqrt(6.0)))
+    return float(_median(np.abs(d2)) / (0.6745 * np.sqrt(6.0)))
+
+
+def _median(v: np.ndarray) -> float:
+    """``np.median`` of a non-empty 1-D float array (same value, without its overheads)."""
+    n = v.size
+    k = n // 2
+    if n % 2:
+        return float(np.partition(v, k)[k])
+    part = np.partition(v, (k - 1, k))
+    return float((part[k - 1] + part[k]) / 2.0)
+
+
+def _roi_samples(intervals: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every ROI sample in order, the ROI each belongs to, and each ROI's first offset."""
+    s, e = intervals[:, 0], intervals[:, 1]
+    lens = e - s
+    first = np.zeros(s.size, dtype=np.int64)
+    np.cumsum(lens[:-1], out=first[1:])
+    roi_id = np.repeat(np.arange(s.size), lens)
+    idx = np.arange(int(lens.sum()), dtype=np.int64) + (s - first)[roi_id]
+    return idx, roi_id, first
 
 
 def _baseline_corrected(
-    x: np.ndarray, intervals: np.ndarray, anchor: Anchor
+    x: np.ndarray,
+    intervals: np.ndarray,
+    anchor: Anchor,
+    samples: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Spectrum minus each ROI's line, zero outside ROIs; plus per-ROI anchor samples."""
     n = x.size
@@ -129,8 +162,7 @@ def _baseline_corrected(
     y0, y1 = x[a0], x[a1]
     span = np.maximum(a1 - a0, 1).astype(np.float64)
     slope = np.where(a1 > a0, (y1 - y0) / span, 0.0)
-    roi_id = np.repeat(np.arange(s.size), e - s)
-    idx = np.flatnonzero(intervals_to_mask(intervals, n))  # same order: sorted, disjoint
+    idx, roi_id, _ = samples
     c = np.zeros(n, dtype=np.float64)
     c[idx] = x[idx] - (y0[roi_id] + slope[roi_id] * (idx - a0[roi_id]))
     return c, a0, a1
@@ -140,17 +172,18 @@ def _apexes(
     c: np.ndarray,
     intervals: np.ndarray,
     prominence: np.ndarray | None,
+    samples: tuple[np.ndarray, np.ndarray, np.ndarray],
     given: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Apex sample of every peak and the ROI it belongs to (sorted by apex)."""
     s, e = intervals[:, 0], intervals[:, 1]
     k = s.size
-    # argmax per ROI: the fallback peak of an ROI with no prominent maximum
-    roi_id = np.repeat(np.arange(k), e - s)
-    idx = np.flatnonzero(intervals_to_mask(intervals, c.size)) if k else np.zeros(0, np.int64)
-    order = np.lexsort((-c[idx], roi_id))
-    first = np.concatenate(([0], np.cumsum(e - s)[:-1])) if k else np.zeros(0, np.int64)
-    argmax = idx[order[first]] if k else np.zeros(0, np.int64)
+    # argmax per ROI (first one on ties): the fallback peak of an ROI with no prominent maximum
+    idx, roi_id, first = samples
+    v = c[idx]
+    top = np.maximum.reduceat(v, first)
+    at_top = np.flatnonzero(v == top[roi_id])
+    argmax = idx[at_top[np.searchsorted(roi_id[at_top], np.arange(k))]]
     if given is not None:
         cand = np.unique(np.asarray(given, dtype=np.int64))
         owner = np.searchsorted(s, cand, side="right") - 1
@@ -160,11 +193,16 @@ def _apexes(
         return argmax, np.arange(k)
     # clipping at 0 (the anchors' level) keeps every prominence base inside its own ROI
     clipped = np.maximum(c, 0.0)
-    cand, props = find_peaks(clipped, prominence=0.0)
+    if _local_maxima_1d is not None:
+        cand = _local_maxima_1d(clipped)[0]
+        all_prom = _peak_prominences(clipped, cand, -1)[0] if cand.size else cand
+    else:  # pragma: no cover
+        cand, props = find_peaks(clipped, prominence=0.0)
+        all_prom = props["prominences"]
     if cand.size:
         owner = np.searchsorted(s, cand, side="right") - 1
         inside = (owner >= 0) & (cand < e[np.maximum(owner, 0)])
-        cand, owner, prom = cand[inside], owner[inside], props["prominences"][inside]
+        cand, owner, prom = cand[inside], owner[inside], all_prom[inside]
         keep = prom >= prominence[owner]
         cand, owner = cand[keep], owner[keep]
     else:
@@ -192,14 +230,18 @@ def _segments(
     The outermost peaks of an ROI reach its anchors; neighbours share the lowest sample
     between their apexes (the valley).
     """
-    lo = a0[rid].copy()
-    hi = a1[rid].copy()
-    same = rid[1:] == rid[:-1]
-    for i in np.flatnonzero(same):
-        left, right = apex[i], apex[i + 1]
-        v = left + int(np.argmin(c[left : right + 1]))
-        hi[i] = v
-        lo[i + 1] = v
+    lo = a0[rid]
+    hi = a1[rid]
+    pair = np.flatnonzero(rid[1:] == rid[:-1])
+    if pair.size:
+        # first lowest sample of c[left..right] per neighbour pair, all pairs at once
+        left, right = apex[pair], apex[pair + 1]
+        j = np.arange(int((right - left).max()) + 1)
+        pos = left[:, None] + j
+        between = np.where(pos <= right[:, None], c[np.minimum(pos, c.size - 1)], np.inf)
+        v = left + np.argmin(between, axis=1)
+        hi[pair] = v
+        lo[pair + 1] = v
     return lo, hi
 
 
@@ -213,6 +255,11 @@ def _measure(
     area = np.empty(n_peaks)
     width = np.empty(n_peaks)
     seg_len = hi - lo + 1
+    w_all = int(seg_len.max()) if n_peaks else 0
+    if n_peaks * w_all <= _CHUNK_ELEMENTS:  # the usual case: one padded block for all peaks
+        sel = np.arange(n_peaks)
+        _measure_chunk(c, apex, lo, hi, w_all, position, sel, index, height, area, width)
+        return index, height, area, width
     order = np.argsort(seg_len, kind="stable")
     sorted_len = seg_len[order]
     start = 0
@@ -252,9 +299,11 @@ def _measure_chunk(
     width: np.ndarray,
 ) -> None:
     j = np.arange(w_max)[None, :]
+    span = hi - lo  # last column of each part
+    valid = j <= span[:, None]
     pos = lo[:, None] + j  # absolute sample of each column
-    valid = pos <= hi[:, None]
-    p = np.where(valid, c[np.minimum(pos, c.size - 1)], 0.0)
+    p = c[np.minimum(pos, c.size - 1)]
+    p[~valid] = 0.0
     m = (apex - lo)[:, None]  # apex column
     rows = np.arange(apex.size)
     h = c[apex]
@@ -262,13 +311,16 @@ def _measure_chunk(
 
     # area: trapezoid over the part; its ends are anchors (0) or valleys shared with a
     # neighbour, each counted half in both parts so the parts add up to the ROI's sum
-    is_end = (j == 0) | (pos == hi[:, None])
-    area[sel] = np.sum(np.where(is_end, 0.5 * p, p), axis=1)
+    halved = p.copy()
+    halved[:, 0] *= 0.5
+    halved[rows, span] = 0.5 * p[rows, span]
+    area[sel] = halved.sum(axis=1)
 
     # half-height crossings, linearly interpolated; a side without one ends at the part's edge
     below = (p < half[:, None]) & valid
-    left_j = np.where(below & (j < m), j, -1).max(axis=1)
-    right_j = np.where(below & (j > m), j, w_max).min(axis=1)
+    before = j < m
+    left_j = np.where(below & before, j, -1).max(axis=1)
+    right_j = np.where(below & ~before & (j != m), j, w_max).min(axis=1)
     has_l = left_j >= 0
     has_r = right_j < w_max
     lj = np.maximum(left_j, 0)
@@ -276,12 +328,14 @@ def _measure_chunk(
     pl0, pl1 = p[rows, lj], p[rows, np.minimum(lj + 1, w_max - 1)]
     pr0, pr1 = p[rows, np.maximum(rj - 1, 0)], p[rows, rj]
     with np.errstate(invalid="ignore", divide="ignore"):
-        xl = np.where(has_l, lj + np.clip((half - pl0) / (pl1 - pl0), 0.0, 1.0), 0.0)
-        xr = np.where(
-            has_r, rj - 1 + np.clip((pr0 - half) / (pr0 - pr1), 0.0, 1.0), (hi - lo).astype(float)
-        )
-    xl = np.nan_to_num(xl)
-    xr = np.nan_to_num(xr)
+        # (min(max(.)) rather than np.clip: same values, far less overhead on small arrays)
+        fl = np.minimum(np.maximum((half - pl0) / (pl1 - pl0), 0.0), 1.0)
+        fr = np.minimum(np.maximum((pr0 - half) / (pr0 - pr1), 0.0), 1.0)
+    xl = np.where(has_l, lj + fl, 0.0)
+    xr = np.where(has_r, rj - 1 + fr, span.astype(float))
+    # 0/0 on a flat part -> NaN -> 0 (as np.nan_to_num); the clamps leave no infinities
+    xl[np.isnan(xl)] = 0.0
+    xr[np.isnan(xr)] = 0.0
     fwhm = np.where(h > 0, xr - xl, 0.0)
     width[sel] = fwhm
 
@@ -306,7 +360,9 @@ def _measure_chunk(
         den = y0 - 2.0 * h + y2
         interior = (apex > lo) & (apex < hi) & (den < 0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            delta = np.where(interior, np.clip(0.5 * (y0 - y2) / den, -0.5, 0.5), 0.0)
+            delta = np.where(
+                interior, np.minimum(np.maximum(0.5 * (y0 - y2) / den, -0.5), 0.5), 0.0
+            )
         off = mj + delta
     else:
         raise ValueError(f"unknown position estimator {position!r}")
@@ -349,8 +405,9 @@ def peak_table(
         prom = None
     else:
         prom = np.broadcast_to(np.asarray(prominence, dtype=np.float64), (iv.shape[0],))
-    c, a0, a1 = _baseline_corrected(x, iv, anchor)
-    apex, rid = _apexes(c, iv, prom, apexes)
+    samples = _roi_samples(iv)
+    c, a0, a1 = _baseline_corrected(x, iv, anchor, samples)
+    apex, rid = _apexes(c, iv, prom, samples, apexes)
     lo, hi = _segments(c, apex, rid, a0, a1)
     index, height, area, width = _measure(c, apex, lo, hi, position)
     out = np.empty(apex.size, dtype=PEAK_TABLE_DTYPE)
@@ -365,16 +422,11 @@ def peak_table(
 
 def peaks_to_dicts(table: np.ndarray) -> list[dict[str, Any]]:
     """Peak table rows as plain-Python dicts (floats and ints, msgpack-encodable)."""
+    # column-wise tolist(): plain floats/ints without a numpy scalar per field
+    cols = [table[f].tolist() for f in ("index", "height", "area", "width", "start", "end")]
     return [
-        {
-            "index": float(r["index"]),
-            "height": float(r["height"]),
-            "area": float(r["area"]),
-            "width": float(r["width"]),
-            "start": int(r["start"]),
-            "end": int(r["end"]),
-        }
-        for r in table
+        {"index": i, "height": h, "area": a, "width": w, "start": s, "end": e}
+        for i, h, a, w, s, e in zip(*cols, strict=True)
     ]
 
 

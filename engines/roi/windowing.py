@@ -3,20 +3,27 @@
 The models are trained on 512-sample spectra min-max normalised to [0, 1]. Two ways to serve
 a spectrum of another length ``L``:
 
-- ``"window"`` (tiling): windows of 512 samples at a stride of ``512 - overlap``, the last one
-  flush with the end of the spectrum; logits are stitched back either by centre crop (each
-  sample takes the logit of the window in which it lies furthest from the edges: the cut
-  between two neighbours is the middle of their overlap) or by the mean over the windows that
-  cover it. A spectrum shorter than 512 is padded to 512 by reflection, centred, and the
-  padding is cut off again. Normalisation is either ``"global"`` (min-max of the whole
-  spectrum, then sliced) or ``"window"`` (min-max of each window on its own).
+- ``"window"`` (tiling, the default): windows of 512 samples at a stride of ``512 - overlap``,
+  the last one flush with the end of the spectrum; logits are stitched back either by centre
+  crop (each sample takes the logit of the window in which it lies furthest from the edges:
+  the cut between two neighbours is the middle of their overlap) or by the mean over the
+  windows that cover it. Normalisation is either ``"window"`` (min-max of each window on its
+  own, like every training spectrum) or ``"global"`` (min-max of the whole spectrum, then
+  sliced). A spectrum shorter than 512 cannot fill a window: with ``short="resample"`` (the
+  default) it is stretched to 512 as below, with ``short="pad"`` it is padded to 512 by
+  reflection, centred, and the padding is cut off again.
 - ``"resample"``: the spectrum is resampled to 512 samples (box-filter average for ``L > 512``
   so narrow peaks are not aliased away, linear interpolation for ``L < 512``), normalised, and
   the 512 logits are interpolated back to ``L`` samples.
 
-Which is the default is decided by measurement on out-of-distribution lengths (see
-``engines/roi/evaluate.py``, section ``windowing_vs_resampling`` of the report); the detector
-config carries the choice.
+Defaults by measurement (ResNet+UNet, paper-protocol peaks at lengths 256-4096, on a stream
+kept apart from the report's; the report's ``windowing_vs_resampling`` section re-measures
+every variant on each run): tiling keeps the in-distribution ROI loss at 1024-4096 samples
+(~0.001-0.002) where resampling squeezes the peaks below the trained widths (ROI loss rising
+to ~0.15 at 4096); below 512 samples padding misleads the model near the junction (ROI loss
+~0.25 at 256, ~0.05 even at 480) where stretching stays close (~0.003 at 384-480, ~0.03 at
+256). Per-window and global normalisation, centre crop and mean, 128 and 256 overlap were
+within noise of each other; per-window, centre crop and 128 are the defaults.
 
 Pure numpy. Windows are ``(n, 1, 512)`` float32; logits come back as ``(n, 1, 512)``.
 """
@@ -45,6 +52,7 @@ MAX_LENGTH_SAMPLES = 1 << 20  # 1,048,576: ~2,900 windows; anything longer is a 
 Strategy = Literal["window", "resample"]
 Normalisation = Literal["global", "window"]
 Stitch = Literal["centre", "mean"]
+Short = Literal["resample", "pad"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,18 +128,24 @@ def to_windows(
     overlap: int = 128,
     normalisation: Normalisation = "window",
     stitch: Stitch = "centre",
+    short: Short = "resample",
     window: int = WINDOW_SAMPLES,
     max_length: int = MAX_LENGTH_SAMPLES,
 ) -> tuple[np.ndarray, WindowPlan]:
     """Cut a spectrum ``(L,)`` into model inputs ``(n, 1, window)`` float32 and their plan.
 
     ``overlap``: samples shared by consecutive windows, ``0 <= overlap < window``.
+    ``short``: how the window strategy serves ``L < window`` (see module docstring).
     """
     x = check_spectrum(spectrum, max_length=max_length)
     if not 0 <= overlap < window:
         raise ValueError(f"overlap must be in [0, {window}), got {overlap}")
     length = x.size
-    if strategy == "resample":
+    if strategy not in ("window", "resample"):
+        raise ValueError(f"strategy must be 'window' or 'resample', got {strategy!r}")
+    if short not in ("resample", "pad"):
+        raise ValueError(f"short must be 'resample' or 'pad', got {short!r}")
+    if strategy == "resample" or (length < window and short == "resample"):
         y = _resample_to(x, window)
         plan = WindowPlan(
             length=length,
@@ -143,8 +157,6 @@ def to_windows(
             cuts=np.array([0, window], np.int64),
         )
         return _minmax(y)[None, None, :].astype(np.float32), plan
-    if strategy != "window":
-        raise ValueError(f"strategy must be 'window' or 'resample', got {strategy!r}")
     pad_left = 0
     if length < window:
         pad_left = (window - length) // 2

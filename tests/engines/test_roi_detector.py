@@ -126,7 +126,26 @@ def test_config_is_frozen_kw_only_and_validated() -> None:
         {"split_prominence_sigma": 0},
         {"normalisation": "none"},
         {"stitch": "max"},
+        {"short": "crop"},
     ):
         with pytest.raises(ValueError):
             RoiDetectorConfig(**bad)  # type: ignore[arg-type]
     assert cfg.threshold_logit == 0.0
+
+
+def test_peaks_below_the_height_floor_are_dropped() -> None:
+    rng = np.random.default_rng(2)
+    x = np.arange(512, dtype=np.float64)
+    y = rng.normal(0, 0.01, 512) + 0.5 * np.exp(-0.5 * ((x - 300) / 3.0) ** 2)
+
+    def engine(w: np.ndarray) -> np.ndarray:
+        z = np.full(w.shape, -5.0, np.float32)
+        z[0, 0, 100:110] = 5.0  # noise only
+        z[0, 0, 290:311] = 5.0  # the peak (50 sigma)
+        return z
+
+    out = detect(y, engine)
+    assert out["roi"] == [[100, 110], [290, 311]]  # ROIs are the segmenter's answer
+    assert len(out["peaks"]) == 1 and out["peaks"][0]["start"] == 290
+    kept = detect(y, engine, config=RoiDetectorConfig(min_peak_height_sigma=None))
+    assert len(kept["peaks"]) >= 2

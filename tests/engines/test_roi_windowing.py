@@ -28,7 +28,7 @@ def _index_logits(plan: WindowPlan) -> np.ndarray:
 @pytest.mark.parametrize("overlap", [0, 128, 511])
 def test_window_shapes_and_exact_stitch(length: int, stitch: str, overlap: int) -> None:
     x = np.random.default_rng(length).random(length).astype(np.float32)
-    w, plan = to_windows(x, overlap=overlap, stitch=stitch)  # type: ignore[arg-type]
+    w, plan = to_windows(x, overlap=overlap, stitch=stitch, short="pad")  # type: ignore[arg-type]
     assert w.dtype == np.float32 and w.shape == (plan.n_windows, 1, WINDOW_SAMPLES)
     assert w.min() >= 0.0 and w.max() <= 1.0
     padded = max(length, WINDOW_SAMPLES)
@@ -55,9 +55,20 @@ def test_window_content_and_normalisation() -> None:
     assert np.allclose(one[0], (y - y.min()) / np.ptp(y), atol=1e-6)
 
 
-def test_short_spectra_are_padded_by_reflection() -> None:
+def test_short_spectra_are_stretched_by_default() -> None:
     x = np.arange(100, dtype=np.float64)
     w, plan = to_windows(x)
+    assert plan.strategy == "resample" and w.shape == (1, 1, 512)
+    assert np.allclose(
+        w[0, 0], np.clip((np.arange(512) + 0.5) * 100 / 512 - 0.5, 0, 99) / 99, atol=1e-6
+    )
+    # a spectrum of the window's length is one window however short spectra are served
+    assert to_windows(np.arange(512.0))[1].strategy == "window"
+
+
+def test_short_spectra_can_be_padded_by_reflection() -> None:
+    x = np.arange(100, dtype=np.float64)
+    w, plan = to_windows(x, short="pad")
     assert plan.n_windows == 1 and plan.pad_left == (512 - 100) // 2
     inner = w[0, 0, plan.pad_left : plan.pad_left + 100]
     assert np.allclose(inner, x / 99, atol=1e-6)
@@ -119,3 +130,5 @@ def test_integer_spectra_are_accepted_and_bad_logits_rejected() -> None:
         from_windows(np.zeros((3, 1, 512), np.float32), plan)
     with pytest.raises(ValueError):
         to_windows(np.zeros(600), overlap=512)
+    with pytest.raises(ValueError):
+        to_windows(np.zeros(600), short="crop")  # type: ignore[arg-type]

@@ -13,39 +13,31 @@ never slower at batch 64 (throughput ratio >= 1).
 ``--with-inductor`` adds torch.compile (inductor, freezing) as a reference column; it is not an
 engine backend (see :mod:`engines.engine` for why).
 
-Usage: ``python bench/engines.py [--models unet,cnn] [--iters 300] [--threads 1] [--json out]``
+Usage: ``python bench/engine_latency.py [--models unet,cnn] [--iters 300] [--json out]``
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-# Run as a script, this file's directory comes first on sys.path and its own name ("engines")
-# would shadow the engines package: put the repository root there instead.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
+import numpy as np
+import torch
 
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
-from typing import Any  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from engines.cache import cpu_name, library_versions  # noqa: E402
-from engines.engine import Engine, load_engine  # noqa: E402
-from engines.spec import ModelSpec  # noqa: E402
+from engines.cache import cpu_name, library_versions
+from engines.engine import Engine, load_engine
+from engines.spec import ModelSpec
 
 TARGET_B1_SPEEDUP = 2.0
 TARGET_BATCH_RATIO = 1.0
