@@ -1,10 +1,11 @@
 """Errors raised by :mod:`stream`.
 
     SigstreamError
-    ├── WireError (ValueError)          a message that breaks wire format v1; carries a `code`
-    │                                   and, where they could be read, the `stream` and `seq`
-    ├── InputError (ValueError)         a well-formed message whose content breaks the path's
-    │                                   input contract (wrong kind, 2-D, empty, NaN); has a `code`
+    ├── MessageError (ValueError)       a message answered with an `error` result; carries a
+    │   │                               `code` and, where they could be read, `stream` and `seq`
+    │   ├── WireError                   it breaks wire format v1
+    │   └── InputError                  well-formed, but its content breaks the path's input
+    │                                   contract (wrong kind, 2-D, empty, NaN)
     ├── StageError (RuntimeError)       a pipeline stage that failed to start or died
     └── ServiceError (RuntimeError)     a service that cannot start (endpoint in use, bad config)
 
@@ -14,19 +15,25 @@ breaks a model's contract becomes an ``error`` result for its sender, never a cr
 
 from __future__ import annotations
 
-__all__ = ["InputError", "ServiceError", "SigstreamError", "StageError", "WireError"]
+__all__ = [
+    "InputError",
+    "MessageError",
+    "ServiceError",
+    "SigstreamError",
+    "StageError",
+    "WireError",
+]
 
 
 class SigstreamError(Exception):
     """Base of every error raised by :mod:`stream`."""
 
 
-class WireError(SigstreamError, ValueError):
-    """A message that breaks wire format v1.
+class MessageError(SigstreamError, ValueError):
+    """A message the service answers with an ``error`` result instead of serving it.
 
-    ``code`` is a short machine-readable slug (``bad_msgpack``, ``missing_field``, ``bad_field``,
-    ``payload_length``, ``bad_dtype``, ``oversize``, ``frame_count``, ``version``, ``bad_topic``);
-    ``stream`` and ``seq`` are set where the header could be read that far.
+    ``code`` is a short machine-readable slug; ``stream`` and ``seq`` are those of the message
+    where they could be read.
     """
 
     def __init__(
@@ -39,21 +46,15 @@ class WireError(SigstreamError, ValueError):
         self.seq = seq
 
 
-class InputError(SigstreamError, ValueError):
-    """A well-formed message that a path cannot serve; answered with an ``error`` result.
+class WireError(MessageError):
+    """A message that breaks wire format v1 (codes ``bad_msgpack``, ``missing_field``,
+    ``bad_field``, ``payload_length``, ``bad_dtype``, ``oversize``, ``frame_count``, ``version``,
+    ``bad_topic``)."""
 
-    ``code`` is a short slug (``wrong_kind``, ``bad_shape``, ``empty``, ``too_long``,
-    ``input_contract``); ``stream`` and ``seq`` are those of the message when known.
-    """
 
-    def __init__(
-        self, code: str, reason: str, *, stream: str | None = None, seq: int | None = None
-    ) -> None:
-        super().__init__(f"{code}: {reason}")
-        self.code = code
-        self.reason = reason
-        self.stream = stream
-        self.seq = seq
+class InputError(MessageError):
+    """A well-formed message that a path cannot serve (codes ``wrong_kind``, ``bad_shape``,
+    ``empty``, ``too_long``, ``input_contract``)."""
 
 
 class StageError(SigstreamError, RuntimeError):

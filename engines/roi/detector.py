@@ -35,6 +35,7 @@ from engines.roi.peaks import (
     mask_to_intervals,
     peak_table,
     peaks_to_dicts,
+    shoulder_noise_gain,
 )
 from engines.roi.windowing import (
     MAX_LENGTH_SAMPLES,
@@ -72,6 +73,17 @@ class RoiDetectorConfig:
     min-max normalised, its noise and background wiggles get flagged; on validation spectra
     (ResNet+UNet) 5 sigma cut the false peaks per peak-free spectrum from ~3.2 to ~0.04 at no
     cost in peak F1 (4 sigma: ~0.2; 6 sigma starts to cost recall).
+    ``shoulder_sigma``/``shoulder_window_samples``/``shoulder_separation_samples``: with
+    ``shoulder_sigma`` set (and ``split_prominence_sigma`` too), shoulders are peaks as well:
+    maxima of minus the Savitzky-Golay second derivative (quadratic, that window) of the
+    spectrum inside an ROI, at least ``shoulder_sigma`` noise sigmas of that derivative deep
+    and at least that separation from every prominent maximum and deeper shoulder
+    (:func:`engines.roi.peaks.shoulder_apexes`); None = maxima only. Tuned by peak F1 on
+    1,000 validation spectra (ResNet+UNet logits and true ROIs; window 5-11, 6-14 sigma,
+    separation 3-7): 8 sigma, window 7, separation 5 was best, F1 0.858 -> 0.864 (recall
+    +1.5 points, precision -0.7), the whole grid within 0.004 of it; 5 sigma or separation
+    < 4 lose precision. It costs ~60-80 us per 512-sample spectrum. Most peaks the read-out
+    still misses lie within a FWHM of a neighbour, where no curvature read-out separates them.
     ``max_length_samples``: longer spectra are rejected.
     """
 
@@ -84,6 +96,9 @@ class RoiDetectorConfig:
     short: Short = "resample"
     split_prominence_sigma: float | None = 3.0
     min_peak_height_sigma: float | None = 5.0
+    shoulder_sigma: float | None = 8.0
+    shoulder_window_samples: int = 7
+    shoulder_separation_samples: int = 5
     max_length_samples: int = MAX_LENGTH_SAMPLES
 
     def __post_init__(self) -> None:
@@ -105,6 +120,12 @@ class RoiDetectorConfig:
             raise ValueError("split_prominence_sigma must be > 0 or None")
         if self.min_peak_height_sigma is not None and self.min_peak_height_sigma < 0:
             raise ValueError("min_peak_height_sigma must be >= 0 or None")
+        if self.shoulder_sigma is not None and self.shoulder_sigma <= 0:
+            raise ValueError("shoulder_sigma must be > 0 or None")
+        if self.shoulder_window_samples < 3 or self.shoulder_window_samples % 2 == 0:
+            raise ValueError("shoulder_window_samples must be odd and >= 3")
+        if self.shoulder_separation_samples < 1:
+            raise ValueError("shoulder_separation_samples must be >= 1")
         if self.max_length_samples < 1:
             raise ValueError("max_length_samples must be >= 1")
 
@@ -159,7 +180,18 @@ class RoiDetector:
         prominence = None
         if cfg.split_prominence_sigma is not None:
             prominence = max(cfg.split_prominence_sigma * sigma, floor)
-        table = peak_table(x, intervals, prominence=prominence)
+        depth = None
+        if cfg.shoulder_sigma is not None:
+            gain = shoulder_noise_gain(cfg.shoulder_window_samples)
+            depth = max(cfg.shoulder_sigma * sigma * gain, floor)
+        table = peak_table(
+            x,
+            intervals,
+            prominence=prominence,
+            shoulder_depth=depth,
+            shoulder_window=cfg.shoulder_window_samples,
+            shoulder_separation=cfg.shoulder_separation_samples,
+        )
         if cfg.min_peak_height_sigma is not None:
             table = table[table["height"] >= max(cfg.min_peak_height_sigma * sigma, floor)]
         return table

@@ -507,6 +507,8 @@ def evaluate_roi(
         oracle = _score(test, _run_oracle(detector, test))
         one_peak = RoiDetector(replace(det_cfg, split_prominence_sigma=None))
         oracle_one = _score(test, _run_oracle(one_peak, test))
+        maxima_only = RoiDetector(replace(det_cfg, shoulder_sigma=None))
+        oracle_maxima = _score(test, _run_oracle(maxima_only, test))
         hits, totals = _resolvable_fraction(test)
 
         def resolvable(sel: np.ndarray) -> float | None:
@@ -520,6 +522,7 @@ def evaluate_roi(
                 "overall": _summary(oracle),
                 "by_snr": _by_band(oracle, test_band),
                 "one_peak_per_roi": _summary(oracle_one),
+                "no_shoulders": _summary(oracle_maxima),
             },
             "resolvable_peak_fraction": {
                 "note": "true peaks that are separate local maxima (within the match "
@@ -590,6 +593,7 @@ def evaluate_roi(
             }
             for label, cfg in (
                 ("one_peak_per_roi", replace(det_cfg, split_prominence_sigma=None)),
+                ("no_shoulders", replace(det_cfg, shoulder_sigma=None)),
                 ("no_min_peak_height", replace(det_cfg, min_peak_height_sigma=None)),
                 ("min_roi_width_1", replace(det_cfg, min_roi_width_samples=1)),
             ):

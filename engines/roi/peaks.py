@@ -59,6 +59,8 @@ __all__ = [
     "mask_to_intervals",
     "peak_table",
     "peaks_to_dicts",
+    "shoulder_apexes",
+    "shoulder_noise_gain",
 ]
 
 Anchor = Literal["outside", "inside"]
@@ -378,6 +380,9 @@ def peak_table(
     apexes: np.ndarray | None = None,
     anchor: Anchor = "outside",
     position: Position = "centroid",
+    shoulder_depth: float | None = None,
+    shoulder_window: int = 7,
+    shoulder_separation: int = 3,
 ) -> np.ndarray:
     """Peaks of ``spectrum`` (1-D, any real dtype) inside ``intervals`` ((k, 2), [start, end)).
 
@@ -385,6 +390,9 @@ def peak_table(
     own; a scalar, or one value per interval; ``None`` = one peak per ROI. ``apexes``: sample
     indices found by another detector, used as the peaks instead (those outside every interval
     are dropped; an interval without one gets its maximum; ``prominence`` is then ignored).
+    ``shoulder_depth`` (with ``prominence``): shoulders whose Savitzky-Golay second-derivative
+    depth (spectrum units per sample squared) is at least this are peaks too (see
+    :func:`shoulder_apexes`; ``shoulder_window``, ``shoulder_separation`` in samples).
     Returns a structured
     array of dtype :data:`PEAK_TABLE_DTYPE`, sorted by position (see module docstring).
     Intervals must be sorted, disjoint and inside ``[0, len(spectrum)]``; empty ones are
@@ -408,6 +416,13 @@ def peak_table(
     samples = _roi_samples(iv)
     c, a0, a1 = _baseline_corrected(x, iv, anchor, samples)
     apex, rid = _apexes(c, iv, prom, samples, apexes)
+    if shoulder_depth is not None and prom is not None and apexes is None:
+        more = _add_shoulders(
+            x, samples[0], apex, shoulder_depth, shoulder_window, shoulder_separation
+        )
+        if more.size != apex.size:
+            apex = more
+            rid = np.searchsorted(iv[:, 0], apex, side="right") - 1
     lo, hi = _segments(c, apex, rid, a0, a1)
     index, height, area, width = _measure(c, apex, lo, hi, position)
     out = np.empty(apex.size, dtype=PEAK_TABLE_DTYPE)
@@ -418,6 +433,102 @@ def peak_table(
     out["start"] = iv[rid, 0]
     out["end"] = iv[rid, 1]
     return out
+
+
+def _d2_coeffs(window: int) -> np.ndarray:
+    """Savitzky-Golay (quadratic) second-derivative coefficients, symmetric, ``(window,)``.
+
+    Closed form (= ``scipy.signal.savgol_coeffs(window, 2, deriv=2)``, without its
+    least-squares solve per call): on a symmetric window ``i`` and ``i**2 - q`` are
+    orthogonal, so the fitted curvature is ``2 sum((i^2 - q) y) / sum((i^2 - q)^2)``.
+    """
+    m = window // 2
+    u = np.arange(-m, m + 1, dtype=np.float64) ** 2
+    u -= m * (m + 1) / 3.0  # the mean of i**2 over -m..m
+    return (2.0 / float(np.dot(u, u))) * u
+
+
+def shoulder_noise_gain(window_samples: int) -> float:
+    """Noise sigma of the Savitzky-Golay second derivative per unit white-noise sigma."""
+    return float(np.sqrt(np.sum(_d2_coeffs(window_samples) ** 2)))
+
+
+def _add_shoulders(
+    x: np.ndarray,
+    idx: np.ndarray,
+    apex: np.ndarray,
+    depth_min: float,
+    window: int,
+    separation: int,
+) -> np.ndarray:
+    """``apex`` plus the shoulders (see :func:`shoulder_apexes`), sorted."""
+    n = x.size
+    if n < window:
+        return apex
+    coeffs = _d2_coeffs(window)
+    half = window // 2
+    depth = np.zeros(n)
+    # -(second derivative) where the whole window fits; coeffs are symmetric
+    depth[half : n - half] = -np.convolve(x, coeffs, mode="valid")
+    in_roi = np.zeros(n, dtype=bool)
+    in_roi[idx] = True
+    np.maximum(depth, 0.0, out=depth)
+    cand = _local_maxima_1d(depth)[0] if _local_maxima_1d is not None else find_peaks(depth)[0]
+    cand = cand[in_roi[cand] & (depth[cand] >= max(depth_min, 1e-300))]
+    if cand.size == 0:
+        return apex
+    # deepest first; a shoulder only counts away from the maxima and from deeper shoulders
+    # (apex is sorted: distance to the nearest maximum from its two neighbours in the list)
+    if apex.size:
+        j = np.searchsorted(apex, cand)
+        near = np.minimum(
+            np.abs(cand - apex[np.minimum(j, apex.size - 1)]),
+            np.abs(cand - apex[np.maximum(j - 1, 0)]),
+        )
+        cand = cand[near >= separation]
+    cand = cand[np.argsort(-depth[cand], kind="stable")]
+    kept = apex.tolist()
+    shoulders: list[int] = []
+    for i in cand.tolist():
+        if all(abs(i - k) >= separation for k in shoulders):
+            shoulders.append(i)
+    kept += shoulders
+    if len(kept) == apex.size:
+        return apex
+    return np.sort(np.asarray(kept, dtype=np.int64))
+
+
+def shoulder_apexes(
+    spectrum: np.ndarray,
+    intervals: np.ndarray,
+    *,
+    prominence: float,
+    noise_sigma: float,
+    significance_sigma: float,
+    window_samples: int = 7,
+    min_separation_samples: int = 3,
+    anchor: Anchor = "outside",
+) -> np.ndarray:
+    """Apex samples of the prominent maxima plus shoulders (sorted int64).
+
+    A shoulder is a local minimum of the Savitzky-Golay second derivative (quadratic,
+    ``window_samples`` wide) of the spectrum inside an ROI whose depth is at least
+    ``significance_sigma`` times that derivative's noise (``noise_sigma`` times
+    :func:`shoulder_noise_gain`), and which lies at least ``min_separation_samples`` from
+    every prominent maximum (``prominence`` as in :func:`peak_table`) and from every deeper
+    shoulder. ``peak_table(..., shoulder_depth=...)`` does the same in one pass.
+    """
+    x = np.asarray(spectrum, dtype=np.float64).reshape(-1)
+    iv = np.asarray(intervals, dtype=np.int64).reshape(-1, 2)
+    iv = iv[iv[:, 1] > iv[:, 0]]
+    if iv.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    samples = _roi_samples(iv)
+    c, _, _ = _baseline_corrected(x, iv, anchor, samples)
+    prom = np.full(iv.shape[0], float(prominence))
+    apex, _ = _apexes(c, iv, prom, samples)
+    depth_min = significance_sigma * noise_sigma * shoulder_noise_gain(window_samples)
+    return _add_shoulders(x, samples[0], apex, depth_min, window_samples, min_separation_samples)
 
 
 def peaks_to_dicts(table: np.ndarray) -> list[dict[str, Any]]:

@@ -7,11 +7,14 @@ import pytest
 
 from engines.roi.peaks import (
     PEAK_TABLE_DTYPE,
+    _d2_coeffs,
+    _median,
     estimate_noise_sigma,
     extract_peaks,
     intervals_to_mask,
     mask_to_intervals,
     peak_table,
+    shoulder_apexes,
 )
 
 
@@ -136,3 +139,67 @@ def test_noise_sigma_estimate() -> None:
     y[1000:1100] += 50 * np.hanning(100)
     assert estimate_noise_sigma(y, roi) == pytest.approx(0.2, rel=0.1)
     assert estimate_noise_sigma(np.array([1.0, 2.0])) == 0.0
+
+
+def _hann(n: int, centre: float, support: float) -> np.ndarray:
+    t = (np.arange(n) - centre) / support
+    return np.where(np.abs(t) < 0.5, np.cos(np.pi * t) ** 2, 0.0)
+
+
+def test_shoulder_becomes_a_peak_and_noise_does_not() -> None:
+    n = 200
+    # a weaker peak 9 samples from a strong one: no local maximum of its own, a shoulder
+    clean = _hann(n, 100.0, 30.0) + 0.25 * _hann(n, 109.0, 10.0)
+    assert len(peak_table(clean, np.array([[80, 120]]), prominence=1e-6)) == 1
+    sigma = 1e-3
+    x = clean + np.random.default_rng(0).normal(0.0, sigma, n)
+    iv = np.array([[80, 122]])
+    found = shoulder_apexes(
+        x,
+        iv,
+        prominence=3 * sigma,
+        noise_sigma=sigma,
+        significance_sigma=10.0,
+        window_samples=7,
+        min_separation_samples=4,
+    )
+    assert found.size == 2 and abs(found[1] - 109) <= 2
+    table = peak_table(x, iv, apexes=found)
+    assert len(table) == 2 and abs(table["index"][1] - 109) <= 2
+    # one clean peak in noise: no shoulder; noise alone passes no 10-sigma gate
+    single = _hann(n, 100.0, 30.0) + np.random.default_rng(1).normal(0.0, sigma, n)
+    one = shoulder_apexes(
+        single, iv, prominence=3 * sigma, noise_sigma=sigma, significance_sigma=10.0
+    )
+    assert one.size == 1 and abs(one[0] - 100) <= 1
+    flat = np.random.default_rng(2).normal(0.0, sigma, n)
+    assert (
+        shoulder_apexes(
+            flat, iv, prominence=3 * sigma, noise_sigma=sigma, significance_sigma=10.0
+        ).size
+        == 1
+    )  # just the ROI's maximum, which peak_table would report anyway
+
+
+def test_vectorised_helpers_match_references() -> None:
+    rng = np.random.default_rng(3)
+    for size in (1, 2, 7, 8, 101):
+        v = rng.normal(size=size)
+        assert _median(v) == float(np.median(v))
+    mask = rng.random(300) < 0.4
+    iv = mask_to_intervals(mask)
+    assert np.array_equal(intervals_to_mask(iv, 300), mask)
+    # several peaks per ROI: each neighbour pair is split at the first lowest sample between
+    x = _hann(120, 30.0, 20.0) + _hann(120, 45.0, 20.0) + 0.8 * _hann(120, 60.0, 20.0)
+    t = peak_table(x, np.array([[15, 75]]), prominence=1e-3)
+    assert len(t) == 3
+    assert np.allclose(t["index"], [30.0, 45.0, 60.0], atol=1.0)
+    # the parts meet at the valleys and their areas add up to the ROI's (anchors are ~0 here)
+    assert np.isclose(t["area"].sum(), x[15:75].sum(), rtol=1e-6)
+
+
+def test_second_derivative_coefficients_are_savitzky_golay() -> None:
+    from scipy.signal import savgol_coeffs
+
+    for w in (3, 5, 7, 11, 21):
+        assert np.allclose(_d2_coeffs(w), savgol_coeffs(w, 2, deriv=2), atol=1e-12)
