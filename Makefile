@@ -35,7 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/pipeline.py
 
 eval: $(STAMP)
-	$(BIN)/sigstream eval roi --json runs/eval_roi.json
+	$(BIN)/sigstream eval roi --json engines/weights/roi_eval.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
