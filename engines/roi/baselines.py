@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from scipy.signal import find_peaks, find_peaks_cwt, peak_prominences, peak_widths
@@ -222,17 +222,15 @@ def tune_arpls_find_peaks(
             trials.append({**cand.params(), "peak_f1": f1, "roi_loss": loss})
             if f1 > best_f1:
                 best_f1, best, best_corrected = f1, cand, corrected
-    best_loss, final = np.inf, best
-    for r in _REL_HEIGHTS:
-        cand = replace(best, rel_height=r)
-        f1, loss = _score(
-            [cand.from_corrected(xi, ci) for xi, ci in zip(x, best_corrected, strict=True)],
-            true_roi,
-            true_peaks,
-        )
-        trials.append({**cand.params(), "peak_f1": f1, "roi_loss": loss})
-        if loss < best_loss:
-            best_loss, final = loss, cand
+    final = _tune_extent(
+        best,
+        lambda cand: [
+            cand.from_corrected(xi, ci) for xi, ci in zip(x, best_corrected, strict=True)
+        ],
+        true_roi,
+        true_peaks,
+        trials,
+    )
     return final, _log(x, trials)
 
 
@@ -263,15 +261,34 @@ def tune_find_peaks_cwt(
             trials.append({**cand.params(), "peak_f1": f1, "roi_loss": loss})
             if f1 > best_f1:
                 best_f1, best, best_apexes = f1, cand, apexes
+    final = _tune_extent(
+        best,
+        lambda cand: [cand.from_apexes(xi, a) for xi, a in zip(x, best_apexes, strict=True)],
+        true_roi,
+        true_peaks,
+        trials,
+    )
+    return final, _log(x, trials)
+
+
+_D = TypeVar("_D", ArplsFindPeaks, CwtFindPeaks)
+
+
+def _tune_extent(
+    best: _D,
+    detect: Callable[[_D], list[tuple[np.ndarray, np.ndarray]]],
+    true_roi: np.ndarray,
+    true_peaks: Sequence[np.ndarray],
+    trials: list[dict[str, Any]],
+) -> _D:
+    """Second stage of tuning: with the detection parameters fixed (chosen by peak F1), pick
+    the ROI extent (``rel_height``) by ROI loss. ``detect(candidate)`` gives its detections on
+    the validation spectra; every trial is appended to ``trials``."""
     best_loss, final = np.inf, best
     for r in _REL_HEIGHTS:
         cand = replace(best, rel_height=r)
-        f1, loss = _score(
-            [cand.from_apexes(xi, a) for xi, a in zip(x, best_apexes, strict=True)],
-            true_roi,
-            true_peaks,
-        )
+        f1, loss = _score(detect(cand), true_roi, true_peaks)
         trials.append({**cand.params(), "peak_f1": f1, "roi_loss": loss})
         if loss < best_loss:
             best_loss, final = loss, cand
-    return final, _log(x, trials)
+    return final
