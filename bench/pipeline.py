@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--model", default="resnet_unet")
     parser.add_argument("--weights", default=None)
-    parser.add_argument("--shards", type=int, default=1)
+    parser.add_argument("--shards", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2,
                         help="engine workers (2: one per core of the 2-core target)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per worker")

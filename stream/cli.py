@@ -116,7 +116,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--publish", default="tcp://127.0.0.1:5556", help="PUB endpoint to bind")
     run.add_argument("--backend", choices=BACKENDS, default="auto")
     run.add_argument("--model", choices=ROI_MODELS, default="resnet_unet")
-    run.add_argument("--shards", type=int, default=1, help="stateful per-stream stage processes")
+    run.add_argument(
+        "--shards", type=int, default=0,
+        help="per-stream stage processes (0: run them in the ingest process)",
+    )
     run.add_argument("--workers", type=int, default=2, help="engine worker processes")
     run.add_argument("--max-batch", type=int, default=32)
     run.add_argument("--max-wait-us", type=int, default=2000)

@@ -78,11 +78,13 @@ class ServiceConfig:
     ``path``: the processing path (``"spectral"``). ``ingest``/``publish``: endpoints to bind
     (``tcp://host:port``, ``tcp://127.0.0.1:*`` for a free port, or ``ipc://``).
     ``backend``/``model``/``weights``: the engine (``weights``: a file to use instead of the
-    shipped weights of ``model``). ``shards``: per-stream stage processes; ``workers``: engine
-    worker processes; ``threads``: intra-op threads per worker (1 keeps workers from
-    oversubscribing the cores). ``max_batch``: engine rows per call. ``max_wait_us``: longest
-    time a message waits for batch companions, counted from its capture time (``t_ns``), so a
-    message that already waited upstream or behind a busy engine is not held back again.
+    shipped weights of ``model``). ``shards``: per-stream stage processes (0: the per-stream
+    stages run inside ingest, one hop less; use shards when per-stream DSP is heavy).
+    ``workers``: engine worker processes; ``threads``: intra-op threads per worker (1 keeps
+    workers from oversubscribing the cores). ``max_batch``: engine rows per call.
+    ``max_wait_us``: longest time a message waits for batch companions, counted from its
+    capture time (``t_ns``), so a message that already waited upstream or behind a busy engine
+    is not held back again.
     ``queue_depth``/``queue_policy``: each worker's queue (``block``, ``drop-oldest``,
     ``reject``); also the high-water mark of the internal sockets. ``metrics_port``: serve
     Prometheus ``/metrics`` there (0: a free port, ``None``: no server). ``cache_dir``:
@@ -99,7 +101,7 @@ class ServiceConfig:
     publish: str = "tcp://127.0.0.1:5556"
     backend: str = "auto"
     model: str = "resnet_unet"
-    shards: int = 1
+    shards: int = 0
     workers: int = 2
     max_batch: int = 32
     max_wait_us: int = 2000
@@ -132,11 +134,13 @@ class ServiceConfig:
                 raise bad(f"{name} must be a tcp:// or ipc:// endpoint, got {endpoint!r}")
         if self.ingest == self.publish and not self.ingest.endswith(":*"):
             raise bad("ingest and publish must be different endpoints")
-        for name in ("shards", "workers", "max_batch", "queue_depth", "max_samples",
+        for name in ("workers", "max_batch", "queue_depth", "max_samples",
                      "max_payload_bytes", "max_streams"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise bad(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.shards, int) or isinstance(self.shards, bool) or self.shards < 0:
+            raise bad(f"shards must be a non-negative integer, got {self.shards!r}")
         if not isinstance(self.max_wait_us, int) or self.max_wait_us < 0:
             raise bad(f"max_wait_us must be a non-negative integer, got {self.max_wait_us!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
@@ -382,7 +386,7 @@ class Service:
         configs += [
             WorkerConfig(
                 name=f"worker-{j}", wiring=wiring, path=self.path, endpoint=worker_inputs[j],
-                publisher=publisher_input, upstream=cfg.shards, backend=cfg.backend,
+                publisher=publisher_input, upstream=max(cfg.shards, 1), backend=cfg.backend,
                 cache_dir=cfg.cache_dir, max_batch=cfg.max_batch, max_wait_us=cfg.max_wait_us,
                 queue_depth=cfg.queue_depth, queue_policy=cfg.queue_policy, threads=cfg.threads,
             )
@@ -401,6 +405,7 @@ class Service:
                 shards=shard_inputs, publisher=publisher_input, input_kind=self.path.input_kind,
                 limits=WireLimits(max_payload_bytes=cfg.max_payload_bytes),
                 max_message_bytes=cfg.message_limit_bytes, rcvhwm=cfg.queue_depth,
+                path=self.path, workers=() if cfg.shards else worker_inputs,
             )
         )
         mp = multiprocessing.get_context("spawn")

@@ -12,7 +12,9 @@
   arrival order) and forwards the received frames untouched to shard
   ``zlib.crc32(stream) % shards``.
 - **shard** runs the path's per-stream stage (:class:`StreamStage`) on every message of its
-  streams, in order, and hands the output to the engine workers round robin.
+  streams, in order, and hands the output to the engine workers round robin. A service with
+  no shards runs the per-stream stages inside ingest instead (it sees every stream in order
+  too): one hop less, for paths whose per-stream work is light, such as spectra.
 - **worker** loads the path's engine once (:meth:`Path.load_worker`), drains its socket into a
   :class:`~stream.queues.BoundedQueue` with the configured policy (every message the policy
   gives up is answered ``dropped`` or ``overloaded``), prepares each message into engine rows,
@@ -188,7 +190,9 @@ class StageWiring:
 class IngestConfig:
     """``endpoint``: external PULL to bind; ``command``: ipc PULL for the supervisor's stop;
     ``shards``/``publisher``: ipc endpoints to connect; ``max_message_bytes``: ZeroMQ
-    ``MAXMSGSIZE`` (a bigger frame disconnects its sender before anything is allocated)."""
+    ``MAXMSGSIZE`` (a bigger frame disconnects its sender before anything is allocated).
+    With no ``shards``, ingest runs the ``path``'s per-stream stages itself and hands their
+    output to ``workers``: one hop less, for paths whose per-stream work is light."""
 
     name: str
     wiring: StageWiring
@@ -200,6 +204,8 @@ class IngestConfig:
     limits: WireLimits
     max_message_bytes: int
     rcvhwm: int = 1024
+    path: Any = None  # a Path; used when there are no shards
+    workers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -350,7 +356,8 @@ def _bind(sock: zmq.Socket[Any], endpoint: str, what: str) -> str:
 
 
 class IngestStage(_Stage):
-    """External PULL -> validation -> shard by stream id. See the module docstring."""
+    """External PULL -> validation -> shard by stream id (or, without shards, the per-stream
+    stages here and on to the workers). See the module docstring."""
 
     def __init__(self, config: IngestConfig, ctx: zmq.Context[Any]) -> None:
         super().__init__(config.name, config.wiring, ctx)
@@ -359,6 +366,9 @@ class IngestStage(_Stage):
         self._pull.setsockopt(zmq.MAXMSGSIZE, config.max_message_bytes)
         self._command = self._socket(zmq.PULL, linger_ms=0)
         self._shards = [self._socket(zmq.PUSH) for _ in config.shards]
+        self._streams = (
+            None if config.shards else _StreamStages(self, config.path, config.workers)
+        )
         self._to_publisher = self._socket(zmq.PUSH)
         self._input_kind = config.input_kind
 
@@ -367,6 +377,8 @@ class IngestStage(_Stage):
         _bind(self._command, cfg.command, "command socket")
         for sock, endpoint in zip(self._shards, cfg.shards, strict=True):
             sock.connect(endpoint)
+        if self._streams is not None:
+            self._streams.connect()
         assert self._to_publisher is not None
         self._to_publisher.connect(cfg.publisher)
         bound = _bind(self._pull, cfg.endpoint, "ingest")
@@ -403,6 +415,8 @@ class IngestStage(_Stage):
         self._pull.close(linger=0)
         for sock in self._shards:
             sock.send(END)
+        if self._streams is not None:
+            self._streams.finish()
         self.send_publisher([END])
         log.info("%s: drained, end marker sent", self.name)
 
@@ -435,6 +449,9 @@ class IngestStage(_Stage):
                 stream, seq,
             )
             return
+        if self._streams is not None:
+            self._streams.handle(msg, frames)
+            return
         self._shards[zlib.crc32(stream.encode()) % len(self._shards)].send_multipart(
             frames, copy=False
         )
@@ -442,57 +459,58 @@ class IngestStage(_Stage):
 
 
 # ---------------------------------------------------------------------------------------------
-# Shard
+# Per-stream stages (in a shard, or in ingest)
 
 
-class ShardStage(_Stage):
-    """Per-stream stages of the streams that hash here, in order; output to the workers."""
+class _StreamStages:
+    """The per-stream stages of the streams one process owns, run in order, and the round-robin
+    hand-off of their output to the engine workers. Used by a shard, or by ingest when the
+    service runs without shards."""
 
-    def __init__(self, config: ShardConfig, ctx: zmq.Context[Any]) -> None:
-        super().__init__(config.name, config.wiring, ctx)
-        self.config = config
-        self.path = config.path
-        self._pull = self._socket(zmq.PULL)
-        self._workers = [self._socket(zmq.PUSH) for _ in config.workers]
-        self._to_publisher = self._socket(zmq.PUSH)
+    def __init__(self, owner: _Stage, path: Path, workers: Sequence[str]) -> None:
+        self.owner = owner
+        self.path = path
+        self._endpoints = tuple(workers)
+        self._workers = [owner._socket(zmq.PUSH) for _ in workers]
         self._stages: OrderedDict[str, StreamStage] = OrderedDict()
         self._next_worker = 0
         self._out_poller = zmq.Poller()
         for sock in self._workers:
             self._out_poller.register(sock, zmq.POLLOUT)
 
-    def open(self) -> dict[str, Any]:
-        _bind(self._pull, self.config.endpoint, "shard input")
-        for sock, endpoint in zip(self._workers, self.config.workers, strict=True):
+    def connect(self) -> None:
+        for sock, endpoint in zip(self._workers, self._endpoints, strict=True):
             sock.connect(endpoint)
-        assert self._to_publisher is not None
-        self._to_publisher.connect(self.config.publisher)
-        return {}
 
-    def run(self) -> None:
-        pull = self._pull
-        pull.rcvtimeo = _POLL_IDLE_MS
-        while True:
-            try:
-                frames = pull.recv_multipart(copy=False)
-            except zmq.Again:
-                self.tick()
-                continue
-            for _ in range(_RECV_BURST):
-                if len(frames) == 1:  # the end marker: ingest is the only upstream
-                    self._finish()
-                    return
-                self._handle(frames)
-                try:
-                    frames = pull.recv_multipart(zmq.NOBLOCK, copy=False)
-                except zmq.Again:
-                    break
-            self.tick()
+    def handle(self, msg: Message, frames: Sequence[Any]) -> None:
+        """Run ``msg`` (whose received ``frames`` these are) through its stream's stage."""
+        owner = self.owner
+        stream, seq = msg.header["stream"], msg.header.get("seq")
+        try:
+            outs = self._stage(stream).process(msg)
+        except InputError as exc:
+            owner.answer_error(exc.code, exc.reason, stream, seq)
+            return
+        except Exception as exc:  # a bug in a stage must not take the other streams down
+            log.exception("%s: stream stage failed on %s seq %s", owner.name, stream, seq)
+            owner.answer_error("internal", f"stream stage failed: {exc!r}", stream, seq)
+            return
+        for out in outs:
+            self._dispatch(frames if out is msg else encode(out))
+            owner.stats.frame_out(stream)
+
+    def finish(self) -> None:
+        """End of input: flush every stage, then send the end marker to every worker."""
+        for stage in self._stages.values():
+            for out in stage.flush():
+                self._dispatch(encode(out))
+        for sock in self._workers:
+            sock.send(END)
 
     def _stage(self, stream: str) -> StreamStage:
         stage = self._stages.get(stream)
         if stage is None:
-            if len(self._stages) >= self.wiring.max_streams:
+            if len(self._stages) >= self.owner.wiring.max_streams:
                 # The least recently seen stream gives up its state (a restart for it).
                 _, old = self._stages.popitem(last=False)
                 for out in old.flush():
@@ -501,23 +519,6 @@ class ShardStage(_Stage):
         else:
             self._stages.move_to_end(stream)
         return stage
-
-    def _handle(self, frames: list[Any]) -> None:
-        msg = _trusted(frames)
-        stream, seq = msg.header["stream"], msg.header.get("seq")
-        self.stats.frame_in(stream)
-        try:
-            outs = self._stage(stream).process(msg)
-        except InputError as exc:
-            self.answer_error(exc.code, exc.reason, stream, seq)
-            return
-        except Exception as exc:  # a bug in a stage must not take the other streams down
-            log.exception("%s: stream stage failed on %s seq %s", self.name, stream, seq)
-            self.answer_error("internal", f"stream stage failed: {exc!r}", stream, seq)
-            return
-        for out in outs:
-            self._dispatch(frames if out is msg else encode(out))
-            self.stats.frame_out(stream)
 
     def _dispatch(self, frames: Sequence[Any]) -> None:
         """Round robin over the workers, skipping full ones; block when all are full."""
@@ -533,16 +534,53 @@ class ShardStage(_Stage):
                 except zmq.Again:
                     continue
             self._out_poller.poll(_POLL_IDLE_MS)
-            self.tick()
+            self.owner.tick()
 
-    def _finish(self) -> None:
-        for stage in self._stages.values():
-            for out in stage.flush():
-                self._dispatch(encode(out))
-        for sock in self._workers:
-            sock.send(END)
-        self.send_publisher([END])
-        log.info("%s: drained, end marker sent", self.name)
+
+# ---------------------------------------------------------------------------------------------
+# Shard
+
+
+class ShardStage(_Stage):
+    """Per-stream stages of the streams that hash here, in order; output to the workers."""
+
+    def __init__(self, config: ShardConfig, ctx: zmq.Context[Any]) -> None:
+        super().__init__(config.name, config.wiring, ctx)
+        self.config = config
+        self._pull = self._socket(zmq.PULL)
+        self._streams = _StreamStages(self, config.path, config.workers)
+        self._to_publisher = self._socket(zmq.PUSH)
+
+    def open(self) -> dict[str, Any]:
+        _bind(self._pull, self.config.endpoint, "shard input")
+        self._streams.connect()
+        assert self._to_publisher is not None
+        self._to_publisher.connect(self.config.publisher)
+        return {}
+
+    def run(self) -> None:
+        pull = self._pull
+        pull.rcvtimeo = _POLL_IDLE_MS
+        while True:
+            try:
+                frames = pull.recv_multipart(copy=False)
+            except zmq.Again:
+                self.tick()
+                continue
+            for _ in range(_RECV_BURST):
+                if len(frames) == 1:  # the end marker: ingest is the only upstream
+                    self._streams.finish()
+                    self.send_publisher([END])
+                    log.info("%s: drained, end marker sent", self.name)
+                    return
+                msg = _trusted(frames)
+                self.stats.frame_in(msg.header["stream"])
+                self._streams.handle(msg, frames)
+                try:
+                    frames = pull.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+            self.tick()
 
 
 # ---------------------------------------------------------------------------------------------

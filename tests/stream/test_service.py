@@ -65,9 +65,12 @@ def make_config(weights: Path, **overrides: Any) -> ServiceConfig:
     return ServiceConfig(**settings)
 
 
-@pytest.fixture(scope="module")
-def service(weights: Path) -> Iterator[Service]:
-    svc = Service(make_config(weights, shards=2, metrics_port=0, metrics_addr="127.0.0.1"))
+@pytest.fixture(scope="module", params=[0, 2], ids=["stages-in-ingest", "two-shards"])
+def service(weights: Path, request: pytest.FixtureRequest) -> Iterator[Service]:
+    # Both topologies: per-stream stages inside ingest (the default), and shard processes.
+    svc = Service(
+        make_config(weights, shards=request.param, metrics_port=0, metrics_addr="127.0.0.1")
+    )
     svc.start()
     ipc_dir = svc.ipc_dir
     assert ipc_dir is not None and os.path.isdir(ipc_dir)
@@ -384,6 +387,10 @@ def test_bad_config_is_refused_before_any_io(weights: Path) -> None:
         make_config(weights, path="ecg")
     with pytest.raises(ServiceError, match="endpoint"):
         make_config(weights, ingest="inproc://x")
+    with pytest.raises(ServiceError, match="shards"):
+        make_config(weights, shards=-1)
+    with pytest.raises(ServiceError, match="workers"):
+        make_config(weights, workers=0)
     service = Service(make_config(weights))
     with pytest.raises(ServiceError, match="not running"):
         service.bound_ingest  # noqa: B018
@@ -475,7 +482,7 @@ def test_sigterm_drains_and_leaves_no_child(weights: Path, how: str) -> None:
         assert found, "".join(lines)
         client = Client(found.group(1), found.group(2))
         children = _children(proc.pid)
-        assert len(children) >= 4  # ingest, shard, worker, publisher (+ resource tracker)
+        assert len(children) >= 4  # ingest, 2 workers, publisher (+ resource tracker)
         n = 30
         for seq in range(n):
             client.send("term", seq, spectrum(seq))
