@@ -13,11 +13,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from stream.queues import QueuePolicy
+from stream.service import BACKENDS, PATHS, ServiceConfig
+
 __all__ = ["main"]
 
-PATHS = ("spectral",)
+# The model keys of engines.roi.specs.ROI_SPECS, spelled out so `--help` does not load torch.
 ROI_MODELS = ("cnn", "resnet", "unet", "resnet_unet")
-BACKENDS = ("auto", "eager", "onnxruntime", "tensorrt")
 
 
 def _cache_dir() -> Path:
@@ -25,7 +27,7 @@ def _cache_dir() -> Path:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from stream.service import ServiceConfig, serve
+    from stream.service import serve
 
     config = ServiceConfig(
         path=args.path,
@@ -112,20 +114,27 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a service until Ctrl-C / SIGTERM")
     run.add_argument("path", choices=PATHS)
-    run.add_argument("--ingest", default="tcp://127.0.0.1:5555", help="PULL endpoint to bind")
-    run.add_argument("--publish", default="tcp://127.0.0.1:5556", help="PUB endpoint to bind")
-    run.add_argument("--backend", choices=BACKENDS, default="auto")
-    run.add_argument("--model", choices=ROI_MODELS, default="resnet_unet")
+    # Defaults are the service's own (ServiceConfig), so the two cannot drift apart.
+    run.add_argument("--ingest", default=ServiceConfig.ingest, help="PULL endpoint to bind")
+    run.add_argument("--publish", default=ServiceConfig.publish, help="PUB endpoint to bind")
+    run.add_argument("--backend", choices=BACKENDS, default=ServiceConfig.backend)
+    run.add_argument("--model", choices=ROI_MODELS, default=ServiceConfig.model)
     run.add_argument(
-        "--shards", type=int, default=0,
+        "--shards", type=int, default=ServiceConfig.shards,
         help="per-stream stage processes (0: run them in the ingest process)",
     )
-    run.add_argument("--workers", type=int, default=2, help="engine worker processes")
-    run.add_argument("--max-batch", type=int, default=32)
-    run.add_argument("--max-wait-us", type=int, default=2000)
-    run.add_argument("--queue-depth", type=int, default=64, help="bound of each worker queue")
     run.add_argument(
-        "--queue-policy", choices=("block", "drop-oldest", "reject"), default="drop-oldest"
+        "--workers", type=int, default=ServiceConfig.workers, help="engine worker processes"
+    )
+    run.add_argument("--max-batch", type=int, default=ServiceConfig.max_batch)
+    run.add_argument("--max-wait-us", type=int, default=ServiceConfig.max_wait_us)
+    run.add_argument(
+        "--queue-depth", type=int, default=ServiceConfig.queue_depth,
+        help="bound of each worker queue",
+    )
+    run.add_argument(
+        "--queue-policy", choices=[p.value for p in QueuePolicy],
+        default=ServiceConfig.queue_policy,
     )
     run.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics")
     run.add_argument(

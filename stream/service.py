@@ -46,6 +46,7 @@ from typing import Any
 import msgpack
 import zmq
 
+from engines.engine import BACKENDS as ENGINE_BACKENDS
 from stream.accounting import StreamSummary, format_summaries, merge_ledgers
 from stream.errors import ServiceError, StageError
 from stream.metrics import Histogram, MetricsCollector, MetricsServer
@@ -66,7 +67,7 @@ __all__ = ["PATHS", "Service", "ServiceConfig", "serve"]
 log = logging.getLogger(__name__)
 
 PATHS: tuple[str, ...] = ("spectral",)
-BACKENDS: tuple[str, ...] = ("auto", "eager", "onnxruntime", "tensorrt")
+BACKENDS: tuple[str, ...] = ("auto", *ENGINE_BACKENDS)
 _MONITOR_POLL_MS = 50
 _FAILURE_GRACE_S = 3.0  # after a stage died: time the others get to drain before being killed
 

@@ -222,10 +222,11 @@ class ShardConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class WorkerConfig:
-    """``endpoint``: ipc PULL to bind; ``upstream``: how many shards send to it (end markers
-    to wait for); ``queue_depth``/``queue_policy``: its bounded queue; ``max_batch`` (engine
-    rows) and ``max_wait_us`` (counted from the capture time of the oldest message waiting):
-    the batcher's bounds; ``threads``: intra-op threads of the engine."""
+    """``endpoint``: ipc PULL to bind; ``upstream``: how many stages send to it, the shards or
+    else ingest (end markers to wait for); ``queue_depth``/``queue_policy``: its bounded
+    queue; ``max_batch`` (engine rows) and ``max_wait_us`` (counted from the capture time of
+    the oldest message waiting): the batcher's bounds; ``threads``: intra-op threads of the
+    engine."""
 
     name: str
     wiring: StageWiring
