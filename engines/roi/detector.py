@@ -78,7 +78,7 @@ class RoiDetectorConfig:
     maxima of minus the Savitzky-Golay second derivative (quadratic, that window) of the
     spectrum inside an ROI, at least ``shoulder_sigma`` noise sigmas of that derivative deep
     and at least that separation from every prominent maximum and deeper shoulder
-    (:func:`engines.roi.peaks.shoulder_apexes`); None = maxima only. Tuned by peak F1 on
+    (:func:`engines.roi.peaks.peak_table`); None = maxima only. Tuned by peak F1 on
     1,000 validation spectra (ResNet+UNet logits and true ROIs; window 5-11, 6-14 sigma,
     separation 3-7): 8 sigma, window 7, separation 5 was best, F1 0.858 -> 0.864 (recall
     +1.5 points, precision -0.7), the whole grid within 0.004 of it; 5 sigma or separation

@@ -59,7 +59,6 @@ __all__ = [
     "mask_to_intervals",
     "peak_table",
     "peaks_to_dicts",
-    "shoulder_apexes",
     "shoulder_noise_gain",
 ]
 
@@ -390,9 +389,11 @@ def peak_table(
     own; a scalar, or one value per interval; ``None`` = one peak per ROI. ``apexes``: sample
     indices found by another detector, used as the peaks instead (those outside every interval
     are dropped; an interval without one gets its maximum; ``prominence`` is then ignored).
-    ``shoulder_depth`` (with ``prominence``): shoulders whose Savitzky-Golay second-derivative
-    depth (spectrum units per sample squared) is at least this are peaks too (see
-    :func:`shoulder_apexes`; ``shoulder_window``, ``shoulder_separation`` in samples).
+    ``shoulder_depth`` (with ``prominence``): shoulders are peaks too. A shoulder is a local
+    minimum of the Savitzky-Golay second derivative (quadratic, ``shoulder_window`` samples) of
+    the spectrum inside an ROI at least ``shoulder_depth`` deep (spectrum units per sample
+    squared; :func:`shoulder_noise_gain` converts a noise sigma), and at least
+    ``shoulder_separation`` samples from every prominent maximum and every deeper shoulder.
     Returns a structured
     array of dtype :data:`PEAK_TABLE_DTYPE`, sorted by position (see module docstring).
     Intervals must be sorted, disjoint and inside ``[0, len(spectrum)]``; empty ones are
@@ -461,7 +462,7 @@ def _add_shoulders(
     window: int,
     separation: int,
 ) -> np.ndarray:
-    """``apex`` plus the shoulders (see :func:`shoulder_apexes`), sorted."""
+    """``apex`` plus the shoulders (see :func:`peak_table`), sorted."""
     n = x.size
     if n < window:
         return apex
@@ -496,39 +497,6 @@ def _add_shoulders(
     if len(kept) == apex.size:
         return apex
     return np.sort(np.asarray(kept, dtype=np.int64))
-
-
-def shoulder_apexes(
-    spectrum: np.ndarray,
-    intervals: np.ndarray,
-    *,
-    prominence: float,
-    noise_sigma: float,
-    significance_sigma: float,
-    window_samples: int = 7,
-    min_separation_samples: int = 3,
-    anchor: Anchor = "outside",
-) -> np.ndarray:
-    """Apex samples of the prominent maxima plus shoulders (sorted int64).
-
-    A shoulder is a local minimum of the Savitzky-Golay second derivative (quadratic,
-    ``window_samples`` wide) of the spectrum inside an ROI whose depth is at least
-    ``significance_sigma`` times that derivative's noise (``noise_sigma`` times
-    :func:`shoulder_noise_gain`), and which lies at least ``min_separation_samples`` from
-    every prominent maximum (``prominence`` as in :func:`peak_table`) and from every deeper
-    shoulder. ``peak_table(..., shoulder_depth=...)`` does the same in one pass.
-    """
-    x = np.asarray(spectrum, dtype=np.float64).reshape(-1)
-    iv = np.asarray(intervals, dtype=np.int64).reshape(-1, 2)
-    iv = iv[iv[:, 1] > iv[:, 0]]
-    if iv.shape[0] == 0:
-        return np.zeros(0, dtype=np.int64)
-    samples = _roi_samples(iv)
-    c, _, _ = _baseline_corrected(x, iv, anchor, samples)
-    prom = np.full(iv.shape[0], float(prominence))
-    apex, _ = _apexes(c, iv, prom, samples)
-    depth_min = significance_sigma * noise_sigma * shoulder_noise_gain(window_samples)
-    return _add_shoulders(x, samples[0], apex, depth_min, window_samples, min_separation_samples)
 
 
 def peaks_to_dicts(table: np.ndarray) -> list[dict[str, Any]]:
