@@ -4,8 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_SECONDS ?= 8
+ECG_DATA   := .data/ecg
+ECG_WHEELS := scipy==1.10.1 pyhrv==0.5.0 pyphysio==4.10.0 ecg-noise-detector==0.0.3
 
-.PHONY: venv demo test test-all lint bench eval clean
+.PHONY: venv demo test test-all lint bench eval ecg-data clean
 
 venv: $(STAMP)
 
@@ -20,10 +22,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/sigstream demo --seconds $(DEMO_SECONDS)
 
-test: $(STAMP)
+test: $(STAMP) $(ECG_DATA)/.stamp
 	$(BIN)/python -m pytest -q
 
-test-all: $(STAMP)
+test-all: $(STAMP) $(ECG_DATA)/.stamp
 	$(BIN)/python -m pytest -q -m ''
 
 lint: $(STAMP)
@@ -36,6 +38,20 @@ bench: $(STAMP)
 
 eval: $(STAMP)
 	$(BIN)/sigstream eval roi --json engines/weights/roi_eval.json
+
+# Real ECG recordings that ship inside PyPI packages (shared/DATA.md; devices.ecg.REAL_RECORDINGS):
+# download the pinned wheels (never installed), copy only the recordings into .data/ecg/.
+# Platform-pinned so scipy 1.10.1's wheel exists whatever the local Python.
+ecg-data: $(ECG_DATA)/.stamp
+
+$(ECG_DATA)/.stamp: | $(STAMP)
+	rm -rf $(ECG_DATA)/.wheels
+	mkdir -p $(ECG_DATA)/.wheels
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 \
+		--platform manylinux2014_x86_64 -d $(ECG_DATA)/.wheels $(ECG_WHEELS)
+	$(BIN)/python -m devices.ecg extract $(ECG_DATA)/.wheels $(ECG_DATA)
+	rm -rf $(ECG_DATA)/.wheels
+	touch $@
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

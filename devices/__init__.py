@@ -1,5 +1,26 @@
 """Talking to the world: instrument sources and simulators. Never imports torch or stream."""
 
+from devices.ecg import (
+    REAL_RECORDINGS,
+    EcgAdapter,
+    EcgReplay,
+    EcgReplayConfig,
+    EcgSimulatorConfig,
+    EcgSimulatorSource,
+    RealRecording,
+    load_ecg,
+    load_real_recording,
+)
+from devices.ecg_sim import (
+    EcgRecord,
+    EcgSession,
+    EcgSimulator,
+    EcgSubject,
+    EcgWave,
+    cohort_subject,
+    simulate_record,
+    subject_session,
+)
 from devices.frames import DeviceError, EndOfStream, Frame, SourceFileError
 from devices.spectra_sim import SpectrumBatch, SpectrumSimConfig, simulate
 from devices.spectrometer import (
@@ -11,9 +32,21 @@ from devices.spectrometer import (
 )
 
 __all__ = [
+    "REAL_RECORDINGS",
     "DeviceError",
+    "EcgAdapter",
+    "EcgRecord",
+    "EcgReplay",
+    "EcgReplayConfig",
+    "EcgSession",
+    "EcgSimulator",
+    "EcgSimulatorConfig",
+    "EcgSimulatorSource",
+    "EcgSubject",
+    "EcgWave",
     "EndOfStream",
     "Frame",
+    "RealRecording",
     "SourceFileError",
     "SpectrometerAdapter",
     "SpectrometerSimConfig",
@@ -22,5 +55,10 @@ __all__ = [
     "SpectrumReplay",
     "SpectrumReplayConfig",
     "SpectrumSimConfig",
+    "cohort_subject",
+    "load_ecg",
+    "load_real_recording",
     "simulate",
+    "simulate_record",
+    "subject_session",
 ]
