@@ -596,7 +596,10 @@ def _chunk_samples(chunk_ms: float, fs_hz: float) -> int:
 
 
 class _ClockedEcgSource(EcgAdapter):
-    """Chunks of ``chunk_samples`` on an exact sample clock, paced by a :class:`Pacer`."""
+    """Chunks of ``chunk_samples`` on an exact sample clock, paced by a :class:`Pacer`.
+
+    Like a real wearable, a chunk is handed out once its last sample has been captured: chunk
+    ``k`` (first sample captured at ``t0 + k * chunk / fs``) is due one chunk later."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -618,7 +621,7 @@ class _ClockedEcgSource(EcgAdapter):
     def next_due_ns(self) -> int | None:
         if not self.is_open or self._exhausted() or self._pacer is None:
             return None
-        return self._pacer.deadline_ns(self.frames_read)
+        return self._pacer.deadline_ns(self.frames_read + 1)
 
     def _samples(self, start: int, stop: int) -> np.ndarray:
         raise NotImplementedError
@@ -628,7 +631,7 @@ class _ClockedEcgSource(EcgAdapter):
             raise EndOfStream
         assert self._pacer is not None and self.fs_hz is not None
         k = self.frames_read
-        if not self._pacer.wait(k, timeout_s):
+        if not self._pacer.wait(k + 1, timeout_s):
             return None
         start = k * self.chunk_samples
         stop = start + self.chunk_samples

@@ -9,10 +9,15 @@ the ledgers of all stages add up (:func:`merge_ledgers`) to one end-to-end accou
   ``resets`` — ``seq`` going backwards or repeating (a sender restarted, or a duplicate);
 - ``delivered`` — results published (publisher);
 - ``dropped`` by reason — accepted and then given up by a queue policy (workers);
-- ``errors`` by code — answered with an ``error`` message (any stage).
+- ``errors`` by code — answered with an ``error`` message (any stage);
+- ``consumed`` / ``emitted`` — for paths whose per-stream stage does not answer message for
+  message (ECG: chunks of samples in, one result per heartbeat out): inputs the stage took into
+  its stream's state, and the messages it made (beats, status reports), each of which is then
+  delivered, dropped or answered with an error like any input (shard, or ingest).
 
-After a clean drain, ``received == delivered + sum(errors) + sum(dropped)`` for every stream:
-:attr:`StreamSummary.unexplained` is the difference, and it must be zero.
+After a clean drain, ``received + emitted == delivered + consumed + sum(errors) +
+sum(dropped)`` for every stream: :attr:`StreamSummary.unexplained` is the difference, and it
+must be zero.
 
 Stream ids come from untrusted senders, so a ledger tracks at most ``max_streams`` of them; the
 rest share the record :data:`OVERFLOW_STREAM` (without ``seq`` tracking). Snapshots are plain
@@ -40,13 +45,18 @@ UNKNOWN_STREAM = "?"
 """The record of messages whose stream id could not be read (as in the ``error/?`` topic)."""
 
 
+_COUNTERS = ("received", "delivered", "consumed", "emitted", "gaps", "gap_events", "resets")
+
+
 class _Record:
-    __slots__ = ("delivered", "dropped", "errors", "first_seq", "gap_events", "gaps",
-                 "last_seq", "received", "resets")
+    __slots__ = ("consumed", "delivered", "dropped", "emitted", "errors", "first_seq",
+                 "gap_events", "gaps", "last_seq", "received", "resets")
 
     def __init__(self) -> None:
         self.received = 0
         self.delivered = 0
+        self.consumed = 0
+        self.emitted = 0
         self.gaps = 0
         self.gap_events = 0
         self.resets = 0
@@ -102,6 +112,14 @@ class StreamLedger:
     def delivered(self, stream: str) -> None:
         self._record(stream).delivered += 1
 
+    def consumed(self, stream: str) -> None:
+        """An input taken into its stream's state: answered by what it contributes to."""
+        self._record(stream).consumed += 1
+
+    def emitted(self, stream: str) -> None:
+        """A message made by a per-stream stage; it needs an answer like an input."""
+        self._record(stream).emitted += 1
+
     def dropped(self, stream: str | None, reason: str) -> None:
         record = self._record(stream)
         record.dropped[reason] = record.dropped.get(reason, 0) + 1
@@ -119,6 +137,8 @@ class StreamLedger:
             stream: {
                 "received": r.received,
                 "delivered": r.delivered,
+                "consumed": r.consumed,
+                "emitted": r.emitted,
                 "gaps": r.gaps,
                 "gap_events": r.gap_events,
                 "resets": r.resets,
@@ -141,6 +161,8 @@ class StreamSummary:
     stream: str
     received: int = 0
     delivered: int = 0
+    consumed: int = 0
+    emitted: int = 0
     gaps: int = 0
     gap_events: int = 0
     resets: int = 0
@@ -161,13 +183,16 @@ class StreamSummary:
     def unexplained(self) -> int:
         """Messages taken in and never answered: zero after a clean drain, > 0 is a bug
         (or messages still in flight when the snapshot was taken)."""
-        return self.received - self.delivered - self.errors_total - self.dropped_total
+        return (self.received + self.emitted - self.delivered - self.consumed
+                - self.errors_total - self.dropped_total)
 
     def format(self) -> str:
         """One log line."""
         parts = [
             f"{self.stream}: received {self.received}",
             f"delivered {self.delivered}",
+            *([f"consumed {self.consumed}", f"emitted {self.emitted}"]
+              if self.consumed or self.emitted else []),
             f"errors {self.errors_total}" + (f" {dict(self.errors)}" if self.errors else ""),
             f"dropped {self.dropped_total}" + (f" {dict(self.dropped)}" if self.dropped else ""),
             f"sender gaps {self.gaps}",
@@ -187,10 +212,11 @@ def merge_ledgers(snapshots: Iterable[Mapping[str, Mapping[str, Any]]]) -> dict[
         for stream, rec in snapshot.items():
             acc = totals.setdefault(
                 stream,
-                {"received": 0, "delivered": 0, "gaps": 0, "gap_events": 0, "resets": 0,
-                 "first_seq": None, "last_seq": None, "dropped": {}, "errors": {}},
+                {"received": 0, "delivered": 0, "consumed": 0, "emitted": 0, "gaps": 0,
+                 "gap_events": 0, "resets": 0, "first_seq": None, "last_seq": None,
+                 "dropped": {}, "errors": {}},
             )
-            for key in ("received", "delivered", "gaps", "gap_events", "resets"):
+            for key in _COUNTERS:
                 acc[key] += int(rec.get(key, 0))
             for key, pick in (("first_seq", min), ("last_seq", max)):
                 value = rec.get(key)
@@ -209,6 +235,8 @@ def format_summaries(summaries: Mapping[str, StreamSummary]) -> list[str]:
         stream="total",
         received=sum(s.received for s in summaries.values()),
         delivered=sum(s.delivered for s in summaries.values()),
+        consumed=sum(s.consumed for s in summaries.values()),
+        emitted=sum(s.emitted for s in summaries.values()),
         gaps=sum(s.gaps for s in summaries.values()),
         gap_events=sum(s.gap_events for s in summaries.values()),
         resets=sum(s.resets for s in summaries.values()),

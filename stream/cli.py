@@ -1,7 +1,8 @@
 """The ``sigstream`` command line.
 
 Environment variables are read here and nowhere else: ``SIGSTREAM_CACHE`` (engine cache folder,
-default ``~/.cache/sigstream/engines``).
+default ``~/.cache/sigstream/engines``) and ``SIGSTREAM_DATA`` (the ECG template store
+``ecg_users.sqlite``, default ``~/.local/share/sigstream``).
 """
 
 from __future__ import annotations
@@ -18,12 +19,19 @@ from stream.service import BACKENDS, PATHS, ServiceConfig
 
 __all__ = ["main"]
 
-# The model keys of engines.roi.specs.ROI_SPECS, spelled out so `--help` does not load torch.
+# Model keys of engines.roi.specs.ROI_SPECS and engines.ecg.specs.ECG_SPECS, spelled out so
+# `--help` does not load torch (a test pins them to the specs).
 ROI_MODELS = ("cnn", "resnet", "unet", "resnet_unet")
+ECG_MODELS = ("cnn", "embedding")
 
 
 def _cache_dir() -> Path:
     return Path(os.environ.get("SIGSTREAM_CACHE", Path.home() / ".cache" / "sigstream" / "engines"))
+
+
+def _templates_db() -> Path:
+    data = os.environ.get("SIGSTREAM_DATA", Path.home() / ".local" / "share" / "sigstream")
+    return Path(data) / "ecg_users.sqlite"
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -44,13 +52,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         cache_dir=_cache_dir(),
         weights=args.weights,
+        templates=(args.templates or _templates_db()) if args.path == "ecg" else None,
+        fuse_beats=args.fuse_beats,
     )
     return serve(config)
 
 
 def _cmd_source(args: argparse.Namespace) -> int:
-    from stream.sources import run_replay, run_spectral_sim
+    from stream.sources import run_ecg_replay, run_ecg_sim, run_replay, run_spectral_sim
 
+    if args.source == "ecg-sim":
+        return run_ecg_sim(
+            connect=args.connect, stream=args.stream, streams=args.streams, fs_hz=args.fs,
+            chunk_ms=args.chunk_ms, seconds=args.seconds, subject=args.subject,
+            session=args.session, snr_db=args.snr_db, seed=args.seed, header=_ecg_header(args),
+        )
+    if args.source == "ecg-replay":
+        return run_ecg_replay(
+            Path(args.file), connect=args.connect, stream=args.stream, fs_hz=args.fs,
+            column=args.column, chunk_ms=args.chunk_ms, loop=args.loop, seconds=args.seconds,
+            header=_ecg_header(args),
+        )
     if args.source == "spectral-sim":
         return run_spectral_sim(
             connect=args.connect,
@@ -83,20 +105,51 @@ def _cmd_tap(args: argparse.Namespace) -> int:
     )
 
 
+def _ecg_header(args: argparse.Namespace) -> dict[str, object]:
+    header: dict[str, object] = {}
+    if args.claim:
+        header["claim"] = args.claim
+    if args.explain:
+        header["explain"] = True
+    if args.embed:
+        header["embed"] = True
+    return header
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.task == "ecg":
+        from engines.ecg.train import train_ecg
+
+        if args.model not in ECG_MODELS:
+            raise SystemExit(f"sigstream train ecg: --model must be one of {ECG_MODELS}")
+        train_ecg(model=args.model, seed=args.seed, out_dir=args.out)
+        return 0
     from engines.roi.train import train_roi
 
+    if args.model not in ROI_MODELS:
+        raise SystemExit(f"sigstream train roi: --model must be one of {ROI_MODELS}")
     kwargs = {} if args.steps is None else {"steps": args.steps}
     train_roi(model=args.model, seed=args.seed, out_dir=args.out, **kwargs)
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    if args.task == "ecg":
+        from engines.ecg.evaluate import evaluate_ecg
+
+        evaluate_ecg(json_path=args.json, quick=args.quick, data_dir=args.data_dir)
+        return 0
     from engines.roi.evaluate import evaluate_roi
 
     kwargs = {} if args.n_test is None else {"n_test": args.n_test}
     evaluate_roi(json_path=args.json, **kwargs)
     return 0
+
+
+def _cmd_ecg(args: argparse.Namespace) -> int:
+    from stream.ecg_tools import run_ecg_command
+
+    return run_ecg_command(args, db=args.db or _templates_db())
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -118,7 +171,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--ingest", default=ServiceConfig.ingest, help="PULL endpoint to bind")
     run.add_argument("--publish", default=ServiceConfig.publish, help="PUB endpoint to bind")
     run.add_argument("--backend", choices=BACKENDS, default=ServiceConfig.backend)
-    run.add_argument("--model", choices=ROI_MODELS, default=ServiceConfig.model)
+    run.add_argument(
+        "--model", choices=sorted({*ROI_MODELS, *ECG_MODELS}), default=ServiceConfig.model,
+        help="model of the path (default: spectral resnet_unet, ecg embedding)",
+    )
     run.add_argument(
         "--shards", type=int, default=ServiceConfig.shards,
         help="per-stream stage processes (0: run them in the ingest process)",
@@ -140,6 +196,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--weights", type=Path, default=None, help="weights file to serve instead of the shipped"
     )
+    run.add_argument("--templates", type=Path, default=None,
+                     help="ecg: SQLite store of enrolled users (default $SIGSTREAM_DATA/"
+                          "ecg_users.sqlite)")
+    run.add_argument("--fuse-beats", type=int, default=ServiceConfig.fuse_beats,
+                     help="ecg: beats in the fused decision")
     run.set_defaults(func=_cmd_run)
 
     source = sub.add_parser("source", help="push frames to a service")
@@ -165,6 +226,35 @@ def _parser() -> argparse.ArgumentParser:
         "--skip-rows", type=int, default=0,
         help="CSV rows to skip first (a numeric header, e.g. a wavenumber axis)",
     )
+    ecg_sim = source_sub.add_parser("ecg-sim", help="simulated ECG wearables (ECGSYN-style)")
+    ecg_sim.add_argument("--connect", required=True)
+    ecg_sim.add_argument("--stream", default="wearable", help="stream id (prefix if --streams>1)")
+    ecg_sim.add_argument("--streams", type=int, default=1, help="simulated wearables")
+    ecg_sim.add_argument("--fs", type=float, default=250.0, help="samples per second")
+    ecg_sim.add_argument("--chunk-ms", type=float, default=250.0, help="samples per message, ms")
+    ecg_sim.add_argument("--seconds", type=float, default=None, help="stop after S seconds")
+    ecg_sim.add_argument("--subject", type=int, default=0,
+                         help="cohort subject of the first wearable (the next ones follow)")
+    ecg_sim.add_argument("--session", type=int, default=1, help="recording session")
+    ecg_sim.add_argument("--snr-db", type=float, default=None, help="override the noise level")
+    ecg_sim.add_argument("--seed", type=int, default=0, help="cohort seed")
+    ecg_replay = source_sub.add_parser("ecg-replay",
+                                       help="replay an ECG file (CSV/NPY/WFDB) at its rate")
+    ecg_replay.add_argument("file")
+    ecg_replay.add_argument("--connect", required=True)
+    ecg_replay.add_argument("--fs", type=float, default=None,
+                            help="sample rate of a CSV/NPY file (WFDB has its own)")
+    ecg_replay.add_argument("--column", default=None, help="CSV column (name or index)")
+    ecg_replay.add_argument("--stream", default=None, help="stream id (default: the file name)")
+    ecg_replay.add_argument("--chunk-ms", type=float, default=250.0)
+    ecg_replay.add_argument("--loop", action="store_true", help="start again at the end")
+    ecg_replay.add_argument("--seconds", type=float, default=None)
+    for ecg_source in (ecg_sim, ecg_replay):
+        ecg_source.add_argument("--claim", default=None, help="header claim: the user to verify")
+        ecg_source.add_argument("--explain", action="store_true",
+                                help="ask for a Grad-CAM heatmap with every beat")
+        ecg_source.add_argument("--embed", action="store_true",
+                                help="ask for each beat's embedding (live enrolment)")
     source.set_defaults(func=_cmd_source)
 
     tap = sub.add_parser("tap", help="print results as they arrive")
@@ -176,18 +266,50 @@ def _parser() -> argparse.ArgumentParser:
     tap.set_defaults(func=_cmd_tap)
 
     train = sub.add_parser("train", help="train shipped weights (reproducible by seed)")
-    train.add_argument("task", choices=("roi",))
-    train.add_argument("--model", choices=ROI_MODELS, required=True)
+    train.add_argument("task", choices=("roi", "ecg"))
+    train.add_argument("--model", required=True,
+                       help=f"roi: {', '.join(ROI_MODELS)}; ecg: {', '.join(ECG_MODELS)}")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--steps", type=int, default=None, help="optimiser steps (default: shipped)")
     train.add_argument("--out", type=Path, default=None, help="folder (default: shipped weights)")
     train.set_defaults(func=_cmd_train)
 
     evaluate = sub.add_parser("eval", help="regenerate the evaluation report")
-    evaluate.add_argument("task", choices=("roi",))
+    evaluate.add_argument("task", choices=("roi", "ecg"))
     evaluate.add_argument("--json", type=Path, default=None, help="write the report here")
-    evaluate.add_argument("--n-test", type=int, default=None, help="test spectra (default 30000)")
+    evaluate.add_argument("--n-test", type=int, default=None,
+                          help="roi: test spectra (default 30000)")
+    evaluate.add_argument("--quick", action="store_true", help="ecg: a small, fast run")
+    evaluate.add_argument("--data-dir", type=Path, default=Path(".data/ecg"),
+                          help="ecg: the real recordings (make ecg-data)")
     evaluate.set_defaults(func=_cmd_eval)
+
+    ecg = sub.add_parser("ecg", help="ECG users: enrol, list, remove, explain")
+    ecg.add_argument("--db", type=Path, default=None,
+                     help="template store (default $SIGSTREAM_DATA/ecg_users.sqlite)")
+    ecg_sub = ecg.add_subparsers(dest="action", required=True)
+    enroll = ecg_sub.add_parser("enroll", help="enrol a user from a recording or a live stream")
+    enroll.add_argument("--user", required=True)
+    enroll.add_argument("--beats", type=int, default=None,
+                        help="beats to enrol from (file: all good ones; live: 20)")
+    explain = ecg_sub.add_parser("explain", help="Grad-CAM heatmaps of beats, as PNG files")
+    explain.add_argument("--out", type=Path, required=True, help="folder for the PNG files")
+    explain.add_argument("--user", default=None,
+                         help="explain the match against this user (default: the best match)")
+    explain.add_argument("--beats", type=int, default=5, help="beats to explain")
+    for cmd in (enroll, explain):
+        cmd.add_argument("--file", type=Path, default=None, help="a CSV / NPY / WFDB recording")
+        cmd.add_argument("--fs", type=float, default=None, help="sample rate of a CSV/NPY file")
+        cmd.add_argument("--column", default=None, help="CSV column (name or index)")
+        cmd.add_argument("--stream", default=None, help="live: the wearable's stream id")
+        cmd.add_argument("--results", default="tcp://127.0.0.1:5556",
+                         help="live: the service's results endpoint")
+        cmd.add_argument("--timeout", type=float, default=60.0, help="live: give up after S s")
+    users = ecg_sub.add_parser("users", help="list enrolled users")
+    users.add_argument("--json", action="store_true")
+    remove = ecg_sub.add_parser("remove", help="delete a user's templates")
+    remove.add_argument("--user", required=True)
+    ecg.set_defaults(func=_cmd_ecg)
 
     demo = sub.add_parser("demo", help="run the spectral service on local endpoints, a few s")
     demo.add_argument("--seconds", type=float, default=8.0)

@@ -48,6 +48,7 @@ import zmq
 
 from engines.engine import BACKENDS as ENGINE_BACKENDS
 from stream.accounting import StreamSummary, format_summaries, merge_ledgers
+from stream.ecg import EcgPath
 from stream.errors import ServiceError, StageError
 from stream.metrics import Histogram, MetricsCollector, MetricsServer
 from stream.queues import QueuePolicy
@@ -66,7 +67,7 @@ __all__ = ["PATHS", "Service", "ServiceConfig", "serve"]
 
 log = logging.getLogger(__name__)
 
-PATHS: tuple[str, ...] = ("spectral",)
+PATHS: tuple[str, ...] = ("spectral", "ecg")
 BACKENDS: tuple[str, ...] = ("auto", *ENGINE_BACKENDS)
 _MONITOR_POLL_MS = 50
 _FAILURE_GRACE_S = 3.0  # after a stage died: time the others get to drain before being killed
@@ -76,10 +77,12 @@ _FAILURE_GRACE_S = 3.0  # after a stage died: time the others get to drain befor
 class ServiceConfig:
     """Settings of one :class:`Service`.
 
-    ``path``: the processing path (``"spectral"``). ``ingest``/``publish``: endpoints to bind
-    (``tcp://host:port``, ``tcp://127.0.0.1:*`` for a free port, or ``ipc://``).
-    ``backend``/``model``/``weights``: the engine (``weights``: a file to use instead of the
-    shipped weights of ``model``). ``shards``: per-stream stage processes (0: the per-stream
+    ``path``: the processing path (``"spectral"``, ``"ecg"``). ``ingest``/``publish``:
+    endpoints to bind (``tcp://host:port``, ``tcp://127.0.0.1:*`` for a free port, or
+    ``ipc://``). ``backend``/``model``/``weights``: the engine (``model``: ``None`` for the
+    path's own, ``weights``: a file to use instead of the shipped weights of ``model``).
+    ``templates``/``fuse_beats`` (ECG): the SQLite file of enrolled users, and how many beats
+    the fused decision covers. ``shards``: per-stream stage processes (0: the per-stream
     stages run inside ingest, one hop less; use shards when per-stream DSP is heavy).
     ``workers``: engine worker processes; ``threads``: intra-op threads per worker (1 keeps
     workers from oversubscribing the cores). ``max_batch``: engine rows per call.
@@ -101,7 +104,9 @@ class ServiceConfig:
     ingest: str = "tcp://127.0.0.1:5555"
     publish: str = "tcp://127.0.0.1:5556"
     backend: str = "auto"
-    model: str = "resnet_unet"
+    model: str | None = None
+    templates: Path | None = None
+    fuse_beats: int = 5
     shards: int = 0
     workers: int = 2
     max_batch: int = 32
@@ -135,8 +140,10 @@ class ServiceConfig:
                 raise bad(f"{name} must be a tcp:// or ipc:// endpoint, got {endpoint!r}")
         if self.ingest == self.publish and not self.ingest.endswith(":*"):
             raise bad("ingest and publish must be different endpoints")
+        if self.path == "ecg" and self.templates is None:
+            raise bad("the ecg path needs a template store (templates=PATH)")
         for name in ("workers", "max_batch", "queue_depth", "max_samples",
-                     "max_payload_bytes", "max_streams"):
+                     "max_payload_bytes", "max_streams", "fuse_beats"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise bad(f"{name} must be a positive integer, got {value!r}")
@@ -170,10 +177,18 @@ class ServiceConfig:
         return 2 * self.max_payload_bytes + (1 << 20)
 
 
-def _make_path(config: ServiceConfig) -> SpectralPath:
-    if config.path == "spectral":
-        return SpectralPath(model=config.model, weights=config.weights,
-                            max_samples=config.max_samples)
+def _make_path(config: ServiceConfig) -> SpectralPath | EcgPath:
+    try:
+        if config.path == "spectral":
+            return SpectralPath(model=config.model or "resnet_unet", weights=config.weights,
+                                max_samples=config.max_samples)
+        if config.path == "ecg":
+            assert config.templates is not None  # validated
+            return EcgPath(templates=config.templates, fuse_beats=config.fuse_beats,
+                           weights=config.weights, max_samples=config.max_samples,
+                           model=config.model or "embedding")
+    except ValueError as exc:
+        raise ServiceError(f"bad service configuration: {exc}") from exc
     raise ServiceError(f"unknown path {config.path!r}")  # unreachable: validated
 
 

@@ -1,9 +1,11 @@
-"""Sources: push spectra from devices to a service's ingest socket, in wire format v1.
+"""Sources: push frames from devices to a service's ingest socket, in wire format v1.
 
 One process can serve many instruments over one PUSH socket: every instrument is a
-:class:`~devices.spectrometer.SpectrometerAdapter` with its own stream id and its own ``seq``
-(0, 1, 2, ... per stream, so a sink sees gaps), and the instrument due first is read first.
-Each message is a ``kind="spectrum"`` data message whose ``t_ns`` is the spectrum's capture time.
+:class:`~devices.frames.FrameSource` (a spectrometer, an ECG wearable) with its own stream id
+and its own ``seq`` (0, 1, 2, ... per stream, so a sink sees gaps), and the instrument due
+first is read first. Each message is a data message (``kind="spectrum"``, ``"ecg"``) whose
+``t_ns`` is the capture time of the frame's first sample and, for time series, whose ``fs`` is
+the frame's sample rate.
 
 A service that is missing or stuck is reported, not waited on forever: the socket only queues
 to live connections (``ZMQ_IMMEDIATE``), queues at most ``sndhwm`` messages, and a send that
@@ -23,13 +25,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import zmq
 
-from devices.frames import DeviceError, EndOfStream
+from devices.ecg import EcgReplay, EcgReplayConfig, EcgSimulatorConfig, EcgSimulatorSource
+from devices.frames import DeviceError, EndOfStream, FrameSource
 from devices.spectrometer import (
-    SpectrometerAdapter,
     SpectrometerSimConfig,
     SpectrometerSimulator,
     SpectrumReplay,
@@ -41,7 +43,9 @@ from stream.wire import data_message, encode
 __all__ = [
     "PushReport",
     "interrupt_on_signals",
-    "push_spectra",
+    "push_frames",
+    "run_ecg_replay",
+    "run_ecg_sim",
     "run_replay",
     "run_spectral_sim",
     "sim_stream_ids",
@@ -86,7 +90,7 @@ class PushReport:
         end = " (interrupted)" if self.interrupted else ""
         end += f" (stopped: {self.error})" if self.error else ""
         return (
-            f"{label}: sent {self.total} spectra in {self.elapsed_s:.2f} s "
+            f"{label}: sent {self.total} messages in {self.elapsed_s:.2f} s "
             f"({rate:.1f}/s{target}); per stream: {per_stream}{end}"
         )
 
@@ -119,16 +123,19 @@ def interrupt_on_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def push_spectra(
-    sources: Mapping[str, SpectrometerAdapter],
+def push_frames(
+    sources: Mapping[str, FrameSource],
     *,
+    kind: str,
     connect: str,
+    header: Mapping[str, Any] | None = None,
     seconds: float | None = None,
     send_timeout_s: float = 5.0,
     sndhwm: int = 1000,
     context: zmq.Context | None = None,
 ) -> PushReport:
-    """Open ``sources`` (stream id -> source), push their spectra to ``connect`` until every
+    """Open ``sources`` (stream id -> source), push their frames to ``connect`` as ``kind``
+    messages (``fs`` from the frame, extra ``header`` keys on every message) until every
     source is exhausted, ``seconds`` have passed, a send times out or Ctrl-C; close them all.
 
     Returns a :class:`PushReport`. Raises what ``open()`` raises (missing/corrupt file...).
@@ -151,7 +158,8 @@ def push_spectra(
             end_ns = None if seconds is None else time.monotonic_ns() + int(seconds * 1e9)
             try:
                 with interrupt_on_signals():
-                    _push_loop(dict(sources), sock, report, end_ns, connect, send_timeout_s)
+                    _push_loop(dict(sources), sock, report, end_ns, connect, send_timeout_s,
+                               kind, dict(header or {}))
             except KeyboardInterrupt:
                 report.interrupted = True
             report.elapsed_s = time.monotonic() - start
@@ -165,12 +173,14 @@ def push_spectra(
 
 
 def _push_loop(
-    active: dict[str, SpectrometerAdapter],
+    active: dict[str, FrameSource],
     sock: zmq.Socket,
     report: PushReport,
     end_ns: int | None,
     connect: str,
     send_timeout_s: float,
+    kind: str,
+    header: dict[str, Any],
 ) -> None:
     seq = {name: 0 for name in active}
     while active:
@@ -189,7 +199,8 @@ def _push_loop(
             continue
         if frame is None:
             continue
-        msg = data_message("spectrum", name, seq[name], frame.data, t_ns=frame.t_ns)
+        msg = data_message(kind, name, seq[name], frame.data, t_ns=frame.t_ns, fs=frame.fs,
+                           **header)
         try:
             sock.send_multipart(encode(msg), copy=False)
         except zmq.Again:
@@ -246,9 +257,9 @@ def run_spectral_sim(
             )
             for i, name in enumerate(names)
         }
-        report = push_spectra(
-            sources, connect=connect, seconds=seconds, send_timeout_s=send_timeout_s,
-            context=context,
+        report = push_frames(
+            sources, kind="spectrum", connect=connect, seconds=seconds,
+            send_timeout_s=send_timeout_s, context=context,
         )
     except (ValueError, WireError, zmq.ZMQError) as exc:
         print(f"sigstream source: error: {exc}", file=sys.stderr, flush=True)
@@ -285,11 +296,87 @@ def run_replay(
                 path=path, rate_hz=rate_hz, count=count, loop=loop, skip_rows=skip_rows
             )
         )
-        report = push_spectra(
-            {name: source}, connect=connect, seconds=seconds, send_timeout_s=send_timeout_s,
-            context=context,
+        report = push_frames(
+            {name: source}, kind="spectrum", connect=connect, seconds=seconds,
+            send_timeout_s=send_timeout_s, context=context,
         )
     except (OSError, DeviceError, ValueError, zmq.ZMQError) as exc:
         print(f"sigstream source: error: {exc}", file=sys.stderr, flush=True)
         return 2
     return _print_run(f"replay {path.name}", report, rate_hz, out)
+
+
+def run_ecg_sim(
+    *,
+    connect: str,
+    stream: str = "wearable",
+    streams: int = 1,
+    fs_hz: float = 250.0,
+    chunk_ms: float = 250.0,
+    seconds: float | None = None,
+    subject: int = 0,
+    session: int = 1,
+    snr_db: float | None = None,
+    seed: int = 0,
+    header: Mapping[str, Any] | None = None,
+    send_timeout_s: float = 5.0,
+    context: zmq.Context | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """Simulate ``streams`` ECG wearables (wearable ``i``, 0-based, is cohort subject
+    ``subject + i`` of cohort ``seed``, in ``session``) and push ``chunk_ms`` chunks of
+    ``fs_hz`` samples to ``connect`` in real time, with the extra ``header`` keys (``claim``,
+    ``explain``, ``embed``); stop after ``seconds`` or on Ctrl-C. Prints a one-line summary;
+    returns the exit status (0 done, 1 service missing or stuck, 2 bad arguments, 130
+    interrupted)."""
+    try:
+        names = sim_stream_ids(stream, streams)
+        sources = {
+            name: EcgSimulatorSource(EcgSimulatorConfig(
+                subject=subject + i, session=session, fs_hz=fs_hz, chunk_ms=chunk_ms,
+                seed=seed, snr_db=snr_db,
+            ))
+            for i, name in enumerate(names)
+        }
+        report = push_frames(
+            sources, kind="ecg", connect=connect, header=header, seconds=seconds,
+            send_timeout_s=send_timeout_s, context=context,
+        )
+    except (ValueError, WireError, zmq.ZMQError) as exc:
+        print(f"sigstream source: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    return _print_run("ecg-sim", report, len(names) * 1e3 / chunk_ms, out)
+
+
+def run_ecg_replay(
+    path: Path,
+    *,
+    connect: str,
+    stream: str | None = None,
+    fs_hz: float | None = None,
+    column: str | None = None,
+    chunk_ms: float = 250.0,
+    loop: bool = False,
+    seconds: float | None = None,
+    header: Mapping[str, Any] | None = None,
+    send_timeout_s: float = 5.0,
+    context: zmq.Context | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """Replay an ECG recording (CSV / NPY / WFDB, see :func:`devices.ecg.load_ecg`) at its
+    recorded rate in ``chunk_ms`` chunks to ``connect`` as stream ``stream`` (default: the
+    file's name). Exit status as :func:`run_replay`."""
+    path = Path(path)
+    name = stream if stream is not None else "_".join(path.stem.split()) or "ecg"
+    col: int | str | None = int(column) if column is not None and column.isdigit() else column
+    try:
+        source = EcgReplay(EcgReplayConfig(path=path, fs_hz=fs_hz, column=col,
+                                           chunk_ms=chunk_ms, loop=loop))
+        report = push_frames(
+            {name: source}, kind="ecg", connect=connect, header=header, seconds=seconds,
+            send_timeout_s=send_timeout_s, context=context,
+        )
+    except (OSError, DeviceError, ValueError, zmq.ZMQError) as exc:
+        print(f"sigstream source: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    return _print_run(f"ecg-replay {path.name}", report, 1e3 / chunk_ms, out)

@@ -167,6 +167,7 @@ class SpectralPath:
 
     name: str = dataclasses.field(default="spectral", init=False)
     input_kind: str = dataclasses.field(default=SPECTRAL_INPUT_KIND, init=False)
+    sticky_streams: bool = dataclasses.field(default=False, init=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_samples, int) or self.max_samples < 1:

@@ -69,6 +69,7 @@ from stream.metrics import StageStats
 from stream.queues import BoundedQueue, QueuePolicy
 from stream.wire import (
     ERROR_KIND,
+    RESULT_PREFIX,
     Message,
     WireLimits,
     decode,
@@ -143,13 +144,18 @@ class PathWorker(Protocol):
 class Path(Protocol):
     """A processing path: a frozen, picklable description the stage processes receive.
 
-    The runtime's accounting counts one answer (a result or an error) per input message; a path
-    whose stream stage turns one input into several engine inputs (ECG beats, audio frames)
-    must keep that account itself.
+    A stream stage may answer message for message (returning ``msg`` itself, or a message in
+    its place) or keep inputs in its stream's state and make messages of its own (ECG: chunks
+    in, beats out); the runtime counts the inputs it consumed and the messages it emitted
+    (:mod:`stream.accounting`). A message it makes whose kind is ``result.*`` (a status report
+    that needs no engine) goes straight to the publisher.
     """
 
     name: str  # results are kind "result.<name>"
     input_kind: str  # the wire kind this path serves ("spectrum", "ecg", ...)
+    # True: every message of a stream goes to the same worker, in order (the worker keeps
+    # per-stream state, such as a fused decision over the last beats); False: round robin.
+    sticky_streams: bool
 
     def stream_stage(self, stream: str) -> StreamStage: ...
 
@@ -475,6 +481,7 @@ class _StreamStages:
         self._workers = [owner._socket(zmq.PUSH) for _ in workers]
         self._stages: OrderedDict[str, StreamStage] = OrderedDict()
         self._next_worker = 0
+        self.sticky = bool(getattr(path, "sticky_streams", False))
         self._out_poller = zmq.Poller()
         for sock in self._workers:
             self._out_poller.register(sock, zmq.POLLOUT)
@@ -496,35 +503,60 @@ class _StreamStages:
             log.exception("%s: stream stage failed on %s seq %s", owner.name, stream, seq)
             owner.answer_error("internal", f"stream stage failed: {exc!r}", stream, seq)
             return
-        for out in outs:
-            self._dispatch(frames if out is msg else encode(out))
-            owner.stats.frame_out(stream)
+        if not any(out is msg for out in outs):
+            owner.stats.ledger.consumed(stream)
+        self._send(stream, outs, msg, frames)
 
     def finish(self) -> None:
         """End of input: flush every stage, then send the end marker to every worker."""
-        for stage in self._stages.values():
-            for out in stage.flush():
-                self._dispatch(encode(out))
+        for stream, stage in self._stages.items():
+            self._send(stream, stage.flush())
         for sock in self._workers:
             sock.send(END)
+
+    def _send(self, stream: str, outs: Sequence[Message], msg: Message | None = None,
+              frames: Sequence[Any] = ()) -> None:
+        """Hand a stage's output on: its input unchanged (``msg`` itself: the received
+        ``frames``), a message it made to a worker, or a result it made to the publisher."""
+        owner = self.owner
+        for out in outs:
+            if out is msg:
+                self._dispatch(stream, frames)
+            else:
+                owner.stats.ledger.emitted(stream)
+                if out.header["kind"].startswith(RESULT_PREFIX):
+                    owner.send_publisher(encode(out, topic=True))
+                else:
+                    self._dispatch(stream, encode(out))
+            owner.stats.frame_out(stream)
 
     def _stage(self, stream: str) -> StreamStage:
         stage = self._stages.get(stream)
         if stage is None:
             if len(self._stages) >= self.owner.wiring.max_streams:
                 # The least recently seen stream gives up its state (a restart for it).
-                _, old = self._stages.popitem(last=False)
-                for out in old.flush():
-                    self._dispatch(encode(out))
+                old_stream, old = self._stages.popitem(last=False)
+                self._send(old_stream, old.flush())
             stage = self._stages[stream] = self.path.stream_stage(stream)
         else:
             self._stages.move_to_end(stream)
         return stage
 
-    def _dispatch(self, frames: Sequence[Any]) -> None:
-        """Round robin over the workers, skipping full ones; block when all are full."""
+    def _dispatch(self, stream: str, frames: Sequence[Any]) -> None:
+        """To a worker: the stream's own one if the path keeps per-stream state in its workers
+        (:attr:`Path.sticky_streams`), else round robin skipping full ones. Blocks while the
+        chosen worker (or every worker) is full."""
         workers = self._workers
         n = len(workers)
+        if self.sticky:
+            sock = workers[shard_of(stream, n)]
+            while True:
+                try:
+                    sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                    return
+                except zmq.Again:
+                    sock.poll(_POLL_IDLE_MS, zmq.POLLOUT)
+                    self.owner.tick()
         while True:
             for _ in range(n):
                 sock = workers[self._next_worker]

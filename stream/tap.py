@@ -51,8 +51,30 @@ def format_message(msg: Message, received_ns: int) -> str:
                 f" w={_num(top.get('width'), 1)}"
             )
         return line
+    if msg.kind == "result.ecg":
+        return f"{msg.stream}  {seq}  {lat}  {_ecg_line(body)}"
     keys = ",".join(sorted(map(str, body)))
     return f"{msg.stream}  {seq}  {lat}  {msg.kind} {{{keys}}}"
+
+
+def _ecg_line(body: dict[str, Any]) -> str:
+    """``beat 42 hr=72 alice 0.912 accept | fused(5) alice 0.951 accept`` or a status."""
+    if body.get("type") == "status":
+        return f"status {body.get('status')}: {body.get('detail', '')}"
+
+    def decision(d: dict[str, Any]) -> str:
+        text = f"{d.get('identity') or '-'} {_num(d.get('score'))} {d.get('decision')}"
+        if d.get("reason"):
+            text += f" ({d['reason']})"
+        if "verified" in d:
+            text += f" claim {d.get('claim')}={d.get('verified')}"
+        return text
+
+    line = f"beat {body.get('beat')} hr={_num(body.get('hr_bpm'), 0)} {decision(body)}"
+    fused = body.get("fused")
+    if isinstance(fused, dict):
+        line += f" | fused({fused.get('beats')}) {decision(fused)}"
+    return line
 
 
 def _top_peak(peaks: list[Any]) -> dict[str, Any] | None:

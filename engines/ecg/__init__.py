@@ -18,6 +18,8 @@ from engines.ecg.frontend import (
     detect_r_peaks,
     extract_beats,
 )
+from engines.ecg.matcher import FusionState, Matcher, MatchResult, fuse
+from engines.ecg.templates import TemplateStore, TemplateStoreError, UserRecord
 
 __all__ = [
     "BEAT_FS_HZ",
@@ -29,7 +31,14 @@ __all__ = [
     "BeatFrontend",
     "FrontendConfig",
     "FrontendOutput",
+    "FusionState",
+    "MatchResult",
+    "Matcher",
     "QualityBlock",
+    "TemplateStore",
+    "TemplateStoreError",
+    "UserRecord",
     "detect_r_peaks",
     "extract_beats",
+    "fuse",
 ]

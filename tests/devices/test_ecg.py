@@ -280,10 +280,12 @@ def test_simulator_source_r_peaks_and_timeout() -> None:
     with pytest.raises(DeviceError):
         source.r_peaks(0, 10)
     with source:
-        assert source.read(0) is not None  # chunk 0 is due at open
         t = time.monotonic()
-        assert source.read(0.02) is None  # chunk 1 is due 0.2 s after open
+        assert source.read(0.02) is None  # chunk 0 is due once captured, 0.2 s after open
         assert time.monotonic() - t < 0.15
+        first = source.read(1.0)
+        assert first is not None and time.monotonic() - t >= 0.19
+        assert abs(first.t_ns + 0.2e9 - time.time_ns()) < 0.1e9  # it ends now
         assert source.next_due_ns is not None
         peaks = source.r_peaks(0, 5000)
     expected = simulate_record(cohort_subject(0), 0, fs_hz=500.0, duration_s=10.0).r_peaks

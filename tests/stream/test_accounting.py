@@ -86,3 +86,25 @@ def test_snapshot_is_plain_data() -> None:
     ledger.error("a", "bad_shape")
     snap = ledger.snapshot()
     assert msgpack.unpackb(msgpack.packb(snap)) == snap
+
+
+def test_consumed_inputs_and_emitted_messages_balance() -> None:
+    # An ECG-like stream: 3 chunks in; the stage keeps them and makes 2 beats and 1 status;
+    # one beat is delivered, one dropped, the status delivered; a 4th chunk is refused.
+    ingest, worker, publisher = StreamLedger(), StreamLedger(), StreamLedger()
+    for seq in range(4):
+        ingest.received("w1", seq)
+    for _ in range(3):
+        ingest.consumed("w1")
+    ingest.error("w1", "bad_fs")
+    for _ in range(3):
+        ingest.emitted("w1")
+    publisher.delivered("w1")
+    publisher.delivered("w1")
+    worker.dropped("w1", "dropped")
+    summary = merge_ledgers([ingest.snapshot(), worker.snapshot(), publisher.snapshot()])["w1"]
+    assert (summary.consumed, summary.emitted) == (3, 3)
+    assert summary.unexplained == 0
+    assert "consumed 3, emitted 3" in summary.format()
+    publisher_lost = merge_ledgers([ingest.snapshot(), worker.snapshot()])["w1"]
+    assert publisher_lost.unexplained == 2

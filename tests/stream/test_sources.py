@@ -71,7 +71,7 @@ def test_sim_streams_have_contiguous_seq_and_valid_headers(pull) -> None:
     # Different instruments, different spectra.
     assert not np.array_equal(by_stream["inst-1"][0].payload, by_stream["inst-2"][0].payload)
     line = out.getvalue().strip()
-    assert line.startswith("spectral-sim: sent 36 spectra in ")
+    assert line.startswith("spectral-sim: sent 36 messages in ")
     assert "inst-1=12 inst-2=12 inst-3=12" in line
 
 
@@ -124,7 +124,7 @@ def test_missing_service_is_reported_not_hung(ctx: zmq.Context, capsys) -> None:
     assert status == 1
     assert time.monotonic() - start < 5.0
     assert "no service took a message" in capsys.readouterr().err
-    assert "sent 0 spectra" in out.getvalue()
+    assert "sent 0 messages" in out.getvalue()
 
 
 def test_bad_stream_id_is_an_argument_error(pull, capsys) -> None:

@@ -1,0 +1,213 @@
+"""The ECG gateway end to end, as a user runs it: users enrolled with ``sigstream ecg`` into a
+real SQLite store, a service (real processes, real sockets, the shipped embedding model on the
+CPU-compiled backend) fed with simulated wearables, results read from its PUB socket."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+
+from devices.ecg_sim import cohort_subject, simulate_record
+from engines.ecg.specs import ECG_SPECS
+from stream.cli import main
+from stream.service import Service, ServiceConfig
+from stream.wire import Message, data_message, decode, encode
+
+pytestmark = pytest.mark.skipif(
+    not ECG_SPECS["embedding"].weights_path.exists(), reason="no shipped ECG embedding weights"
+)
+
+FS = 250.0
+CHUNK = 62  # 248 ms at 250 Hz
+TIMEOUT_S = 60.0
+
+
+def _csv(tmp: Path, subject: int, session: int, seconds: float) -> Path:
+    record = simulate_record(cohort_subject(subject), session, fs_hz=FS, duration_s=seconds)
+    path = tmp / f"subject{subject}-session{session}.csv"
+    np.savetxt(path, record.signal, fmt="%.5f", header="ecg", comments="")
+    return path
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, Path, Path]]:
+    tmp = tmp_path_factory.mktemp("ecg")
+    db = tmp / "users.sqlite"
+    for user, subject in (("alice", 0), ("bob", 1)):
+        rc = main(["ecg", "--db", str(db), "enroll", "--user", user,
+                   "--file", str(_csv(tmp, subject, 0, 40.0)), "--fs", str(FS)])
+        assert rc == 0
+    service = Service(ServiceConfig(
+        path="ecg", ingest="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*", backend="auto",
+        templates=db, cache_dir=tmp / "cache", max_batch=8, queue_depth=256,
+        stats_interval_s=0.1, stop_timeout_s=20.0,
+    ))
+    service.start()
+    try:
+        yield service, db, tmp
+    finally:
+        service.stop(timeout_s=20)
+
+
+class _Client:
+    def __init__(self, service: Service, streams: tuple[str, ...]) -> None:
+        self.ctx = zmq.Context()
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub.linger = 0
+        for stream in streams:
+            self.sub.setsockopt_string(zmq.SUBSCRIBE, f"result.ecg/{stream}")
+            self.sub.setsockopt_string(zmq.SUBSCRIBE, f"error/{stream}")
+        self.sub.connect(service.bound_publish)
+        self.push = self.ctx.socket(zmq.PUSH)
+        self.push.linger = 1000
+        self.push.connect(service.bound_ingest)
+        self.streams = set(streams)
+        time.sleep(0.3)  # the subscription reaches the publisher first
+
+    def send(self, stream: str, signal: np.ndarray, *, seq0: int = 0, **extra: Any) -> int:
+        t0 = time.time_ns() - round(len(signal) * 1e9 / FS)
+        for k, i in enumerate(range(0, len(signal), CHUNK)):
+            msg = data_message("ecg", stream, seq0 + k, signal[i:i + CHUNK],
+                               t_ns=t0 + round(i * 1e9 / FS), fs=FS, **extra)
+            self.push.send_multipart(encode(msg))
+        return seq0 + k + 1
+
+    def collect(self, quiet_s: float = 2.0) -> list[Message]:
+        out: list[Message] = []
+        deadline = time.monotonic() + TIMEOUT_S
+        last = time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - last < quiet_s:
+            if self.sub.poll(100):
+                msg = decode(self.sub.recv_multipart(), topic=True)
+                if msg.stream in self.streams:
+                    out.append(msg)
+                    last = time.monotonic()
+        return out
+
+    def close(self) -> None:
+        self.sub.close()
+        self.push.close()
+        self.ctx.term()
+
+
+def _beats(msgs: list[Message], stream: str) -> list[dict[str, Any]]:
+    return [m.payload for m in msgs
+            if m.stream == stream and m.kind == "result.ecg" and m.payload["type"] == "beat"]
+
+
+def test_users_are_listed_and_removed_with_the_cli(gateway, capsys) -> None:  # type: ignore[no-untyped-def]
+    _, db, tmp = gateway
+    assert main(["ecg", "--db", str(db), "users", "--json"]) == 0
+    users = {u["user"]: u for u in json.loads(capsys.readouterr().out)}
+    assert set(users) >= {"alice", "bob"} and users["alice"]["n_beats"] >= 20
+    assert main(["ecg", "--db", str(db), "enroll", "--user", "temp",
+                 "--file", str(_csv(tmp, 9, 0, 30.0)), "--fs", str(FS)]) == 0
+    assert main(["ecg", "--db", str(db), "remove", "--user", "temp"]) == 0
+    assert main(["ecg", "--db", str(db), "remove", "--user", "temp"]) == 1
+    flat = tmp / "flat.csv"
+    np.savetxt(flat, np.zeros(5000))
+    assert main(["ecg", "--db", str(db), "enroll", "--user", "nobody", "--file", str(flat),
+                 "--fs", str(FS)]) == 1  # no good beat: refused, nothing stored
+    capsys.readouterr()
+    assert main(["ecg", "--db", str(db), "users", "--json"]) == 0
+    assert "nobody" not in {u["user"] for u in json.loads(capsys.readouterr().out)}
+
+
+def test_gateway_recognises_verifies_and_reports_bad_signal(gateway) -> None:  # type: ignore[no-untyped-def]
+    service, _, _ = gateway
+    streams = ("g-alice", "g-stranger", "g-flat", "g-bad")
+    client = _Client(service, streams)
+    try:
+        alice = simulate_record(cohort_subject(0), 1, fs_hz=FS, duration_s=24.0).signal
+        stranger = simulate_record(cohort_subject(1005), 1, fs_hz=FS, duration_s=24.0).signal
+        client.send("g-alice", alice, claim="alice")
+        client.send("g-stranger", stranger, claim="alice")
+        client.send("g-flat", np.zeros(2500, np.float32))
+        client.push.send_multipart(encode(data_message(
+            "ecg", "g-bad", 0, np.zeros((10, 3), np.float32), fs=FS)))
+        msgs = client.collect()
+    finally:
+        client.close()
+    beats = _beats(msgs, "g-alice")
+    assert len(beats) >= 15
+    fused = [b["fused"] for b in beats if b["fused"] and b["fused"]["beats"] == 5]
+    assert fused and sum(f["verified"] for f in fused) >= 0.9 * len(fused)
+    assert sum(f["identity"] == "alice" for f in fused) >= 0.9 * len(fused)
+    assert sum(b["identity"] == "alice" for b in beats) >= 0.7 * len(beats)
+    assert all(b["identity"] in ("alice", None) for b in beats)
+    r_times = [b["r_t_ns"] for b in beats]
+    assert r_times == sorted(r_times)  # one stream, one worker, in order
+    impostor = [b["fused"] for b in _beats(msgs, "g-stranger") if b["fused"]]
+    assert impostor and sum(f["verified"] for f in impostor) <= 0.1 * len(impostor)
+    flat = [m.payload for m in msgs if m.stream == "g-flat"]
+    assert flat and all(p["type"] == "status" and p["decision"] == "uncertain" for p in flat)
+    assert {p["status"] for p in flat} <= {"flat", "lead_off"}
+    errors = [m for m in msgs if m.stream == "g-bad"]
+    assert [m.kind for m in errors] == ["error"] and errors[0].payload["code"] == "bad_shape"
+
+
+def test_live_enrolment_then_recognition_and_explanation(gateway, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    service, db, _ = gateway
+    carol = simulate_record(cohort_subject(7), 1, fs_hz=FS, duration_s=40.0).signal
+    client = _Client(service, ("g-carol",))
+    rc: list[int] = []
+    enrol = threading.Thread(target=lambda: rc.append(main([
+        "ecg", "--db", str(db), "enroll", "--user", "carol", "--stream", "g-carol",
+        "--results", service.bound_publish, "--beats", "10", "--timeout", "30"])))
+    try:
+        enrol.start()
+        time.sleep(0.5)
+        half = len(carol) // 2
+        seq = client.send("g-carol", carol[:half], embed=True)
+        enrol.join(40)
+        assert rc == [0]
+        time.sleep(0.5)  # workers look at the store every 0.25 s
+        client.send("g-carol", carol[half:], seq0=seq, explain=True)
+        msgs = client.collect()
+    finally:
+        client.close()
+    late = [b for b in _beats(msgs, "g-carol") if b.get("gradcam")]
+    assert len(late) >= 10
+    assert sum(b["identity"] == "carol" for b in late) >= 0.7 * len(late)
+    out = tmp_path / "png"
+    shape = late[0]["gradcam"]["shape"]
+    assert len(late[0]["gradcam"]["heatmap"]) == shape[0] * shape[1]
+    from engines.ecg.gradcam import explanation_png
+    from stream.ecg import unpack_explanation
+
+    out.mkdir()
+    png = explanation_png(*unpack_explanation(late[0]["gradcam"]))
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_offline_explain_writes_pngs(gateway, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, db, tmp = gateway
+    out = tmp_path / "explain"
+    assert main(["ecg", "--db", str(db), "explain", "--file", str(_csv(tmp, 0, 2, 20.0)),
+                 "--fs", str(FS), "--out", str(out), "--beats", "3", "--user", "alice"]) == 0
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 3 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+
+
+def test_every_chunk_and_beat_is_accounted_for(gateway) -> None:  # type: ignore[no-untyped-def]
+    service, _, _ = gateway
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        summary = service.summary()
+        if all(s.unexplained == 0 for s in summary.values()):
+            break
+        time.sleep(0.2)
+    summary = service.summary()
+    assert summary["g-alice"].consumed == summary["g-alice"].received
+    assert summary["g-alice"].delivered == summary["g-alice"].emitted > 15
+    assert summary["g-bad"].errors == {"bad_shape": 1}
+    assert {s.stream: s.unexplained for s in summary.values()} == {
+        s.stream: 0 for s in summary.values()}
