@@ -492,11 +492,15 @@ def _rates(genuine: np.ndarray, impostor: np.ndarray, matcher: Any | None) -> di
         out[f"frr_at_far_{far:g}"] = {"frr": frr, "threshold": t}
     if matcher is not None:
         far_a, frr_a = far_frr_at(genuine, impostor, matcher.accept_threshold)
+        far_v, frr_v = far_frr_at(genuine, impostor, matcher.verify_threshold)
         out["at_shipped_thresholds"] = {
             "accept_threshold": matcher.accept_threshold,
             "reject_threshold": matcher.reject_threshold,
             "far_accept": far_a,
             "frr_accept": frr_a,
+            "verify_threshold": matcher.verify_threshold,
+            "claim_far": far_v,
+            "claim_frr": frr_v,
             "genuine_decisions": _decisions(genuine, matcher),
             "impostor_decisions": _decisions(impostor, matcher),
         }
@@ -1318,6 +1322,10 @@ def format_table(report: dict[str, Any]) -> str:
                 lines.append(
                     f"          at accept {s['accept_threshold']:.3f}: FAR {_pct(s['far_accept'])}"
                     f" FRR {_pct(s['frr_accept'])}; genuine {s['genuine_decisions']}"
+                )
+                lines.append(
+                    f"          claims at verify {s['verify_threshold']:.3f}: FAR "
+                    f"{_pct(s['claim_far'])} FRR {_pct(s['claim_frr'])}"
                 )
         ww = v.get("without_worst_subject")
         if ww:

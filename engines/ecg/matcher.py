@@ -8,6 +8,11 @@ validation subjects (stored in the embedding model's card, see :mod:`engines.ecg
     score <  reject_threshold                     -> "reject"
     otherwise                                     -> "uncertain" (wait for more beats)
 
+A claim ("this is alice") is verified against alice's template alone, with its own threshold
+``verify_threshold``: one impostor template can be crossed by chance far less often than the
+best of many, so the same false-accept rate allows a lower threshold (``accept`` when the score
+reaches it, else ``reject``).
+
 Fusion: the probe of a stream is the normalised mean of the unit embeddings of its last ``k``
 good beats (:class:`FusionState`). Averaging unit vectors cancels beat-to-beat noise, so
 genuine scores rise and impostor scores concentrate; ``k = 1`` scores single beats.
@@ -117,22 +122,31 @@ class FusionState:
 class Matcher:
     """Cosine scoring and the accept / reject / uncertain rule (see the module docstring).
 
-    ``accept_threshold >= reject_threshold``, both in [-1, 1]. ``fuse_beats``: the ``k`` of
-    :meth:`new_state` (how many beats a stream fuses before a decision counts as final).
+    ``accept_threshold >= reject_threshold``, both in [-1, 1]; ``verify_threshold`` (default:
+    ``accept_threshold``) decides claims. ``fuse_beats``: the ``k`` of :meth:`new_state` (how
+    many beats a stream fuses before a decision counts as final).
     """
 
     def __init__(
-        self, accept_threshold: float, reject_threshold: float, *, fuse_beats: int = 1
+        self,
+        accept_threshold: float,
+        reject_threshold: float,
+        *,
+        verify_threshold: float | None = None,
+        fuse_beats: int = 1,
     ) -> None:
         a, r = float(accept_threshold), float(reject_threshold)
-        if not (-1.0 <= r <= a <= 1.0):
+        v = a if verify_threshold is None else float(verify_threshold)
+        if not (-1.0 <= r <= a <= 1.0) or not -1.0 <= v <= 1.0:
             raise ValueError(
-                f"need -1 <= reject_threshold <= accept_threshold <= 1, got {r} and {a}"
+                f"need -1 <= reject_threshold <= accept_threshold <= 1 and verify_threshold in "
+                f"[-1, 1], got {r}, {a} and {v}"
             )
         if int(fuse_beats) < 1:
             raise ValueError(f"fuse_beats must be >= 1, got {fuse_beats}")
         self.accept_threshold = a
         self.reject_threshold = r
+        self.verify_threshold = v
         self.fuse_beats = int(fuse_beats)
 
     @classmethod
@@ -147,13 +161,17 @@ class Matcher:
             row = card.get("thresholds_by_k", {}).get(str(k))
             if row is None:
                 raise KeyError(f"the card has no thresholds calibrated for fuse_beats={k}")
-            return cls(row["accept_threshold"], row["reject_threshold"], fuse_beats=k)
-        return cls(card["accept_threshold"], card["reject_threshold"], fuse_beats=k)
+            return cls(row["accept_threshold"], row["reject_threshold"],
+                       verify_threshold=row.get("verify_threshold"), fuse_beats=k)
+        row = card.get("thresholds_by_k", {}).get(str(k), {})
+        return cls(card["accept_threshold"], card["reject_threshold"],
+                   verify_threshold=row.get("verify_threshold"), fuse_beats=k)
 
     def __repr__(self) -> str:
         return (
             f"Matcher(accept_threshold={self.accept_threshold:.4f},"
-            f" reject_threshold={self.reject_threshold:.4f}, fuse_beats={self.fuse_beats})"
+            f" reject_threshold={self.reject_threshold:.4f},"
+            f" verify_threshold={self.verify_threshold:.4f}, fuse_beats={self.fuse_beats})"
         )
 
     def new_state(self) -> FusionState:
@@ -206,7 +224,8 @@ class Matcher:
         templates: tuple[Sequence[str], np.ndarray],
     ) -> MatchResult:
         """Verify the claim "this is ``claim``": score the fused probe against that user's
-        template only. An unknown ``claim`` is rejected (score ``-inf``)."""
+        template only and accept at ``verify_threshold``. An unknown ``claim`` is rejected
+        (score ``-inf``)."""
         names, m = self._templates(templates)
         probe = fuse(embeddings)
         n = 1 if np.ndim(embeddings) == 1 else int(np.shape(embeddings)[0])
@@ -217,6 +236,5 @@ class Matcher:
             return MatchResult(user=claim, score=float("-inf"), decision=REJECT,
                                scores=scores, n_beats=n)
         value = float(scores[names.index(claim)])
-        return MatchResult(
-            user=claim, score=value, decision=self.decide(value), scores=scores, n_beats=n
-        )
+        decision: Decision = ACCEPT if value >= self.verify_threshold else REJECT
+        return MatchResult(user=claim, score=value, decision=decision, scores=scores, n_beats=n)

@@ -113,3 +113,20 @@ def test_from_card_picks_the_calibrated_k() -> None:
     assert Matcher.from_card(card, fuse_beats=5).accept_threshold == 0.8
     with pytest.raises(KeyError):
         Matcher.from_card(card, fuse_beats=3)
+
+
+def test_claims_use_their_own_threshold() -> None:
+    names = ["alice", "bob"]
+    templates = np.eye(2, 8, dtype=np.float32)
+    probe = fuse(np.array([0.7, 0.0, 0.71, 0, 0, 0, 0, 0]))  # cosine 0.70 with alice
+    strict = Matcher(0.9, 0.8)
+    lenient = Matcher(0.9, 0.8, verify_threshold=0.6)
+    assert strict.score(probe, (names, templates)).decision == REJECT  # identification
+    assert strict.verify(probe, "alice", (names, templates)).decision == REJECT
+    assert lenient.verify(probe, "alice", (names, templates)).decision == ACCEPT
+    assert lenient.verify(probe, "bob", (names, templates)).decision == REJECT
+    card = {"accept_threshold": 0.9, "reject_threshold": 0.8, "fuse_beats": 5,
+            "thresholds_by_k": {"5": {"verify_threshold": 0.6}}}
+    assert Matcher.from_card(card).verify_threshold == 0.6
+    with pytest.raises(ValueError):
+        Matcher(0.9, 0.8, verify_threshold=1.5)
