@@ -481,7 +481,7 @@ class _StreamStages:
         self._workers = [owner._socket(zmq.PUSH) for _ in workers]
         self._stages: OrderedDict[str, StreamStage] = OrderedDict()
         self._next_worker = 0
-        self.sticky = bool(getattr(path, "sticky_streams", False))
+        self.sticky = bool(path.sticky_streams)
         self._out_poller = zmq.Poller()
         for sock in self._workers:
             self._out_poller.register(sock, zmq.POLLOUT)

@@ -152,6 +152,15 @@ def test_flat_and_nan_signal_report_status_never_silence() -> None:
         assert m.payload["decision"] == "uncertain" and m.payload["identity"] is None
 
 
+def test_clipped_lead_is_reported_saturated() -> None:
+    x = _record(12.0)
+    clipped = np.clip(x, None, 0.5 * float(x.max()))  # an amplifier rail cuts the R peaks
+    out = _run(EcgStreamStage("w1"), _chunks(clipped, 250))
+    assert "saturated" in _statuses(out)
+    assert any(m.header["quality"] == "saturated" for m in _beats(out))
+    assert all(m.header["quality"] != "ok" for m in _beats(out) if m.header["beat"] > 3)
+
+
 def test_inverted_lead_is_flipped_back() -> None:
     x = _record(16.0)
     upright = _beats(_run(EcgStreamStage("a"), _chunks(x, 250)))
