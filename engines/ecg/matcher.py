@@ -22,6 +22,7 @@ Pure numpy; no state besides :class:`FusionState` (one per stream, used by the s
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,7 +46,13 @@ def fuse(embeddings: np.ndarray) -> np.ndarray:
     """
     e = np.asarray(embeddings, dtype=np.float64)
     if e.ndim == 1:
-        e = e[None, :]
+        # One embedding (every beat, several times per beat in the service): normalise only.
+        norm = math.sqrt(float(e @ e)) if e.size else 0.0
+        if not math.isfinite(norm):
+            raise ValueError("embeddings hold NaN or infinite values")
+        if norm <= 1e-12:
+            raise ValueError("embeddings cancel out")
+        return (e / norm).astype(np.float32)
     if e.ndim != 2 or e.shape[0] == 0:
         raise ValueError(f"embeddings must be (n >= 1, dim), got {e.shape}")
     if not np.isfinite(e).all():
