@@ -45,6 +45,7 @@ sys.path.insert(0, str(_BENCH.parent))
 import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
+from bench.pipeline import cpu_seconds  # noqa: E402 - /proc CPU time, as the spectral bench
 from engines.ecg.frontend import BEAT_POST_S, BEAT_PRE_S  # noqa: E402
 
 
@@ -162,7 +163,7 @@ def run_once(args: argparse.Namespace, streams: int, db: Path, mp: Any) -> dict[
     )
     with Service(config) as service:
         pids = service.pids
-        cpu0 = {name: _cpu_s(pid) for name, pid in pids.items()}
+        cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
         ctx = zmq.Context()
         sub = ctx.socket(zmq.SUB)
         sub.rcvhwm = 0
@@ -184,7 +185,7 @@ def run_once(args: argparse.Namespace, streams: int, db: Path, mp: Any) -> dict[
                 source.kill()
             sub.close()
             ctx.term()
-        cpu = {name: _cpu_s(pid) - cpu0[name] for name, pid in pids.items()}
+        cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
         service.stop()
         summary = service.summary()
     sent_samples = got["source"]["chunks"] * got["source"]["chunk_samples"]
@@ -218,14 +219,6 @@ def run_once(args: argparse.Namespace, streams: int, db: Path, mp: Any) -> dict[
         "cpu_s_per_s": {name: round(c / duration_s, 3) for name, c in cpu.items()},
     }
 
-
-def _cpu_s(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def enrol_users(db: Path, users: int, seed: int) -> float:

@@ -224,9 +224,9 @@ def run_service(args: argparse.Namespace, weights: Path | None, mp: Any) -> dict
         start_s = time.perf_counter() - t0
         backend = {n: r["backend"] for n, r in service.stages.items() if "backend" in r}
         pids = service.pids
-        cpu0 = {name: _cpu_s(pid) for name, pid in pids.items()}
+        cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
         out = _run_load(service.bound_publish, service.bound_ingest, args, mp, seed=1)
-        cpu = {name: _cpu_s(pid) - cpu0[name] for name, pid in pids.items()}
+        cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
         service.stop()
         summary = service.summary()
         stats = service.stats()
@@ -259,7 +259,7 @@ def run_service(args: argparse.Namespace, weights: Path | None, mp: Any) -> dict
     return out
 
 
-def _cpu_s(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process so far (Linux /proc; 0 elsewhere)."""
     try:
         with open(f"/proc/{pid}/stat") as f:

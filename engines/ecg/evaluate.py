@@ -84,6 +84,7 @@ from engines.ecg.metrics import (
     sensitivity_ppv,
     split_scores,
 )
+from engines.report import jsonable
 
 __all__ = [
     "CLOSED_SET_SUBJECTS",
@@ -179,30 +180,6 @@ def _progress(enabled: bool, msg: str) -> None:
         print(f"[eval ecg] {msg}", file=sys.stderr, flush=True)
 
 
-def _num(v: Any) -> Any:
-    """JSON-safe number: numpy scalars to Python, NaN/Inf to None."""
-    if v is None:
-        return None
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    if isinstance(v, (int, np.integer)):
-        return int(v)
-    f = float(v)
-    return f if math.isfinite(f) else None
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [_jsonable(v) for v in obj.tolist()]
-    if isinstance(obj, (str, type(None))):
-        return obj
-    if isinstance(obj, (bool, int, float, np.generic)):
-        return _num(obj)
-    return str(obj)
 
 
 def _or(v: float | None, default: float) -> float:
@@ -1065,7 +1042,7 @@ def evaluate_ecg(
     timing["total"] = time.perf_counter() - t_start
     report["meta"] = _meta(seed, threads, data_dir)
     report["timing_s"] = timing
-    report = _jsonable(report)
+    report = jsonable(report)
     print(format_table(report))
     if json_path is not None:
         path = Path(json_path)

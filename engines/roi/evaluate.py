@@ -52,6 +52,7 @@ import torch
 
 from devices.spectra_sim import SpectrumSimConfig, simulate
 from engines.errors import WeightsError
+from engines.report import json_number, jsonable
 from engines.roi.baselines import (
     tune_arpls_find_peaks,
     tune_find_peaks_cwt,
@@ -238,17 +239,6 @@ def _run_oracle(detector: RoiDetector, data: _Data) -> _Run:
 # --- scoring -------------------------------------------------------------------------------
 
 
-def _num(v: Any) -> Any:
-    """JSON-safe number: numpy scalars to Python, NaN/Inf to None."""
-    if v is None:
-        return None
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    if isinstance(v, (int, np.integer)):
-        return int(v)
-    f = float(v)
-    return f if math.isfinite(f) else None
-
 
 def _mean(v: np.ndarray) -> float | None:
     return float(np.mean(v)) if v.size else None
@@ -290,7 +280,7 @@ def _summary(s: _Scored, select: np.ndarray | None = None) -> dict[str, Any]:
     if s.bce is not None:
         out["bce"] = _mean(s.bce[sel])
     out.update(peak_summary(s.peaks, sel))
-    return {k: _num(v) for k, v in out.items()}
+    return {k: json_number(v) for k, v in out.items()}
 
 
 def _by_band(s: _Scored, bands: np.ndarray) -> dict[str, Any]:
@@ -304,8 +294,8 @@ def _false_peaks(tables: Sequence[np.ndarray], band: np.ndarray) -> dict[str, An
         c = counts[sel]
         return {
             "n_spectra": int(sel.sum()),
-            "false_peaks_per_spectrum": _num(_mean(c)),
-            "fraction_with_false_peaks": _num(_mean((c > 0).astype(float))),
+            "false_peaks_per_spectrum": json_number(_mean(c)),
+            "fraction_with_false_peaks": json_number(_mean((c > 0).astype(float))),
         }
 
     return {
@@ -494,8 +484,8 @@ def evaluate_roi(
                 "n_ood_per_group": per_group,
                 "n_windowing_per_length": n_windowing_per_length,
             },
-            "protocol": _jsonable(asdict(paper)),
-            "detector": _jsonable(asdict(det_cfg)),
+            "protocol": jsonable(asdict(paper)),
+            "detector": jsonable(asdict(det_cfg)),
             "threads": n_threads,
             "backend": backend,
             "models": {},
@@ -559,10 +549,10 @@ def evaluate_roi(
             pf_run = _run_model(module, detector, peak_free, batch)
             runs[name] = (run, pf_run)
             entry = _summary(scored)
-            entry["roi_loss_threshold_only"] = _num(_mean(thr_only))
+            entry["roi_loss_threshold_only"] = json_number(_mean(thr_only))
             entry["by_snr"] = _by_band(scored, test_band)
             for b, bn in enumerate(BAND_NAMES):
-                entry["by_snr"][bn]["roi_loss_threshold_only"] = _num(
+                entry["by_snr"][bn]["roi_loss_threshold_only"] = json_number(
                     _mean(thr_only[test_band == b])
                 )
             entry["baseline_subset"] = {
@@ -600,7 +590,7 @@ def evaluate_roi(
                 s = _score(test, _rerun_post(RoiDetector(cfg), test, run))
                 pf = _rerun_post(RoiDetector(cfg), peak_free, pf_run)
                 abl[label] = {
-                    "config": _jsonable(asdict(cfg)),
+                    "config": jsonable(asdict(cfg)),
                     "overall": _summary(s),
                     "by_snr": _by_band(s, test_band),
                     "peak_free": _false_peaks(pf.tables, pf_band),
@@ -634,10 +624,10 @@ def evaluate_roi(
             entry["false_peaks_per_peak_free_spectrum"] = entry["peak_free"]["overall"][
                 "false_peaks_per_spectrum"
             ]
-            entry["params"] = _jsonable(det.params())
+            entry["params"] = jsonable(det.params())
             entry["tuning"] = {k: v for k, v in log.items() if k != "trials"}
             entry["tuning"]["trials"] = [
-                {k: _num(v) if not isinstance(v, list) else v for k, v in t.items()}
+                {k: json_number(v) if not isinstance(v, list) else v for k, v in t.items()}
                 for t in log["trials"]
             ]
             entry["seconds"] = {
@@ -652,7 +642,7 @@ def evaluate_roi(
         # --- out of distribution
         t0 = time.perf_counter()
         ood_report: dict[str, Any] = {
-            "groups": {name: _jsonable(asdict(g)) for name, g in groups},
+            "groups": {name: jsonable(asdict(g)) for name, g in groups},
             "strategy": det_cfg.strategy,
             "note": "baselines keep the parameters tuned on paper-protocol validation spectra",
             "models": {},
@@ -806,17 +796,6 @@ def _targets(report: dict[str, Any]) -> dict[str, Any]:
         }
     return out
 
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (str, type(None))):
-        return obj
-    if isinstance(obj, (bool, int, float, np.generic)):
-        return _num(obj)
-    return str(obj)
 
 
 def _fmt(v: Any, spec: str) -> str:
