@@ -1,5 +1,7 @@
-"""Talking to the world: instrument sources and simulators. Never imports torch or stream."""
+"""Talking to the world: instrument sources and simulators, audio files and sound devices.
+Never imports torch or stream."""
 
+from devices.audio import CODEC_FS, WavSink, WavSource, read_audio, resample, write_audio
 from devices.ecg import (
     REAL_RECORDINGS,
     EcgAdapter,
@@ -22,6 +24,15 @@ from devices.ecg_sim import (
     subject_session,
 )
 from devices.frames import DeviceError, EndOfStream, Frame, SourceFileError
+from devices.sound import (
+    Microphone,
+    SoundDevice,
+    Speaker,
+    StreamResampler,
+    find_device,
+    format_devices,
+    list_devices,
+)
 from devices.spectra_sim import SpectrumBatch, SpectrumSimConfig, simulate
 from devices.spectrometer import (
     SpectrometerAdapter,
@@ -32,6 +43,7 @@ from devices.spectrometer import (
 )
 
 __all__ = [
+    "CODEC_FS",
     "REAL_RECORDINGS",
     "DeviceError",
     "EcgAdapter",
@@ -46,8 +58,11 @@ __all__ = [
     "EcgWave",
     "EndOfStream",
     "Frame",
+    "Microphone",
     "RealRecording",
+    "SoundDevice",
     "SourceFileError",
+    "Speaker",
     "SpectrometerAdapter",
     "SpectrometerSimConfig",
     "SpectrometerSimulator",
@@ -55,10 +70,19 @@ __all__ = [
     "SpectrumReplay",
     "SpectrumReplayConfig",
     "SpectrumSimConfig",
+    "StreamResampler",
+    "WavSink",
+    "WavSource",
     "cohort_subject",
+    "find_device",
+    "format_devices",
+    "list_devices",
     "load_ecg",
     "load_real_recording",
+    "read_audio",
+    "resample",
     "simulate",
     "simulate_record",
     "subject_session",
+    "write_audio",
 ]

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from stream.queues import QueuePolicy
 from stream.service import BACKENDS, PATHS, ServiceConfig
@@ -23,6 +24,10 @@ __all__ = ["main"]
 # `--help` does not load torch (a test pins them to the specs).
 ROI_MODELS = ("cnn", "resnet", "unet", "resnet_unet")
 ECG_MODELS = ("cnn", "embedding")
+# Keys of engines.codec.specs.CODECS and engines.codec.model.CONFIGS / losses.LOSSES.
+CODEC_MODELS = ("wideband", "lowdelay", "wideband-mae")
+CODEC_CONFIGS = ("wideband", "lowdelay")
+CODEC_LOSSES = ("mae", "multiband")
 
 
 def _cache_dir() -> Path:
@@ -117,6 +122,17 @@ def _ecg_header(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.task == "codec":
+        from engines.codec.train import train_codec
+
+        config = args.model or "wideband"
+        if config not in CODEC_CONFIGS:
+            raise SystemExit(f"sigstream train codec: --model must be one of {CODEC_CONFIGS}")
+        train_codec(config=config, loss=args.loss, kbps=_kbps_list(args.kbps), seed=args.seed,
+                    out_dir=args.out, steps=args.steps)
+        return 0
+    if args.model is None:
+        raise SystemExit(f"sigstream train {args.task}: --model is required")
     if args.task == "ecg":
         from engines.ecg.train import train_ecg
 
@@ -134,6 +150,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    if args.task == "codec":
+        from engines.codec.evaluate import evaluate_codec
+
+        evaluate_codec(json_path=args.json, backend=args.backend)
+        return 0
     if args.task == "ecg":
         from engines.ecg.evaluate import evaluate_ecg
 
@@ -152,6 +173,92 @@ def _cmd_ecg(args: argparse.Namespace) -> int:
     return run_ecg_command(args, db=args.db or _templates_db())
 
 
+def _kbps_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(k) for k in text.split(",") if k.strip())
+    except ValueError:
+        raise SystemExit(f"--kbps: expected numbers separated by commas, got {text!r}") from None
+    if not values:
+        raise SystemExit("--kbps: give at least one bitrate")
+    return values
+
+
+def _link_errors(name: str, run: Any) -> int:
+    """A link end that cannot start (bad file, no such device, unknown bitrate) says why in
+    one line and exits with status 2."""
+    from devices.frames import DeviceError
+    from engines.errors import WeightsError
+
+    try:
+        return int(run())
+    except (FileNotFoundError, DeviceError, WeightsError, ValueError) as exc:
+        print(f"sigstream run {name}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _cmd_codec_tx(args: argparse.Namespace) -> int:
+    from stream.codec_link import TxConfig, run_codec_tx
+
+    return _link_errors("codec-tx", lambda: run_codec_tx(TxConfig(
+        input=args.input, connect=args.connect, stream=args.stream, codec=args.codec,
+        kbps=args.kbps, backend=args.backend, device=args.device, seconds=args.seconds,
+        realtime=not args.fast, cache_dir=_cache_dir(), metrics_port=args.metrics_port,
+        report=args.report,
+    )))
+
+
+def _cmd_codec_rx(args: argparse.Namespace) -> int:
+    from stream.codec_link import RxConfig, run_codec_rx
+
+    return _link_errors("codec-rx", lambda: run_codec_rx(RxConfig(
+        bind=args.bind, output=args.output, codec=args.codec, backend=args.backend,
+        device=args.device, stream=args.stream, jitter_ms=args.jitter_ms, seconds=args.seconds,
+        until_end=args.until_end, cache_dir=_cache_dir(), metrics_port=args.metrics_port,
+        report=args.report,
+    )))
+
+
+def _cmd_codec(args: argparse.Namespace) -> int:
+    from stream.codec_tools import run_codec_command
+
+    return run_codec_command(args, cache_dir=_cache_dir())
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    from devices.sound import format_devices, list_devices
+
+    print(format_devices(list_devices()))
+    return 0
+
+
+def _codec_link_parsers(run_sub: Any) -> None:
+    tx = run_sub.add_parser("codec-tx", help="codec link sender: capture, encode, send")
+    tx.add_argument("--input", default="mic", help="'mic' (a sound device) or an audio file")
+    tx.add_argument("--connect", required=True, help="the receiver, e.g. tcp://HOST:5557")
+    tx.add_argument("--kbps", type=float, default=16.0, help="operating point of the codec")
+    tx.add_argument("--stream", default="mic", help="stream id of the link")
+    tx.add_argument("--fast", action="store_true",
+                    help="file input: send as fast as possible, not in real time")
+    rx = run_sub.add_parser("codec-rx", help="codec link receiver: receive, decode, play")
+    rx.add_argument("--bind", default="tcp://0.0.0.0:5557", help="endpoint to listen on")
+    rx.add_argument("--output", default="speaker", help="'speaker' (a sound device) or a WAV")
+    rx.add_argument("--stream", default=None, help="stream to play (default: the first heard)")
+    rx.add_argument("--jitter-ms", type=float, default=40.0, help="jitter buffer depth")
+    rx.add_argument("--until-end", action=argparse.BooleanOptionalAction, default=None,
+                    help="stop at the stream's end (default: yes for a file output)")
+    for cmd, func in ((tx, _cmd_codec_tx), (rx, _cmd_codec_rx)):
+        cmd.add_argument("--codec", choices=CODEC_MODELS, default="wideband")
+        cmd.add_argument("--device", default=None, help="sound device: index or part of its "
+                         "name (see `sigstream devices`)")
+        cmd.add_argument("--backend", choices=BACKENDS, default="auto")
+        cmd.add_argument("--seconds", type=float, default=None, help="stop after S seconds")
+        cmd.add_argument("--metrics-port", type=int, default=None,
+                         help="serve Prometheus /metrics")
+        cmd.add_argument("--report", type=Path, default=None,
+                         help="write the link's counters and latency here (JSON) at exit")
+        cmd.set_defaults(func=func)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from stream.demo import run_demo
 
@@ -165,43 +272,47 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run a service until Ctrl-C / SIGTERM")
-    run.add_argument("path", choices=PATHS)
+    run = sub.add_parser("run", help="run a service or a codec link end until Ctrl-C / SIGTERM")
+    run_sub = run.add_subparsers(dest="path", required=True)
+    service = argparse.ArgumentParser(add_help=False)
     # Defaults are the service's own (ServiceConfig), so the two cannot drift apart.
-    run.add_argument("--ingest", default=ServiceConfig.ingest, help="PULL endpoint to bind")
-    run.add_argument("--publish", default=ServiceConfig.publish, help="PUB endpoint to bind")
-    run.add_argument("--backend", choices=BACKENDS, default=ServiceConfig.backend)
-    run.add_argument(
+    service.add_argument("--ingest", default=ServiceConfig.ingest, help="PULL endpoint to bind")
+    service.add_argument("--publish", default=ServiceConfig.publish, help="PUB endpoint to bind")
+    service.add_argument("--backend", choices=BACKENDS, default=ServiceConfig.backend)
+    service.add_argument(
         "--model", choices=sorted({*ROI_MODELS, *ECG_MODELS}), default=ServiceConfig.model,
         help="model of the path (default: spectral resnet_unet, ecg embedding)",
     )
-    run.add_argument(
+    service.add_argument(
         "--shards", type=int, default=ServiceConfig.shards,
         help="per-stream stage processes (0: run them in the ingest process)",
     )
-    run.add_argument(
+    service.add_argument(
         "--workers", type=int, default=ServiceConfig.workers, help="engine worker processes"
     )
-    run.add_argument("--max-batch", type=int, default=ServiceConfig.max_batch)
-    run.add_argument("--max-wait-us", type=int, default=ServiceConfig.max_wait_us)
-    run.add_argument(
+    service.add_argument("--max-batch", type=int, default=ServiceConfig.max_batch)
+    service.add_argument("--max-wait-us", type=int, default=ServiceConfig.max_wait_us)
+    service.add_argument(
         "--queue-depth", type=int, default=ServiceConfig.queue_depth,
         help="bound of each worker queue",
     )
-    run.add_argument(
+    service.add_argument(
         "--queue-policy", choices=[p.value for p in QueuePolicy],
         default=ServiceConfig.queue_policy,
     )
-    run.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics")
-    run.add_argument(
+    service.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics")
+    service.add_argument(
         "--weights", type=Path, default=None, help="weights file to serve instead of the shipped"
     )
-    run.add_argument("--templates", type=Path, default=None,
+    service.add_argument("--templates", type=Path, default=None,
                      help="ecg: SQLite store of enrolled users (default $SIGSTREAM_DATA/"
                           "ecg_users.sqlite)")
-    run.add_argument("--fuse-beats", type=int, default=ServiceConfig.fuse_beats,
+    service.add_argument("--fuse-beats", type=int, default=ServiceConfig.fuse_beats,
                      help="ecg: beats in the fused decision (calibrated: 1, 3, 5, 10)")
-    run.set_defaults(func=_cmd_run)
+    for path in PATHS:
+        run_sub.add_parser(path, parents=[service], help=f"the {path} service").set_defaults(
+            func=_cmd_run)
+    _codec_link_parsers(run_sub)
 
     source = sub.add_parser("source", help="push frames to a service")
     source_sub = source.add_subparsers(dest="source", required=True)
@@ -266,16 +377,21 @@ def _parser() -> argparse.ArgumentParser:
     tap.set_defaults(func=_cmd_tap)
 
     train = sub.add_parser("train", help="train shipped weights (reproducible by seed)")
-    train.add_argument("task", choices=("roi", "ecg"))
-    train.add_argument("--model", required=True,
-                       help=f"roi: {', '.join(ROI_MODELS)}; ecg: {', '.join(ECG_MODELS)}")
+    train.add_argument("task", choices=("roi", "ecg", "codec"))
+    train.add_argument("--model", default=None,
+                       help=f"roi: {', '.join(ROI_MODELS)}; ecg: {', '.join(ECG_MODELS)}; "
+                            f"codec: {', '.join(CODEC_CONFIGS)} (default wideband)")
+    train.add_argument("--loss", choices=CODEC_LOSSES, default="multiband", help="codec only")
+    train.add_argument("--kbps", default="12,16,24,32",
+                       help="codec: bitrates to calibrate, comma-separated")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--steps", type=int, default=None, help="optimiser steps (default: shipped)")
     train.add_argument("--out", type=Path, default=None, help="folder (default: shipped weights)")
     train.set_defaults(func=_cmd_train)
 
     evaluate = sub.add_parser("eval", help="regenerate the evaluation report")
-    evaluate.add_argument("task", choices=("roi", "ecg"))
+    evaluate.add_argument("task", choices=("roi", "ecg", "codec"))
+    evaluate.add_argument("--backend", choices=BACKENDS, default="auto", help="codec only")
     evaluate.add_argument("--json", type=Path, default=None, help="write the report here")
     evaluate.add_argument("--n-test", type=int, default=None,
                           help="roi: test spectra (default 30000)")
@@ -310,6 +426,26 @@ def _parser() -> argparse.ArgumentParser:
     remove = ecg_sub.add_parser("remove", help="delete a user's templates")
     remove.add_argument("--user", required=True)
     ecg.set_defaults(func=_cmd_ecg)
+
+    codec = sub.add_parser("codec", help="offline coding: WAV <-> .sgc files")
+    codec_sub = codec.add_subparsers(dest="action", required=True)
+    enc = codec_sub.add_parser("encode", help="code an audio file into an .sgc file")
+    enc.add_argument("input", type=Path)
+    enc.add_argument("output", type=Path)
+    enc.add_argument("--kbps", type=float, default=16.0)
+    enc.add_argument("--codec", choices=CODEC_MODELS, default="wideband")
+    enc.add_argument("--channel", type=int, default=None, help="channel of a multi-channel file")
+    dec = codec_sub.add_parser("decode", help="decode an .sgc file into a WAV file")
+    dec.add_argument("input", type=Path)
+    dec.add_argument("output", type=Path)
+    info = codec_sub.add_parser("info", help="print an .sgc file's header and bitrate")
+    info.add_argument("input", type=Path)
+    for cmd in (enc, dec):
+        cmd.add_argument("--backend", choices=BACKENDS, default="auto")
+    codec.set_defaults(func=_cmd_codec)
+
+    devices = sub.add_parser("devices", help="list sound devices (for --device)")
+    devices.set_defaults(func=_cmd_devices)
 
     demo = sub.add_parser("demo", help="run the spectral service on local endpoints, a few s")
     demo.add_argument("--seconds", type=float, default=8.0)

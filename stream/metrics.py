@@ -312,7 +312,7 @@ class MetricsServer:
     port is taken; :meth:`close` is safe twice.
     """
 
-    def __init__(self, collector: MetricsCollector, *, port: int, addr: str = "0.0.0.0") -> None:
+    def __init__(self, collector: Collector, *, port: int, addr: str = "0.0.0.0") -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(collector)
         self._addr = addr

@@ -1,0 +1,62 @@
+"""Frozen specs of the shipped codecs: an encoder and a decoder engine per codec.
+
+=================  ===========  ==========  ===========================================
+codec              frame        delay       weights (one file, both halves)
+=================  ===========  ==========  ===========================================
+``wideband``       1024 (64 ms) 64 ms       ``codec_wideband_multiband.pt`` (paper §4)
+``lowdelay``       256 (16 ms)  16 ms       ``codec_lowdelay_multiband.pt``
+``wideband-mae``   1024 (64 ms) 64 ms       ``codec_wideband_mae.pt`` (the ablation)
+=================  ===========  ==========  ===========================================
+
+Encoder ``(1, frame)`` float32 samples in [-1, 1] -> ``(4, frame / 16)`` latent in (-1, 1);
+decoder the reverse. The card (``.json`` beside the weights) lists the calibrated operating
+points (``kbps`` -> quantiser ``step``). Written by :func:`engines.codec.train.train_codec`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+
+from engines.codec.model import CONFIGS, CodecNet
+from engines.codec.train import weights_name
+from engines.spec import ModelSpec
+
+__all__ = ["CODECS", "CodecSpecs"]
+
+
+class CodecSpecs:
+    """The encoder and decoder spec of one shipped codec."""
+
+    def __init__(self, key: str, config: str, loss: str) -> None:
+        cfg = CONFIGS[config]
+        stem = weights_name(config, loss)
+        self.key, self.config, self.loss = key, cfg, loss
+        extra = {"codec": key, "loss": loss, "frame": cfg.frame, "hop": cfg.hop}
+        self.encoder = ModelSpec(
+            name=f"{stem}_encoder", build=partial(CodecNet, config, "encode"),
+            input_shape=(1, cfg.frame), output_shape=cfg.latent_shape, weights=f"{stem}.pt",
+            sample_rate_hz=float(cfg.fs), extra=extra,
+            description=f"{cfg.frame}-sample frame -> {cfg.latent_shape} latent")
+        self.decoder = ModelSpec(
+            name=f"{stem}_decoder", build=partial(CodecNet, config, "decode"),
+            input_shape=cfg.latent_shape, output_shape=(1, cfg.frame), weights=f"{stem}.pt",
+            sample_rate_hz=float(cfg.fs), extra=extra,
+            description=f"{cfg.latent_shape} latent -> {cfg.frame}-sample frame")
+
+
+    def with_weights(self, path: Path) -> CodecSpecs:
+        """The same codec with weights from ``path`` (absolute: WEIGHTS_DIR / path is path)."""
+        out = object.__new__(CodecSpecs)
+        out.__dict__.update(self.__dict__)
+        out.encoder = replace(self.encoder, weights=str(path.resolve()))
+        out.decoder = replace(self.decoder, weights=str(path.resolve()))
+        return out
+
+
+CODECS: dict[str, CodecSpecs] = {
+    "wideband": CodecSpecs("wideband", "wideband", "multiband"),
+    "lowdelay": CodecSpecs("lowdelay", "lowdelay", "multiband"),
+    "wideband-mae": CodecSpecs("wideband-mae", "wideband", "mae"),
+}

@@ -1,0 +1,257 @@
+"""The codec's pieces: model shapes, framing and overlap-add, range coding, the .sgc container,
+the multi-band loss, training and calibration (tiny), and the shipped codecs end to end."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from devices.audio import CODEC_FS, read_audio
+from engines.codec.bitstream import BitstreamError, LatentCoder, measured_kbps
+from engines.codec.codec import (
+    PLC_FADE,
+    StreamDecoder,
+    StreamEncoder,
+    decode_signal,
+    encode_signal,
+    frame_count,
+    load_codec,
+)
+from engines.codec.container import ContainerError, read_sgc, write_sgc
+from engines.codec.losses import BAND_EDGES_HZ, MultiBandLoss, band_filters, band_weights
+from engines.codec.model import CONFIGS, CodecNet, synthesis_window
+from engines.codec.quality import log_spectral_distance_db, pesq_wb
+from engines.codec.specs import CODECS
+from engines.codec.train import calibrate_step, train_codec
+
+SPEECH = Path("/usr/share/sounds/alsa/Front_Center.wav")
+needs_speech = pytest.mark.skipif(not SPEECH.is_file(), reason="alsa-utils speech not installed")
+
+
+class _Echo:
+    """Frames as their own 'latent': framing and overlap-add tested without a model."""
+
+    def __init__(self) -> None:
+        self.frames: list[np.ndarray] = []
+
+    def encode(self, frames: np.ndarray) -> np.ndarray:
+        self.frames.extend(frames.copy())
+        return np.zeros((len(frames), 4, 64), np.float32)
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        return np.stack([self.frames.pop(0) for _ in range(len(latents))])
+
+
+def _coder(step: float = 0.1) -> LatentCoder:
+    return LatentCoder(np.full((4, 64), 0.2), step)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_model_shapes_and_delay(name: str) -> None:
+    cfg = CONFIGS[name]
+    enc, dec = CodecNet(name, "encode").eval(), CodecNet(name, "decode").eval()
+    dec.load_state_dict(enc.state_dict())
+    with torch.inference_mode():
+        z = enc(torch.randn(3, 1, cfg.frame))
+        y = dec(z)
+    assert tuple(z.shape) == (3, *cfg.latent_shape)
+    assert z.numel() // 3 == cfg.frame // 4  # the paper's 1/4 bottleneck
+    assert float(z.abs().max()) < 1.0
+    assert tuple(y.shape) == (3, 1, cfg.frame)
+    assert cfg.delay_ms <= (64 if name == "wideband" else 20)
+
+
+def test_synthesis_window_sums_to_one() -> None:
+    for cfg in CONFIGS.values():
+        w = synthesis_window(cfg.frame, cfg.overlap)
+        total = np.zeros(cfg.hop * 6 + cfg.frame)
+        for k in range(7):
+            total[k * cfg.hop:k * cfg.hop + cfg.frame] += w
+        middle = total[cfg.frame:cfg.hop * 6]
+        np.testing.assert_allclose(middle, 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("block", [1, 160, 333, 5000])
+def test_streaming_equals_offline_and_reconstructs(block: int) -> None:
+    cfg = CONFIGS["wideband"]
+    x = np.random.default_rng(1).standard_normal(7000).astype(np.float32) * 0.1
+    echo = _Echo()
+    offline = encode_signal(x, cfg, echo.encode, _coder())
+    assert len(offline) == frame_count(x.size, cfg)
+    y = decode_signal(offline, x.size, cfg, echo.decode, _coder())
+    np.testing.assert_allclose(y, x, atol=1e-6)  # overlap-add is exact
+
+    echo = _Echo()
+    stream = StreamEncoder(cfg, echo.encode, _coder())
+    packets = [p for i in range(0, x.size, block) for p in stream.push(x[i:i + block])]
+    packets += stream.flush()
+    assert len(packets) == len(offline)
+    np.testing.assert_allclose(decode_signal(packets, x.size, cfg, echo.decode, _coder()), x,
+                               atol=1e-6)
+
+
+def test_concealment_fades_and_counts() -> None:
+    cfg = CONFIGS["lowdelay"]
+    frame = np.ones((1, 1, cfg.frame), np.float32)
+    dec = StreamDecoder(cfg, lambda z: frame, LatentCoder(np.full(cfg.latent_shape, 0.2), 0.1))
+    good = dec.coder.encode(np.zeros(cfg.latent_shape))
+    for _ in range(3):
+        dec.decode(good)
+    lost = [dec.decode(None) for _ in range(3)]
+    assert dec.concealed == 3
+    for k, out in enumerate(lost, start=1):
+        # Mid-hop samples are the previous frame faded by PLC_FADE per lost frame.
+        assert out[cfg.overlap + 5] == pytest.approx(PLC_FADE ** k)
+    assert dec.decode(b"\x01\x02\x03") is not None and dec.corrupt == 1
+    back = dec.decode(good)
+    assert back[-1] == pytest.approx(1.0)  # a good frame restores full level
+
+
+def test_range_coder_round_trip_and_rate() -> None:
+    rng = np.random.default_rng(0)
+    scales = rng.uniform(0.05, 0.4, (4, 64))
+    latent = np.tanh(rng.laplace(0, scales)).astype(np.float32)
+    sizes = []
+    for step in (0.05, 0.1, 0.2, 0.4):
+        coder = LatentCoder(scales, step)
+        data = coder.encode(latent)
+        assert len(data) % 4 == 0
+        out = coder.decode(data)
+        assert np.abs(out - latent).max() <= step / 2 + 1e-6
+        sizes.append(len(data))
+    assert sizes == sorted(sizes, reverse=True)  # a coarser step costs fewer bytes
+    assert measured_kbps([b"x" * 100] * 10, 1.0) == pytest.approx(8.0)
+
+
+def test_range_coder_refuses_broken_frames() -> None:
+    coder = _coder()
+    data = coder.encode(np.zeros((4, 64)))
+    with pytest.raises(BitstreamError):
+        coder.decode(b"")
+    with pytest.raises(BitstreamError):
+        coder.decode(data[:-1])  # not whole words
+    with pytest.raises(BitstreamError):
+        coder.decode(b"\xff" * 64)
+
+
+def _sgc(tmp_path: Path, packets: list[bytes | None]) -> Path:
+    path = tmp_path / "a.sgc"
+    write_sgc(path, {"codec": "wideband", "model": "wideband@0123456789ab", "fs": CODEC_FS,
+                     "frame": 1024, "hop": 896, "step": 0.1, "kbps": 16.0, "samples": 5000},
+              packets)
+    return path
+
+
+def test_container_round_trip(tmp_path: Path) -> None:
+    packets: list[bytes | None] = [b"abcd", None, b"x" * 300]
+    header, back = read_sgc(_sgc(tmp_path, packets))
+    assert back == packets
+    assert header["frames"] == 3 and header["v"] == 1 and header["samples"] == 5000
+
+
+def test_container_refuses_truncated_corrupt_and_foreign(tmp_path: Path) -> None:
+    path = _sgc(tmp_path, [b"abcd", b"efgh" * 10])
+    data = path.read_bytes()
+    cases = {
+        "truncated": data[:-9],
+        "CRC mismatch": data[:-20] + bytes([data[-20] ^ 1]) + data[-19:],
+        "not an .sgc": b"RIFF" + data[4:],
+        "unexpected bytes": data[:-4] + b"zz" + struct.pack("<I", zlib.crc32(data[:-4] + b"zz")),
+    }
+    for expected, broken in cases.items():
+        path.write_bytes(broken)
+        with pytest.raises(ContainerError, match=expected):
+            read_sgc(path)
+    path.write_bytes(data[:6])
+    with pytest.raises(ContainerError, match="truncated"):
+        read_sgc(path)
+    with pytest.raises(ContainerError, match="missing"):
+        write_sgc(tmp_path / "b.sgc", {"codec": "wideband"}, [])
+
+
+def test_multiband_filters_split_the_spectrum() -> None:
+    filters = band_filters()
+    assert filters.shape == (len(BAND_EDGES_HZ) - 1, 129)
+    response = np.abs(np.fft.rfft(filters, 4096, axis=1))
+    freqs = np.fft.rfftfreq(4096, 1 / CODEC_FS)
+    for k, (lo, hi) in enumerate(zip(BAND_EDGES_HZ[:-1], BAND_EDGES_HZ[1:], strict=True)):
+        centre = np.argmin(np.abs(freqs - (lo + hi) / 2))
+        assert response[k, centre] == pytest.approx(1.0, abs=0.02)
+        assert response[:, centre].sum() == pytest.approx(1.0, abs=0.02)  # bands tile
+
+
+def test_band_weights_lift_the_quiet_high_band() -> None:
+    rng = np.random.default_rng(0)
+    t = np.arange(1024) / CODEC_FS
+    frames = np.stack([np.sin(2 * np.pi * 300 * t) + 0.01 * np.sin(2 * np.pi * 7000 * t + p)
+                       for p in rng.uniform(0, 6, 64)])
+    weights = band_weights(frames, band_filters())
+    assert weights[-1] > 50 * weights[0]
+    loss = MultiBandLoss(band_filters(), weights)
+    x = torch.from_numpy(frames[:4, None, :].astype(np.float32))
+    low = torch.from_numpy(np.sin(2 * np.pi * 300 * t)[None, None, :].astype(np.float32))
+    # Dropping the quiet 7 kHz tone costs about as much as a large error in the loud band.
+    assert float(loss(low.expand(4, 1, -1), x)) > 0.3 * float(loss(0.5 * x, x))
+    assert float(torch.nn.functional.l1_loss(low.expand(4, 1, -1), x)) < 0.02
+
+
+def test_calibrate_step_hits_the_target() -> None:
+    rng = np.random.default_rng(0)
+    scales = np.full((4, 64), 0.2)
+    latents = np.tanh(rng.laplace(0, 0.2, (50, 4, 64))).astype(np.float32)
+    seconds = 50 * 896 / CODEC_FS
+    for kbps in (12.0, 24.0):
+        step, got = calibrate_step(latents, scales, seconds, kbps, (0.02, 0.6))
+        assert got == pytest.approx(kbps, rel=0.03)
+
+
+@pytest.mark.slow
+def test_train_codec_tiny_run_writes_weights_and_card(tmp_path: Path) -> None:
+    card = train_codec(config="lowdelay", loss="multiband", kbps=(24.0,), steps=20,
+                       out_dir=tmp_path, threads=1)
+    saved = json.loads((tmp_path / "codec_lowdelay_multiband.json").read_text())
+    assert saved["operating_points"][0]["kbps"] == 24.0 and card["seed"] == 0
+    assert (tmp_path / "codec_lowdelay_multiband.pt").is_file()
+
+
+def test_every_shipped_codec_has_weights_and_points() -> None:
+    for key, specs in CODECS.items():
+        card = specs.encoder.card()
+        assert card.get("operating_points"), f"{key}: no card beside {specs.encoder.weights}"
+        assert card["sha256"] == specs.encoder.weights_sha256()
+
+
+@needs_speech
+@pytest.mark.parametrize("key", ["wideband", "lowdelay"])
+def test_shipped_codec_codes_real_speech(key: str) -> None:
+    speech = read_audio(SPEECH)
+    with load_codec(key, backend="onnxruntime") as codec:
+        for kbps in sorted(codec.points):
+            coder = codec.coder(kbps=kbps)
+            packets = encode_signal(speech, codec.config, codec.encoder, coder)
+            got = measured_kbps(packets, speech.size / CODEC_FS)
+            # Calibrated on TTS speech; real speech lands near the nominal rate.
+            assert got == pytest.approx(kbps, rel=0.25)
+            decoded = decode_signal(packets, speech.size, codec.config, codec.decoder, coder)
+            assert decoded.shape == speech.shape
+            score = pesq_wb(speech, decoded)
+            assert score is not None and score > 1.5
+        lsd = log_spectral_distance_db(speech, decoded)
+        assert lsd["4-8kHz"] < 12.0
+    with pytest.raises(ValueError, match="operating point"):
+        load_codec(key, backend="eager").coder(kbps=7.5)
+
+
+def test_cli_codec_names_match_the_specs() -> None:
+    # The CLI spells the codec keys out so `sigstream --help` does not load torch.
+    from engines.codec.losses import LOSSES
+    from stream.cli import CODEC_CONFIGS, CODEC_LOSSES, CODEC_MODELS
+
+    assert set(CODEC_MODELS) == set(CODECS)
+    assert set(CODEC_CONFIGS) == set(CONFIGS) and set(CODEC_LOSSES) == set(LOSSES)
