@@ -202,7 +202,7 @@ def _cmd_codec_tx(args: argparse.Namespace) -> int:
     return _link_errors("codec-tx", lambda: run_codec_tx(TxConfig(
         input=args.input, connect=args.connect, stream=args.stream, codec=args.codec,
         kbps=args.kbps, backend=args.backend, device=args.device, seconds=args.seconds,
-        realtime=not args.fast, cache_dir=_cache_dir(), metrics_port=args.metrics_port,
+        cache_dir=_cache_dir(), metrics_port=args.metrics_port,
         report=args.report,
     )))
 
@@ -233,12 +233,11 @@ def _cmd_devices(args: argparse.Namespace) -> int:
 
 def _codec_link_parsers(run_sub: Any) -> None:
     tx = run_sub.add_parser("codec-tx", help="codec link sender: capture, encode, send")
-    tx.add_argument("--input", default="mic", help="'mic' (a sound device) or an audio file")
+    tx.add_argument("--input", default="mic",
+                    help="'mic' (a sound device) or an audio file, sent in real time")
     tx.add_argument("--connect", required=True, help="the receiver, e.g. tcp://HOST:5557")
     tx.add_argument("--kbps", type=float, default=16.0, help="operating point of the codec")
     tx.add_argument("--stream", default="mic", help="stream id of the link")
-    tx.add_argument("--fast", action="store_true",
-                    help="file input: send as fast as possible, not in real time")
     rx = run_sub.add_parser("codec-rx", help="codec link receiver: receive, decode, play")
     rx.add_argument("--bind", default="tcp://0.0.0.0:5557", help="endpoint to listen on")
     rx.add_argument("--output", default="speaker", help="'speaker' (a sound device) or a WAV")

@@ -24,7 +24,10 @@ packet is there, else concealed (``concealed``; a packet arriving after its dead
 ``late``; a second copy is ``duplicate``; packets out of order within the buffer are simply
 played in order). Nothing received for :data:`IDLE_S` pauses playout; the next packet
 restarts its clock (``pauses``), and a sender restart (``seq`` far behind) or a jump far
-ahead starts a new stream (``resyncs``: new decoder state).
+ahead starts a new stream (``resyncs``: new decoder state). A backlog deeper than the jitter
+buffer plus :data:`SLACK_FRAMES` (the receiver started late, or a stall ended in a burst) is
+not kept as extra latency: the oldest frames are skipped (``skipped``) down to the buffer's
+depth.
 
 Latency of each played frame: wall clock when its samples go to the sink (plus the sound
 device's output latency) minus the frame's capture time ``t_ns``; sender and receiver on one
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import threading
@@ -72,6 +76,8 @@ log = logging.getLogger(__name__)
 IDLE_S = 0.5
 #: Receiver: a packet this far (seconds of audio) behind or ahead of playout restarts it.
 RESYNC_S = 2.0
+#: Receiver: frames buffered beyond the jitter buffer's depth before the oldest are skipped.
+SLACK_FRAMES = 2
 MAX_PACKET_BYTES = 8192
 _LIMITS = WireLimits(max_payload_bytes=MAX_PACKET_BYTES, max_header_bytes=4096)
 _BLOCK_MS = 20.0  # capture block: 320 samples
@@ -205,7 +211,6 @@ class TxConfig:
     backend: str = "auto"
     device: str | None = None
     seconds: float | None = None
-    realtime: bool = True
     cache_dir: Path | None = None
     metrics_port: int | None = None
     report: Path | None = None
@@ -217,7 +222,7 @@ def _open_source(cfg: TxConfig, block: int) -> FrameSource:
         from devices.sound import Microphone
 
         return Microphone(cfg.device, fs=CODEC_FS, block=block)
-    return WavSource(cfg.input, block=block, fs=CODEC_FS, realtime=cfg.realtime)
+    return WavSource(cfg.input, block=block, fs=CODEC_FS)  # a file plays like a microphone
 
 
 def run_codec_tx(cfg: TxConfig, *, codec: Codec | None = None) -> int:
@@ -381,6 +386,7 @@ class CodecReceiver:
         self._output_latency_s = output_latency_s
         self._hop_s = codec.config.hop / CODEC_FS
         self._resync_frames = int(RESYNC_S / self._hop_s)
+        self._max_ahead = math.ceil(self.jitter_s / self._hop_s) + 1 + SLACK_FRAMES
         self._buffer: dict[int, tuple[bytes, int, float]] = {}
         self._decoder: StreamDecoder | None = None
         self._next: int | None = None        # next seq to play
@@ -489,6 +495,7 @@ class CodecReceiver:
                 due = self._base + (self._next - self._base_seq) * self._hop_s
                 if due > now:
                     break
+                self._skip_backlog()
                 self._play_one()
                 played += 1
         return played
@@ -499,6 +506,17 @@ class CodecReceiver:
             if self._next is None or self.ended:
                 return None
             return self._base + (self._next - self._base_seq) * self._hop_s
+
+    def _skip_backlog(self) -> None:
+        assert self._next is not None
+        newest = max(self._buffer, default=self._next)
+        excess = newest - self._next + 1 - self._max_ahead
+        if excess > 0:
+            for seq in range(self._next, self._next + excess):
+                self._buffer.pop(seq, None)
+            self.stats.count("skipped", excess)
+            self._next += excess
+            self._base_seq += excess  # the clock moves with the stream: no catch-up burst
 
     def _play_one(self) -> None:
         assert self._next is not None and self._decoder is not None

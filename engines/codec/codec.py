@@ -264,4 +264,7 @@ def load_codec(key: str = "wideband", *, backend: str = "auto", weights: Path | 
     except BaseException:
         encoder.close()
         raise
+    # Warm up at batch 1, the link's call: a first call allocates and picks kernels.
+    cfg = specs.config
+    decoder(encoder(np.zeros((1, 1, cfg.frame), np.float32)))
     return Codec(key, specs, encoder, decoder, scales, points, sha)

@@ -6,6 +6,9 @@ The device is :class:`conftest.FileDevice` (its docstring says what the plugin d
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -370,3 +373,11 @@ def test_stream_resampler_reset_starts_a_new_signal() -> None:
     assert resampler.delay_samples > 0
     with pytest.raises(ValueError, match="rates"):
         StreamResampler(0, 16000)
+
+
+def test_cli_devices_lists_the_file_device(sound_device: FileDevice) -> None:
+    run = subprocess.run([sys.executable, "-m", "stream.cli", "devices"], capture_output=True,
+                         text=True, timeout=60,
+                         env={**os.environ, "ALSA_CONFIG_PATH": str(sound_device.config)})
+    assert run.returncode == 0, run.stderr
+    assert FileDevice.NAME in run.stdout and "Pick a device" in run.stdout
