@@ -224,6 +224,13 @@ def _cmd_codec(args: argparse.Namespace) -> int:
     return run_codec_command(args, cache_dir=_cache_dir())
 
 
+def _cmd_engines(args: argparse.Namespace) -> int:
+    from stream.engine_tools import run_engines_command
+
+    return run_engines_command(args, cache_dir=_cache_dir(),
+                               service_max_batch=ServiceConfig.max_batch)
+
+
 def _cmd_devices(args: argparse.Namespace) -> int:
     from devices.sound import format_devices, list_devices
 
@@ -442,6 +449,17 @@ def _parser() -> argparse.ArgumentParser:
     for cmd in (enc, dec):
         cmd.add_argument("--backend", choices=BACKENDS, default="auto")
     codec.set_defaults(func=_cmd_codec)
+
+    engines = sub.add_parser("engines", help="compile engines ahead of time; show the cache")
+    engines_sub = engines.add_subparsers(dest="action", required=True)
+    build = engines_sub.add_parser("build", help="compile every engine (or one) into the cache")
+    build.add_argument("--backend", choices=BACKENDS, default="auto")
+    build.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    build.add_argument("--model", default="all",
+                       help="'all' or an engine name (see `sigstream engines list`)")
+    listing = engines_sub.add_parser("list", help="the cached engines")
+    listing.add_argument("--json", action="store_true")
+    engines.set_defaults(func=_cmd_engines)
 
     devices = sub.add_parser("devices", help="list sound devices (for --device)")
     devices.set_defaults(func=_cmd_devices)

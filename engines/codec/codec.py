@@ -27,6 +27,7 @@ import numpy as np
 
 from engines.codec.bitstream import BitstreamError, LatentCoder
 from engines.codec.model import CodecConfig, synthesis_window
+from engines.registry import CODEC_MAX_BATCH
 
 if TYPE_CHECKING:
     from engines.engine import Engine
@@ -221,7 +222,7 @@ class Codec:
 
 def load_codec(key: str = "wideband", *, backend: str = "auto", weights: Path | None = None,
                cache_dir: Path | None = None, threads: int | None = 1,
-               max_batch: int = 64) -> Codec:
+               max_batch: int = CODEC_MAX_BATCH) -> Codec:
     """Load codec ``key`` (see :data:`engines.codec.specs.CODECS`) on ``backend``.
 
     ``weights``: a trained ``.pt`` to use instead of the shipped one (its ``.json`` card must
