@@ -1,19 +1,23 @@
-"""Benchmark engine backends on the ROI models; prints JSON.
+"""Benchmark engine backends on every model the service runs; prints JSON.
 
-For each ROI model (``engines.roi.specs.ROI_SPECS``) and backend (eager, onnxruntime): latency
-p50/p99 at batch 1, p50 latency and throughput at ``--batch`` (64), build time (fresh cache,
-accuracy gate timed apart), cache-hit load time, and the compiled/eager ratios, measured side by
-side in one process: backends run in alternating blocks so that background load hits them
-alike. Models whose shipped weights are missing run with seeded random weights of the same
+For each model (``engines.registry.engine_models``: the spectral ROI models, the ECG models,
+the codec encoders and decoders; ``--models`` picks some) and backend (eager, onnxruntime, and
+tensorrt at fp32 and fp16 where a CUDA GPU and torch-tensorrt are present): latency p50/p99 at
+batch 1, p50 latency and throughput at each of ``--batches`` (8, 64), build time (fresh cache,
+accuracy gate timed apart), cache-hit load time, and the ratios to eager, measured side by side
+in one process: backends run in alternating blocks so that background load hits them alike.
+Models whose shipped weights are missing run with seeded random weights of the same
 architecture (marked ``"weights": "random-init"``); timings do not depend on weight values.
 
-Targets (from the issue): the compiled backend is >= 2x faster than eager at batch 1 (p50) and
-never slower at batch 64 (throughput ratio >= 1).
+Targets: on CPU the compiled backend is >= 2x faster than eager at batch 1 (p50) and never
+slower at batch 64 (throughput ratio >= 1); on a GPU, TensorRT fp16 >= 3x eager fp32
+throughput at batch 64 and <= 0.5 ms p50 at batch 1 for the ECG and ROI models.
 
 ``--with-inductor`` adds torch.compile (inductor, freezing) as a reference column; it is not an
 engine backend (see :mod:`engines.engine` for why).
 
-Usage: ``python bench/engine_latency.py [--models unet,cnn] [--iters 300] [--json out]``
+Usage: ``python bench/engine_latency.py [--models roi_unet,ecg_embedding] [--iters 300]
+[--json out]``
 """
 
 from __future__ import annotations
@@ -41,7 +45,10 @@ from engines.spec import ModelSpec
 
 TARGET_B1_SPEEDUP = 2.0
 TARGET_BATCH_RATIO = 1.0
-BACKENDS = ("eager", "onnxruntime")
+TARGET_GPU_FP16_RATIO = 3.0
+TARGET_GPU_B1_P50_MS = 0.5
+DEFAULT_MODELS = ("roi_resnet_unet", "ecg_embedding", "codec_wideband_multiband_encoder",
+                  "codec_wideband_multiband_decoder")
 _BLOCK_1 = 10  # batch-1 calls per alternating block
 _BLOCK_B = 2  # large-batch calls per alternating block
 
@@ -111,17 +118,38 @@ def _inductor_runner(spec: ModelSpec, batch: int, threads: int) -> tuple[Callabl
     return run, build_s
 
 
+def _variants(requested: list[str]) -> list[tuple[str, str]]:
+    """``(backend, precision)`` pairs to run: eager first (the reference); tensorrt at fp32 and
+    fp16 only where it can run here."""
+    from engines.engine import resolve_backend
+
+    out = [("eager", "fp32")]
+    for backend in requested:
+        if backend == "eager":
+            continue
+        if backend == "tensorrt":
+            if resolve_backend("auto")[0] != "tensorrt":
+                logging.warning("tensorrt skipped: %s", resolve_backend("auto")[1])
+                continue
+            out += [("tensorrt", "fp32"), ("tensorrt", "fp16")]
+        else:
+            out.append((backend, "fp32"))
+    return out
+
+
 def bench_model(
-    key: str,
+    name: str,
     spec: ModelSpec,
     *,
+    variants: list[tuple[str, str]],
     iters: int,
-    batch: int,
+    batches: list[int],
     threads: int,
     tmp: Path,
     with_inductor: bool,
 ) -> dict[str, Any]:
     spec, weights = _prepare_spec(spec, tmp)
+    max_batch = max(batches)
     result: dict[str, Any] = {
         "model": spec.name,
         "weights": weights,
@@ -130,21 +158,22 @@ def bench_model(
     }
     rng = np.random.default_rng(0)
     x1 = rng.uniform(0, 1, (1, *spec.input_shape)).astype(np.float32)
-    xb = rng.uniform(0, 1, (batch, *spec.input_shape)).astype(np.float32)
+    xs = {b: rng.uniform(0, 1, (b, *spec.input_shape)).astype(np.float32) for b in batches}
     engines: dict[str, Engine] = {}
     calls_1: dict[str, Callable[[], Any]] = {}
-    calls_b: dict[str, Callable[[], Any]] = {}
+    calls_b: dict[int, dict[str, Callable[[], Any]]] = {b: {} for b in batches}
     try:
-        for backend in BACKENDS:
-            cache = tmp / f"cache_{key}"
+        for backend, precision in variants:
+            label = backend if precision == "fp32" else f"{backend}-{precision}"
+            cache = tmp / f"cache_{name}"
             t0 = time.perf_counter()
-            engine = load_engine(
-                spec, backend, max_batch=batch, cache_dir=cache, threads=threads, check=True
-            )
+            engine = load_engine(spec, backend, max_batch=max_batch, cache_dir=cache,
+                                 threads=threads, precision=precision, check=True)
             wall = time.perf_counter() - t0
             info = engine.info
             assert info is not None
             entry: dict[str, Any] = {
+                "precision": precision,
                 "build_s": round(info.build_s, 3),
                 "gate_s": round(info.check_s, 3),
                 "max_abs_error_vs_eager": info.max_abs_error,
@@ -152,64 +181,74 @@ def bench_model(
             }
             if backend != "eager":
                 t0 = time.perf_counter()
-                again = load_engine(
-                    spec, backend, max_batch=batch, cache_dir=cache, threads=threads, check=False
-                )
+                again = load_engine(spec, backend, max_batch=max_batch, cache_dir=cache,
+                                    threads=threads, precision=precision, check=False)
                 entry["cache_hit_load_s"] = round(time.perf_counter() - t0, 4)
                 assert again.info is not None and again.info.cache_hit
                 again.close()
             else:
                 entry["cache_hit_load_s"] = entry["build_s"]  # nothing to cache
-            result["backends"][backend] = entry
-            engines[backend] = engine
-            calls_1[backend] = _bind(engine, x1)
-            calls_b[backend] = _bind(engine, xb)
+            result["backends"][label] = entry
+            engines[label] = engine
+            calls_1[label] = _bind(engine, x1)
+            for b in batches:
+                calls_b[b][label] = _bind(engine, xs[b])
         if with_inductor:
             run1, build1 = _inductor_runner(spec, 1, threads)
-            runb, buildb = _inductor_runner(spec, batch, threads)
-            result["backends"]["inductor (reference, not an engine)"] = {
-                "build_s": round(build1 + buildb, 3),
-                "note": "compile per batch size",
-            }
-            calls_1["inductor (reference, not an engine)"] = lambda: run1(x1)
-            calls_b["inductor (reference, not an engine)"] = lambda: runb(xb)
+            label = "inductor (reference, not an engine)"
+            result["backends"][label] = {"build_s": round(build1, 3),
+                                         "note": "compile per batch size"}
+            calls_1[label] = lambda: run1(x1)
+            for b in batches:
+                runb, _ = _inductor_runner(spec, b, threads)
+                calls_b[b][label] = lambda runb=runb, b=b: runb(xs[b])
 
         lat1 = _interleaved(calls_1, iters, warmup=20, block=_BLOCK_1)
-        iters_b = max(20, iters // 10)
-        latb = _interleaved(calls_b, iters_b, warmup=3, block=_BLOCK_B)
-        for name in calls_1:
-            entry = result["backends"][name]
-            entry["batch1"] = _percentiles(lat1[name])
-            entry[f"batch{batch}"] = _percentiles(latb[name])
-            entry[f"batch{batch}_items_per_s"] = round(batch * len(latb[name]) / sum(latb[name]), 1)
+        for label in calls_1:
+            result["backends"][label]["batch1"] = _percentiles(lat1[label])
+        for b in batches:
+            latb = _interleaved(calls_b[b], max(20, iters * 8 // (10 * b)), warmup=3,
+                                block=_BLOCK_B)
+            for label in calls_b[b]:
+                entry = result["backends"][label]
+                entry[f"batch{b}"] = _percentiles(latb[label])
+                entry[f"batch{b}_items_per_s"] = round(b * len(latb[label]) / sum(latb[label]), 1)
     finally:
         for engine in engines.values():
             engine.close()
 
     eager = result["backends"]["eager"]
+    top = max(batches)
     ratios = {}
-    for name, entry in result["backends"].items():
-        if name == "eager":
+    for label, entry in result["backends"].items():
+        if label == "eager":
             continue
         b1 = eager["batch1"]["p50_ms"] / entry["batch1"]["p50_ms"]
-        bb = entry[f"batch{batch}_items_per_s"] / eager[f"batch{batch}_items_per_s"]
-        ratios[name] = {
-            "batch1_p50_speedup": round(b1, 3),
-            f"batch{batch}_throughput_ratio": round(bb, 3),
-            "meets_batch1_target": bool(b1 >= TARGET_B1_SPEEDUP),
-            "meets_batch_target": bool(bb >= TARGET_BATCH_RATIO),
-        }
+        bb = entry[f"batch{top}_items_per_s"] / eager[f"batch{top}_items_per_s"]
+        row: dict[str, Any] = {"batch1_p50_speedup": round(b1, 3),
+                               f"batch{top}_throughput_ratio": round(bb, 3)}
+        if label.startswith("tensorrt"):
+            row["meets_fp16_throughput_target"] = bool(
+                label.endswith("fp16") and bb >= TARGET_GPU_FP16_RATIO)
+            row["meets_batch1_p50_target"] = bool(
+                entry["batch1"]["p50_ms"] <= TARGET_GPU_B1_P50_MS)
+        else:
+            row["meets_batch1_target"] = bool(b1 >= TARGET_B1_SPEEDUP)
+            row["meets_batch_target"] = bool(bb >= TARGET_BATCH_RATIO)
+        ratios[label] = row
     result["vs_eager"] = ratios
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--models", default="cnn,resnet,unet,resnet_unet", help="comma-separated ROI model keys"
-    )
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                        help="comma-separated engine names, or 'all'")
+    parser.add_argument("--backends", default="eager,onnxruntime,tensorrt",
+                        help="backends to compare (tensorrt runs only on a CUDA GPU)")
     parser.add_argument("--iters", type=int, default=300, help="timed batch-1 calls per backend")
-    parser.add_argument("--batch", type=int, default=64, help="throughput batch size")
+    parser.add_argument("--batches", default="8,64",
+                        help="batch sizes for throughput; the largest is the engines' bound")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per engine")
     parser.add_argument(
         "--with-inductor",
@@ -221,12 +260,16 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    from engines.roi.specs import ROI_SPECS
+    from engines.registry import engine_models
 
-    keys = [k.strip() for k in args.models.split(",") if k.strip()]
-    unknown = sorted(set(keys) - set(ROI_SPECS))
+    models = {name: spec for name, (spec, _) in engine_models(64).items()}
+    keys = list(models) if args.models == "all" else [
+        k.strip() for k in args.models.split(",") if k.strip()]
+    unknown = sorted(set(keys) - set(models))
     if unknown:
-        parser.error(f"unknown models {unknown}; choose from {sorted(ROI_SPECS)}")
+        parser.error(f"unknown models {unknown}; choose from {sorted(models)}")
+    batches = sorted({int(b) for b in args.batches.split(",")})
+    variants = _variants([b.strip() for b in args.backends.split(",")])
     torch.set_num_threads(args.threads)
     report: dict[str, Any] = {
         "bench": "engines",
@@ -236,18 +279,22 @@ def main(argv: list[str] | None = None) -> int:
             "logical_cpus": os.cpu_count(),
             "load_average_1m_at_start": round(os.getloadavg()[0], 2),
             "python": platform.python_version(),
-            "versions": library_versions("torch", "onnx", "onnxscript", "onnxruntime"),
+            "versions": library_versions("torch", "onnx", "onnxscript", "onnxruntime",
+                                         "torch-tensorrt", "tensorrt"),
         },
         "config": {
             "models": keys,
             "iters": args.iters,
-            "batch": args.batch,
+            "batches": [1, *batches],
+            "backends": [f"{b}-{p}" for b, p in variants],
             "threads": args.threads,
             "interleaved_blocks": {"batch1": _BLOCK_1, "batch": _BLOCK_B},
         },
         "targets": {
-            "batch1_p50_speedup_min": TARGET_B1_SPEEDUP,
-            f"batch{args.batch}_throughput_ratio_min": TARGET_BATCH_RATIO,
+            "cpu_batch1_p50_speedup_min": TARGET_B1_SPEEDUP,
+            "cpu_batch_throughput_ratio_min": TARGET_BATCH_RATIO,
+            "gpu_fp16_batch64_throughput_ratio_min": TARGET_GPU_FP16_RATIO,
+            "gpu_batch1_p50_ms_max": TARGET_GPU_B1_P50_MS,
         },
         "models": {},
     }
@@ -255,9 +302,10 @@ def main(argv: list[str] | None = None) -> int:
         for key in keys:
             report["models"][key] = bench_model(
                 key,
-                ROI_SPECS[key],
+                models[key],
+                variants=variants,
                 iters=args.iters,
-                batch=args.batch,
+                batches=batches,
                 threads=args.threads,
                 tmp=Path(tmp),
                 with_inductor=args.with_inductor,
