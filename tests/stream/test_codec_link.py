@@ -254,6 +254,15 @@ def test_offline_cli_encode_decode_and_bad_files(tmp_path: Path, speech: np.ndar
                                      text=True, timeout=60).stdout)
     assert info["codec"] == "wideband" and 8 < info["measured_kbps"] < 24
 
+    wav48 = tmp_path / "in48k.wav"  # another sample rate is resampled, not refused
+    write_audio(wav48, read_audio(SPEECH, fs=48_000), fs=48_000)
+    run = subprocess.run(_cli("codec", "encode", str(wav48), str(tmp_path / "48.sgc"),
+                              "--backend", "eager"), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(subprocess.run(_cli("codec", "info", str(tmp_path / "48.sgc")),
+                                     capture_output=True, text=True,
+                                     timeout=60).stdout)["samples"] == speech.size
+
     stereo = tmp_path / "stereo.wav"
     import soundfile
 
