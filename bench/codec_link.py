@@ -108,10 +108,14 @@ def _cli(*args: str) -> list[str]:
 def run_links(n: int, *, codec: str, kbps: float, backend: str, seconds: float, jitter_ms: float,
               wav: Path, tmp: Path) -> dict[str, Any]:
     """``n`` links at once; returns the receivers' reports and the CPU used."""
+    from engines.codec.codec import load_codec
     from engines.codec.model import CONFIGS
     from engines.codec.specs import CODECS
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # One engine cache for every link end, built here first: the ends load, none builds.
+    cache = tmp / "engines"
+    load_codec(codec, backend=backend, cache_dir=cache).close()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SIGSTREAM_CACHE": str(cache)}
     ports = [_free_port() for _ in range(n)]
     rxs, txs = [], []
     for i, port in enumerate(ports):
@@ -152,6 +156,7 @@ def run_links(n: int, *, codec: str, kbps: float, backend: str, seconds: float, 
         "latency_p99_ms_max": round(max(p99), 2) if p99 else None,
         "latency_bound_ms": bound_ms,
         "cpu_s_per_link_per_audio_s": round(cpu_s / n / max(seconds, 1e-9), 4) if cpu_s else None,
+        "max_rss_mb_per_process": max(r.get("max_rss_mb", 0.0) for r in reports + tx_reports),
         "sustained": bool(p99) and len(p99) == n and concealed == 0 and late == 0
         and played == sent and max(p99) <= bound_ms,
     }

@@ -40,6 +40,7 @@ import json
 import logging
 import math
 import os
+import resource
 import signal
 import threading
 import time
@@ -118,6 +119,7 @@ class LinkStats:
         return {
             "role": self.role,
             "cpu_s": round(cpu.user + cpu.system, 3),
+            "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             **dict(sorted(self.counters.items())),
             "errors": dict(sorted(self.errors.items())),
             "device": self.device,
