@@ -25,7 +25,7 @@ __all__ = ["main"]
 ROI_MODELS = ("cnn", "resnet", "unet", "resnet_unet")
 ECG_MODELS = ("cnn", "embedding")
 # Keys of engines.codec.specs.CODECS and engines.codec.model.CONFIGS / losses.LOSSES.
-CODEC_MODELS = ("wideband", "lowdelay", "wideband-mae")
+CODEC_MODELS = ("wideband", "lowdelay", "wideband-multiband", "lowdelay-multiband")
 CODEC_CONFIGS = ("wideband", "lowdelay")
 CODEC_LOSSES = ("mae", "multiband")
 
@@ -387,7 +387,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--model", default=None,
                        help=f"roi: {', '.join(ROI_MODELS)}; ecg: {', '.join(ECG_MODELS)}; "
                             f"codec: {', '.join(CODEC_CONFIGS)} (default wideband)")
-    train.add_argument("--loss", choices=CODEC_LOSSES, default="multiband", help="codec only")
+    train.add_argument("--loss", choices=CODEC_LOSSES, default="mae",
+                       help="codec only: plain MAE (the shipped defaults) or the multi-band loss")
     train.add_argument("--kbps", default="12,16,24,32",
                        help="codec: bitrates to calibrate, comma-separated")
     train.add_argument("--seed", type=int, default=0)

@@ -99,7 +99,7 @@ def _snr_db(ref: np.ndarray, out: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(ref**2) / max(float(np.sum((ref - out) ** 2)), 1e-20)))
 
 
-def train_codec(*, config: str = "wideband", loss: str = "multiband",
+def train_codec(*, config: str = "wideband", loss: str = "mae",
                 kbps: tuple[float, ...] = (12.0, 16.0, 24.0, 32.0), seed: int = 0,
                 out_dir: Path | None = None, steps: int | None = None, threads: int = 2,
                 data_dir: Path | None = None) -> dict[str, Any]:
