@@ -50,11 +50,6 @@ def _speech() -> np.ndarray:
     return np.concatenate(list(real_speech().values()))
 
 
-def _process_cpu() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
 def bench_rtf(keys: list[str], backend: str, speech: np.ndarray) -> list[dict[str, Any]]:
     from engines.codec.baselines import opus_speed
     from engines.codec.codec import load_codec
@@ -71,14 +66,14 @@ def bench_rtf(keys: list[str], backend: str, speech: np.ndarray) -> list[dict[st
                     t_enc = t_dec = 0.0
                     n_bytes = 0
                     for i in range(0, speech.size, block):
-                        c0 = _process_cpu()
+                        c0 = time.process_time()
                         packets = enc.push(speech[i:i + block])
-                        c1 = _process_cpu()
+                        c1 = time.process_time()
                         for p in packets:
                             dec.decode(p)
                             n_bytes += len(p)
                         t_enc += c1 - c0
-                        t_dec += _process_cpu() - c1
+                        t_dec += time.process_time() - c1
                     kbps_measured = 8 * n_bytes / seconds / 1000
                     row = {"codec": key, "backend": engine_backend, "nominal_kbps": kbps,
                            "kbps": round(kbps_measured, 2),
@@ -111,10 +106,11 @@ def run_links(n: int, *, codec: str, kbps: float, backend: str, seconds: float, 
     from engines.codec.codec import load_codec
     from engines.codec.model import CONFIGS
     from engines.codec.specs import CODECS
+    from engines.registry import CODEC_LINK_MAX_BATCH
 
     # One engine cache for every link end, built here first: the ends load, none builds.
     cache = tmp / "engines"
-    load_codec(codec, backend=backend, cache_dir=cache).close()
+    load_codec(codec, backend=backend, cache_dir=cache, max_batch=CODEC_LINK_MAX_BATCH).close()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SIGSTREAM_CACHE": str(cache)}
     ports = [_free_port() for _ in range(n)]
     rxs, txs = [], []

@@ -57,6 +57,7 @@ from prometheus_client.registry import Collector
 from devices.audio import CODEC_FS, WavSink, WavSource
 from devices.frames import DeviceError, EndOfStream, FrameSource
 from engines.codec.codec import Codec, StreamDecoder, load_codec
+from engines.registry import CODEC_LINK_MAX_BATCH
 from stream.errors import WireError
 from stream.metrics import LATENCY_BUCKETS_S, Histogram, MetricsServer
 from stream.wire import WireLimits, data_message, decode, encode
@@ -227,10 +228,14 @@ def _open_source(cfg: TxConfig, block: int) -> FrameSource:
     return WavSource(cfg.input, block=block, fs=CODEC_FS)  # a file plays like a microphone
 
 
+def _load(name: str, backend: str, cache_dir: Path | None) -> Codec:
+    return load_codec(name, backend=backend, cache_dir=cache_dir, max_batch=CODEC_LINK_MAX_BATCH)
+
+
 def run_codec_tx(cfg: TxConfig, *, codec: Codec | None = None) -> int:
     """Capture, encode and send until the input ends, ``seconds`` pass or SIGINT/SIGTERM."""
     own = codec is None
-    codec = codec or load_codec(cfg.codec, backend=cfg.backend, cache_dir=cfg.cache_dir)
+    codec = codec or _load(cfg.codec, cfg.backend, cfg.cache_dir)
     stats, lock = LinkStats("tx"), threading.Lock()
     ctx = zmq.Context()
     sock = ctx.socket(zmq.PUSH)
@@ -586,7 +591,7 @@ def run_codec_rx(cfg: RxConfig, *, codec: Codec | None = None,
     ``ready`` is called with the bound endpoint once the socket listens (tests, benches).
     """
     own = codec is None
-    codec = codec or load_codec(cfg.codec, backend=cfg.backend, cache_dir=cfg.cache_dir)
+    codec = codec or _load(cfg.codec, cfg.backend, cfg.cache_dir)
     until_end = cfg.until_end if cfg.until_end is not None else cfg.output != "speaker"
     stats, lock = LinkStats("rx"), threading.Lock()
     ctx = zmq.Context()
