@@ -18,8 +18,9 @@ many simultaneous links two cores sustain. Prints JSON.
 3. ``links``: N links at once (N senders, N receivers: 2N processes), each sending the speech
    in a loop in real time for ``--seconds``. A load is sustained when every receiver played
    every frame (none concealed, none late) and its p99 latency stays within
-   ``algorithmic delay + jitter buffer + 50 ms``. CPU per link: both ends' own CPU time
-   (their reports) over the audio time.
+   ``algorithmic delay + jitter buffer + 50 ms``. CPU per link: both ends' own CPU time while
+   streaming (their reports; start-up, imports and engine loading, excluded) over the audio
+   time.
 """
 
 from __future__ import annotations
@@ -121,12 +122,15 @@ def run_links(n: int, *, codec: str, kbps: float, backend: str, seconds: float, 
                  "--jitter-ms", str(jitter_ms), "--report", str(tmp / f"rx{i}.json"),
                  "--seconds", str(seconds + 120)),
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    time.sleep(3.0 + 0.3 * n)  # receivers load their engines
+    # Every end loads first (~2 s of CPU each); then all senders start talking together, so
+    # start-up work does not land in the measurement.
+    start_at = time.time() + 5.0 + 2.5 * n
     for i, port in enumerate(ports):
         txs.append(subprocess.Popen(
             _cli("run", "codec-tx", "--input", str(wav), "--connect", f"tcp://127.0.0.1:{port}",
                  "--codec", codec, "--kbps", str(kbps), "--backend", backend, "--stream",
-                 f"link-{i}", "--report", str(tmp / f"tx{i}.json")),
+                 f"link-{i}", "--start-at", f"{start_at:.3f}",
+                 "--report", str(tmp / f"tx{i}.json")),
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     for p in rxs + txs:
         p.wait(timeout=seconds + 300)
@@ -139,7 +143,7 @@ def run_links(n: int, *, codec: str, kbps: float, backend: str, seconds: float, 
     played = sum(r.get("played", 0) for r in reports)
     concealed = sum(r.get("concealed", 0) for r in reports)
     late = sum(r.get("late", 0) for r in reports)
-    cpu_s = sum(r.get("cpu_s", 0.0) for r in reports + tx_reports)
+    cpu_s = sum(r.get("cpu_s_streaming", 0.0) for r in reports + tx_reports)
     return {
         "links": n, "codec": codec, "kbps": kbps, "backend": backend,
         "audio_s_per_link": round(sum(t.get("samples_captured", 0) for t in tx_reports)

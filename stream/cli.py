@@ -200,7 +200,8 @@ def _cmd_codec_tx(args: argparse.Namespace) -> int:
     from stream.codec_link import TxConfig, run_codec_tx
 
     return _link_errors("codec-tx", lambda: run_codec_tx(TxConfig(
-        input=args.input, connect=args.connect, stream=args.stream, codec=args.codec,
+        input=args.input, connect=args.connect, stream=args.stream, start_at=args.start_at,
+        codec=args.codec,
         kbps=args.kbps, backend=args.backend, device=args.device, seconds=args.seconds,
         cache_dir=_cache_dir(), metrics_port=args.metrics_port,
         report=args.report,
@@ -245,6 +246,8 @@ def _codec_link_parsers(run_sub: Any) -> None:
     tx.add_argument("--connect", required=True, help="the receiver, e.g. tcp://HOST:5557")
     tx.add_argument("--kbps", type=float, default=16.0, help="operating point of the codec")
     tx.add_argument("--stream", default="mic", help="stream id of the link")
+    tx.add_argument("--start-at", type=float, default=None,
+                    help="Unix time to start capturing (to start many senders together)")
     rx = run_sub.add_parser("codec-rx", help="codec link receiver: receive, decode, play")
     rx.add_argument("--bind", default="tcp://0.0.0.0:5557", help="endpoint to listen on")
     rx.add_argument("--output", default="speaker", help="'speaker' (a sound device) or a WAV")

@@ -39,7 +39,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import resource
 import signal
 import threading
@@ -100,6 +99,10 @@ class LinkStats:
     latency: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
     latency_ms: list[float] = field(default_factory=list)
     device: dict[str, Any] = field(default_factory=dict)
+    cpu_ready_s: float = 0.0  # process CPU time once the engines were loaded
+
+    def ready(self) -> None:
+        self.cpu_ready_s = time.process_time()
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -116,10 +119,11 @@ class LinkStats:
 
     def snapshot(self) -> dict[str, Any]:
         lat = np.asarray(self.latency_ms)
-        cpu = os.times()
+        cpu = time.process_time()
         return {
             "role": self.role,
-            "cpu_s": round(cpu.user + cpu.system, 3),
+            "cpu_s": round(cpu, 3),
+            "cpu_s_streaming": round(cpu - self.cpu_ready_s, 3),
             "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             **dict(sorted(self.counters.items())),
             "errors": dict(sorted(self.errors.items())),
@@ -204,7 +208,8 @@ def _write_report(path: Path | None, report: dict[str, Any]) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class TxConfig:
-    """``input``: ``"mic"`` or an audio file; ``device``: sound device (index or name part)."""
+    """``input``: ``"mic"`` or an audio file; ``device``: sound device (index or name part);
+    ``start_at``: Unix time to start capturing (many senders started together)."""
 
     input: str
     connect: str
@@ -214,6 +219,7 @@ class TxConfig:
     backend: str = "auto"
     device: str | None = None
     seconds: float | None = None
+    start_at: float | None = None
     cache_dir: Path | None = None
     metrics_port: int | None = None
     report: Path | None = None
@@ -237,6 +243,7 @@ def run_codec_tx(cfg: TxConfig, *, codec: Codec | None = None) -> int:
     own = codec is None
     codec = codec or _load(cfg.codec, cfg.backend, cfg.cache_dir)
     stats, lock = LinkStats("tx"), threading.Lock()
+    stats.ready()
     ctx = zmq.Context()
     sock = ctx.socket(zmq.PUSH)
     sock.setsockopt(zmq.SNDHWM, cfg.hwm)
@@ -264,6 +271,8 @@ def _tx_loop(cfg: TxConfig, codec: Codec, sock: zmq.Socket[Any], stats: LinkStat
     c = codec.config
     block = round(_BLOCK_MS * CODEC_FS / 1000)
     encoder = codec.stream_encoder(cfg.kbps)
+    if cfg.start_at is not None:
+        stop.wait(max(0.0, cfg.start_at - time.time()))
     common: dict[str, Any] = {
         "fs": float(CODEC_FS), "codec": codec.key, "model": codec.model_id,
         "step": encoder.coder.step, "kbps": float(cfg.kbps), "frame": c.frame, "hop": c.hop}
@@ -594,6 +603,7 @@ def run_codec_rx(cfg: RxConfig, *, codec: Codec | None = None,
     codec = codec or _load(cfg.codec, cfg.backend, cfg.cache_dir)
     until_end = cfg.until_end if cfg.until_end is not None else cfg.output != "speaker"
     stats, lock = LinkStats("rx"), threading.Lock()
+    stats.ready()
     ctx = zmq.Context()
     sock = ctx.socket(zmq.PULL)
     sock.setsockopt(zmq.RCVHWM, 1000)
