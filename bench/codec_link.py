@@ -32,6 +32,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -120,11 +121,17 @@ def run_links(n: int, *, codec: str, kbps: float, backend: str, seconds: float, 
             _cli("run", "codec-rx", "--bind", f"tcp://127.0.0.1:{port}", "--output",
                  str(tmp / f"out{i}.wav"), "--codec", codec, "--backend", backend,
                  "--jitter-ms", str(jitter_ms), "--report", str(tmp / f"rx{i}.json"),
-                 "--seconds", str(seconds + 120)),
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    # Every end loads first (~2 s of CPU each); then all senders start talking together, so
+                 "--seconds", str(seconds + 300)),
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    for rx in rxs:  # every receiver listens before any sender starts
+        assert rx.stderr is not None
+        for line in rx.stderr:
+            if "listening on" in line:
+                break
+        threading.Thread(target=rx.stderr.read, daemon=True).start()
+    # Senders load (~2 s of CPU each, two cores), then all start talking together, so that
     # start-up work does not land in the measurement.
-    start_at = time.time() + 5.0 + 2.5 * n
+    start_at = time.time() + 5.0 + 1.5 * n
     for i, port in enumerate(ports):
         txs.append(subprocess.Popen(
             _cli("run", "codec-tx", "--input", str(wav), "--connect", f"tcp://127.0.0.1:{port}",
@@ -149,6 +156,7 @@ def run_links(n: int, *, codec: str, kbps: float, backend: str, seconds: float, 
         "audio_s_per_link": round(sum(t.get("samples_captured", 0) for t in tx_reports)
                                   / n / CODEC_FS, 2),
         "packets_sent": sent, "played": played, "concealed": concealed, "late": late,
+        "skipped": sum(r.get("skipped", 0) for r in reports),
         "tx_dropped": sum(t.get("packets_dropped", 0) for t in tx_reports),
         "errors": sum(sum(r.get("errors", {}).values()) for r in reports),
         "latency_p50_ms_median": round(float(np.median(
