@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from engines.codec.model import CodecConfig, synthesis_window
 from engines.registry import CODEC_MAX_BATCH
 
 if TYPE_CHECKING:
+    from engines.codec.specs import CodecSpecs
     from engines.engine import Engine
     from engines.spec import ModelSpec
 
@@ -42,6 +43,7 @@ __all__ = [
     "encode_signal",
     "frame_count",
     "load_codec",
+    "split_frames",
 ]
 
 Transform = Callable[[np.ndarray], np.ndarray]
@@ -54,7 +56,8 @@ def frame_count(samples: int, cfg: CodecConfig) -> int:
     return max(1, -(-(samples + cfg.overlap) // cfg.hop))
 
 
-def _frames(signal: np.ndarray, cfg: CodecConfig) -> np.ndarray:
+def split_frames(signal: np.ndarray, cfg: CodecConfig) -> np.ndarray:
+    """``(frames, 1, frame)``: the frames :func:`encode_signal` codes (the last zero-padded)."""
     count = frame_count(signal.size, cfg)
     padded = np.zeros((count - 1) * cfg.hop + cfg.frame, np.float32)
     padded[cfg.overlap:cfg.overlap + signal.size] = signal
@@ -65,7 +68,7 @@ def _frames(signal: np.ndarray, cfg: CodecConfig) -> np.ndarray:
 def encode_signal(signal: np.ndarray, cfg: CodecConfig, encode: Transform, coder: LatentCoder,
                   *, batch: int = 64) -> list[bytes]:
     """A whole signal to frame packets (offline: frames are encoded in batches)."""
-    frames = _frames(np.asarray(signal, np.float32), cfg)
+    frames = split_frames(np.asarray(signal, np.float32), cfg)
     latents = np.concatenate([encode(frames[i:i + batch]) for i in range(0, len(frames), batch)])
     return [coder.encode(z) for z in latents]
 
@@ -171,7 +174,7 @@ class Codec:
     :meth:`stream_decoder` the per-link state. ``close()`` releases both engines.
     """
 
-    def __init__(self, key: str, specs: Any, encoder: Engine, decoder: Engine,
+    def __init__(self, key: str, specs: CodecSpecs, encoder: Engine, decoder: Engine,
                  scales: np.ndarray, points: dict[float, float], weights_sha256: str) -> None:
         self.key = key
         self.config: CodecConfig = specs.config

@@ -38,7 +38,7 @@ import torch
 from torch.nn import functional
 
 from engines.codec.bitstream import LatentCoder, measured_kbps
-from engines.codec.codec import decode_signal, encode_signal
+from engines.codec.codec import decode_signal, encode_signal, split_frames
 from engines.codec.losses import LOSSES, MultiBandLoss, band_filters, band_weights
 from engines.codec.model import CONFIGS, CodecConfig, CodecNet
 from engines.codec.speech import TTS_VOICES, VALIDATION_VOICES, load_corpus
@@ -209,10 +209,8 @@ def _fit(cfg: CodecConfig, loss: str, tcfg: CodecTrainConfig, seed: int,
 
 
 def _latents(cfg: CodecConfig, net: CodecNet, audio: np.ndarray) -> np.ndarray:
-    from engines.codec.codec import _frames
-
     encode, _ = _transforms(net)
-    return encode(_frames(audio, cfg))
+    return encode(split_frames(audio, cfg))
 
 
 def _calibrate(cfg: CodecConfig, net: CodecNet, train: dict[str, np.ndarray],
