@@ -197,6 +197,17 @@ class _Stopper:
             signal.signal(sig, old)
 
 
+def _release(sock: zmq.Socket[Any], server: MetricsServer | None, codec: Codec | None) -> None:
+    """Close a link end's socket (and its context), metrics server and, if owned, codec."""
+    context = sock.context
+    sock.close()
+    context.term()
+    if server is not None:
+        server.close()
+    if codec is not None:
+        codec.close()
+
+
 def _write_report(path: Path | None, report: dict[str, Any]) -> None:
     if path is not None:
         path.write_text(json.dumps(report, indent=2) + "\n")
@@ -254,12 +265,7 @@ def run_codec_tx(cfg: TxConfig, *, codec: Codec | None = None) -> int:
         with _Stopper() as stopper:
             _tx_loop(cfg, codec, sock, stats, lock, stopper.stop)
     finally:
-        sock.close()
-        ctx.term()
-        if server is not None:
-            server.close()
-        if own:
-            codec.close()
+        _release(sock, server, codec if own else None)
     report = stats.snapshot()
     log.info("codec-tx: %s", json.dumps(report))
     _write_report(cfg.report, report)
@@ -644,12 +650,7 @@ def run_codec_rx(cfg: RxConfig, *, codec: Codec | None = None,
         with lock:
             stats.device = sink_stats()
         sink.close()
-        sock.close()
-        ctx.term()
-        if server is not None:
-            server.close()
-        if own:
-            codec.close()
+        _release(sock, server, codec if own else None)
     with lock:
         stats.device = {**stats.device, **sink_stats()}
         report = stats.snapshot()
