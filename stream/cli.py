@@ -461,6 +461,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
     build.add_argument("--model", default="all",
                        help="'all' or an engine name (see `sigstream engines list`)")
+    build.add_argument("--task-gate", action="store_true",
+                       help="also require the task metric (peak F1, EER, accuracy, PESQ) to "
+                            "match eager's")
     listing = engines_sub.add_parser("list", help="the cached engines")
     listing.add_argument("--json", action="store_true")
     engines.set_defaults(func=_cmd_engines)

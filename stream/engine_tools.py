@@ -4,8 +4,9 @@
 is served at (:func:`engines.registry.engine_models`), through the same cache the services
 use, so a service started afterwards with the same settings loads instead of building. Each
 engine passes the accuracy gate against eager or is refused for that precision (and its
-artifact removed). ``list`` prints the cache: model, backend, precision, shapes, max batch,
-library versions, device, size and age.
+artifact removed); with ``--task-gate`` also its task metric (:mod:`engines.gates`). ``list``
+prints the cache: model, backend, precision, shapes, max batch, library versions, device, size
+and age.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from engines.cache import EngineCache
 from engines.engine import load_engine
 from engines.errors import AccuracyGateError, BackendUnavailableError, WeightsError
+from engines.gates import task_gate
 from engines.registry import engine_models
 
 __all__ = ["run_engines_command"]
@@ -64,6 +66,14 @@ def _build(args: argparse.Namespace, cache_dir: Path, service_max_batch: int) ->
             print(f"{name:<36} {info.backend:<12} {info.precision:<5} batch<={max_batch:<3} "
                   f"{'cached' if info.cache_hit else 'built ':<7} {info.build_s:6.2f} s  "
                   f"max|err| {error} (tolerance {info.tolerance})")
+            gate = task_gate(spec, engine) if args.task_gate else None
+        if gate is not None:
+            print(f"{'':<36} task gate: {gate}: {'passed' if gate.passed else 'FAILED'}")
+            if not gate.passed:
+                if info.cache_key is not None:
+                    EngineCache(cache_dir).remove(info.cache_key)
+                print(f"{name}: refused at {args.precision}: {gate}", file=sys.stderr)
+                failed += 1
     return 1 if failed else 0
 
 

@@ -185,3 +185,31 @@ def _summary(report: dict[str, Any]) -> str:
     for name, claim in report["claims"].items():
         lines.append(f"{name}: {'met' if claim['met'] else 'NOT met'} ({claim['target']})")
     return "\n".join(lines)
+
+
+def task_metric(encode: Any, decode: Any, *, key: str, kbps: float | None = None) -> float:
+    """Mean PESQ-WB over the held-out real speech of codec ``key`` at ``kbps`` (default: its
+    middle operating point) with frames encoded by ``encode`` and decoded by ``decode``
+    (engines or any ``(B, ...) -> (B, ...)`` callables): the task metric an engine must leave
+    unchanged (:mod:`engines.gates`)."""
+    from engines.codec.bitstream import LatentCoder
+    from engines.spec import ModelSpec
+
+    specs = CODECS[key]
+    spec: ModelSpec = specs.encoder
+    card = spec.card()
+    points = sorted(float(p["kbps"]) for p in card["operating_points"])
+    kbps = points[len(points) // 2] if kbps is None else kbps
+    step = next(float(p["step"]) for p in card["operating_points"] if float(p["kbps"]) == kbps)
+    import torch
+
+    state = torch.load(spec.weights_path, map_location="cpu", weights_only=True)
+    coder = LatentCoder(state["log_scale"].exp().numpy().astype(np.float64), step)
+    scores = []
+    for clip in real_speech().values():
+        packets = encode_signal(clip, specs.config, encode, coder, batch=1)
+        decoded = decode_signal(packets, clip.size, specs.config, decode, coder)
+        score = quality_report(clip, decoded)["pesq_wb"]
+        if score is not None:
+            scores.append(score)
+    return float(np.mean(scores))

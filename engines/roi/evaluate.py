@@ -895,3 +895,18 @@ def format_table(report: dict[str, Any]) -> str:
             )
     lines.append(f"total {report['timing_s']['total']:.0f} s")
     return "\n".join(lines)
+
+
+def task_metric(infer: Callable[[np.ndarray], np.ndarray], *, batch: int, n: int = 300,
+                seed: int = 0) -> float:
+    """Peak F1 of the shipped detector on ``n`` test spectra when the model's windows
+    ``(B, 1, 512) -> (B, 1, 512)`` logits are computed by ``infer`` (batches of at most
+    ``batch``): the task metric an engine must leave unchanged (:mod:`engines.gates`)."""
+    data = _simulate(n, SpectrumSimConfig(), _rng(seed, "test"), "test")
+
+    def module(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(infer(np.ascontiguousarray(x.numpy())))
+
+    run = _run_model(module, RoiDetector(), data, batch)  # type: ignore[arg-type]
+    f1 = peak_summary(_score(data, run).peaks)["peak_f1"]
+    return float("nan") if f1 is None else float(f1)

@@ -45,3 +45,10 @@ def test_unknown_model_lists_the_choices(tmp_path: Path) -> None:
     run = _sigstream(tmp_path, "build", "--model", "nope")
     assert run.returncode == 2
     assert "codec_wideband_multiband_encoder" in run.stderr and "roi_unet" in run.stderr
+
+
+def test_build_with_the_task_gate(tmp_path: Path) -> None:
+    run = _sigstream(tmp_path, "build", "--backend", "onnxruntime", "--model", "roi_cnn",
+                     "--task-gate")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "task gate: peak F1" in run.stdout and "passed" in run.stdout
