@@ -202,7 +202,8 @@ def _cmd_codec_tx(args: argparse.Namespace) -> int:
     return _link_errors("codec-tx", lambda: run_codec_tx(TxConfig(
         input=args.input, connect=args.connect, stream=args.stream, start_at=args.start_at,
         codec=args.codec,
-        kbps=args.kbps, backend=args.backend, device=args.device, seconds=args.seconds,
+        kbps=args.kbps, backend=args.backend, device=args.device,
+        device_latency=args.device_latency, seconds=args.seconds,
         cache_dir=_cache_dir(), metrics_port=args.metrics_port,
         report=args.report,
     )))
@@ -213,7 +214,8 @@ def _cmd_codec_rx(args: argparse.Namespace) -> int:
 
     return _link_errors("codec-rx", lambda: run_codec_rx(RxConfig(
         bind=args.bind, output=args.output, codec=args.codec, backend=args.backend,
-        device=args.device, stream=args.stream, jitter_ms=args.jitter_ms, seconds=args.seconds,
+        device=args.device, device_latency=args.device_latency, stream=args.stream,
+        jitter_ms=args.jitter_ms, seconds=args.seconds,
         until_end=args.until_end, cache_dir=_cache_dir(), metrics_port=args.metrics_port,
         report=args.report,
     )))
@@ -259,6 +261,9 @@ def _codec_link_parsers(run_sub: Any) -> None:
         cmd.add_argument("--codec", choices=CODEC_MODELS, default="wideband")
         cmd.add_argument("--device", default=None, help="sound device: index or part of its "
                          "name (see `sigstream devices`)")
+        cmd.add_argument("--device-latency", choices=("high", "low"), default="high",
+                         help="the sound device's buffering: high (no glitches on a busy "
+                              "machine) or low (less delay)")
         cmd.add_argument("--backend", choices=BACKENDS, default="auto")
         cmd.add_argument("--seconds", type=float, default=None, help="stop after S seconds")
         cmd.add_argument("--metrics-port", type=int, default=None,

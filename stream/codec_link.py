@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import zmq
@@ -220,6 +220,7 @@ def _write_report(path: Path | None, report: dict[str, Any]) -> None:
 @dataclass(frozen=True, kw_only=True)
 class TxConfig:
     """``input``: ``"mic"`` or an audio file; ``device``: sound device (index or name part);
+    ``device_latency``: PortAudio's ``"high"`` (safe from overruns) or ``"low"`` (less delay);
     ``start_at``: Unix time to start capturing (many senders started together)."""
 
     input: str
@@ -229,6 +230,7 @@ class TxConfig:
     kbps: float = 16.0
     backend: str = "auto"
     device: str | None = None
+    device_latency: Literal["high", "low"] = "high"
     seconds: float | None = None
     start_at: float | None = None
     cache_dir: Path | None = None
@@ -241,7 +243,7 @@ def _open_source(cfg: TxConfig, block: int) -> FrameSource:
     if cfg.input == "mic":
         from devices.sound import Microphone
 
-        return Microphone(cfg.device, fs=CODEC_FS, block=block)
+        return Microphone(cfg.device, fs=CODEC_FS, block=block, latency=cfg.device_latency)
     return WavSource(cfg.input, block=block, fs=CODEC_FS)  # a file plays like a microphone
 
 
@@ -382,6 +384,7 @@ class RxConfig:
     codec: str = "wideband"
     backend: str = "auto"
     device: str | None = None
+    device_latency: Literal["high", "low"] = "high"
     stream: str | None = None
     jitter_ms: float = 40.0
     seconds: float | None = None
@@ -591,6 +594,7 @@ def _open_sink(cfg: RxConfig, hop: int) -> tuple[Sink, Callable[[], float], Call
         block = CODEC_FS // 100
         prefill = -(-hop // block) + 1
         speaker = Speaker(cfg.device, fs=CODEC_FS, block=block, prefill_blocks=prefill,
+                          latency=cfg.device_latency,
                           queue_blocks=4 * prefill)
         speaker.open()
         return (speaker, lambda: float(speaker.latency_s + speaker.buffered_s),

@@ -315,7 +315,8 @@ def test_link_from_microphone_to_speaker_on_real_sound_devices(
     try:
         rx = _start(
             _cli("run", "codec-rx", "--bind", f"tcp://127.0.0.1:{port}", "--output", "speaker",
-                 "--device", FileDevice.NAME, "--until-end", "--backend", "eager",
+                 "--device", FileDevice.NAME, "--device-latency", "low", "--until-end",
+                 "--backend", "eager",
                  # A deep jitter buffer: this test is about the data path, on a busy machine.
                  "--jitter-ms", "1000", "--report", str(tmp_path / "rx.json"),
                  "--seconds", "60"), "listening on",
