@@ -246,7 +246,8 @@ def _codec_link_parsers(run_sub: Any) -> None:
     tx.add_argument("--input", default="mic",
                     help="'mic' (a sound device) or an audio file, sent in real time")
     tx.add_argument("--connect", required=True, help="the receiver, e.g. tcp://HOST:5557")
-    tx.add_argument("--kbps", type=float, default=16.0, help="operating point of the codec")
+    tx.add_argument("--kbps", type=float, default=16.0,
+                    help="operating point (wideband: 12, 16, 24, 32; lowdelay: 16, 24, 32)")
     tx.add_argument("--stream", default="mic", help="stream id of the link")
     tx.add_argument("--start-at", type=float, default=None,
                     help="Unix time to start capturing (to start many senders together)")
