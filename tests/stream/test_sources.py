@@ -112,9 +112,11 @@ def test_replay_of_a_missing_file_reports_and_fails(pull, tmp_path: Path, capsys
 
 
 def test_missing_service_is_reported_not_hung(ctx: zmq.Context, capsys) -> None:
-    # A port nobody listens on: bind and close to get one that is free.
+    # A port nobody listens on: bind and close to get one that is free. Below the ephemeral
+    # range, so that the connect cannot pick the same port as its own source (TCP
+    # self-connect, which would make the socket its own peer).
     probe = ctx.socket(zmq.PULL)
-    port = probe.bind_to_random_port("tcp://127.0.0.1")
+    port = probe.bind_to_random_port("tcp://127.0.0.1", min_port=20000, max_port=30000)
     probe.close(linger=0)
     out = io.StringIO()
     start = time.monotonic()
