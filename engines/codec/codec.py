@@ -41,6 +41,7 @@ __all__ = [
     "StreamEncoder",
     "decode_signal",
     "encode_signal",
+    "codec_tables",
     "frame_count",
     "load_codec",
     "split_frames",
@@ -223,6 +224,32 @@ class Codec:
         self.close()
 
 
+def codec_tables(specs: CodecSpecs) -> tuple[np.ndarray, dict[float, float], str]:
+    """``(scales, points, sha256)`` of a codec's weights: the entropy model's Laplace scales,
+    its operating points (nominal kbps -> quantiser step, from the card) and the weights hash.
+    Raises :class:`~engines.errors.WeightsError` for missing or unreadable weights or card."""
+    import hashlib
+    import json
+
+    import torch
+
+    from engines.errors import WeightsError
+
+    path = specs.encoder.weights_path
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        card = json.loads(path.with_suffix(".json").read_text())
+        points = {float(p["kbps"]): float(p["step"]) for p in card["operating_points"]}
+    except FileNotFoundError as exc:
+        raise WeightsError(f"codec {specs.key}: no weights or card at {path}; train them with "
+                           "`sigstream train codec`") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WeightsError(f"codec {specs.key}: unreadable card {path.with_suffix('.json')}"
+                           ) from exc
+    scales = state["log_scale"].exp().numpy().astype(np.float64)
+    return scales, points, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def load_codec(key: str = "wideband", *, backend: str = "auto", weights: Path | None = None,
                cache_dir: Path | None = None, threads: int | None = 1,
                max_batch: int = CODEC_MAX_BATCH) -> Codec:
@@ -232,32 +259,15 @@ def load_codec(key: str = "wideband", *, backend: str = "auto", weights: Path | 
     be beside it). Raises ``ValueError`` for an unknown key and
     :class:`~engines.errors.WeightsError` for missing or unfitting weights.
     """
-    import hashlib
-    import json
-
-    import torch
-
     from engines.codec.specs import CODECS
     from engines.engine import load_engine
-    from engines.errors import WeightsError
 
     if key not in CODECS:
         raise ValueError(f"unknown codec {key!r}; choose from {', '.join(CODECS)}")
     specs = CODECS[key]
     if weights is not None:
         specs = specs.with_weights(Path(weights))
-    path = specs.encoder.weights_path
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        card = json.loads(path.with_suffix(".json").read_text())
-        points = {float(p["kbps"]): float(p["step"]) for p in card["operating_points"]}
-    except FileNotFoundError as exc:
-        raise WeightsError(f"codec {key}: no weights or card at {path}; train them with "
-                           "`sigstream train codec`") from exc
-    except (KeyError, TypeError, ValueError) as exc:
-        raise WeightsError(f"codec {key}: unreadable card {path.with_suffix('.json')}") from exc
-    scales = state["log_scale"].exp().numpy().astype(np.float64)
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    scales, points, sha = codec_tables(specs)
     def engine(spec: ModelSpec) -> Engine:
         return load_engine(spec, backend, cache_dir=cache_dir, threads=threads,
                            max_batch=max_batch)

@@ -33,7 +33,7 @@ import numpy as np
 
 from devices.audio import CODEC_FS
 from engines.codec.baselines import g711_roundtrip, opus_at
-from engines.codec.codec import Codec, decode_signal, encode_signal, load_codec
+from engines.codec.codec import Codec, codec_tables, decode_signal, encode_signal, load_codec
 from engines.codec.quality import quality_report
 from engines.codec.specs import CODECS
 from engines.codec.speech import real_speech
@@ -193,18 +193,11 @@ def task_metric(encode: Any, decode: Any, *, key: str, kbps: float | None = None
     (engines or any ``(B, ...) -> (B, ...)`` callables): the task metric an engine must leave
     unchanged (:mod:`engines.gates`)."""
     from engines.codec.bitstream import LatentCoder
-    from engines.spec import ModelSpec
 
     specs = CODECS[key]
-    spec: ModelSpec = specs.encoder
-    card = spec.card()
-    points = sorted(float(p["kbps"]) for p in card["operating_points"])
-    kbps = points[len(points) // 2] if kbps is None else kbps
-    step = next(float(p["step"]) for p in card["operating_points"] if float(p["kbps"]) == kbps)
-    import torch
-
-    state = torch.load(spec.weights_path, map_location="cpu", weights_only=True)
-    coder = LatentCoder(state["log_scale"].exp().numpy().astype(np.float64), step)
+    scales, points, _ = codec_tables(specs)
+    kbps = sorted(points)[len(points) // 2] if kbps is None else kbps
+    coder = LatentCoder(scales, points[kbps])
     scores = []
     for clip in real_speech().values():
         packets = encode_signal(clip, specs.config, encode, coder, batch=1)
