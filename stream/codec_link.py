@@ -36,11 +36,11 @@ machine share the clock, across machines they must be NTP-synchronised for this 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import resource
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -59,6 +59,7 @@ from engines.codec.codec import Codec, StreamDecoder, load_codec
 from engines.registry import CODEC_LINK_MAX_BATCH
 from stream.errors import WireError
 from stream.metrics import LATENCY_BUCKETS_S, Histogram, MetricsServer
+from stream.sources import interrupt_on_signals
 from stream.wire import WireLimits, data_message, decode, encode
 
 __all__ = [
@@ -179,24 +180,6 @@ def _serve_metrics(stats: LinkStats, lock: threading.Lock,
     return server
 
 
-class _Stopper:
-    """SIGINT/SIGTERM set a flag the loop polls (main thread only)."""
-
-    def __init__(self) -> None:
-        self.stop = threading.Event()
-        self._old: list[Any] = []
-
-    def __enter__(self) -> _Stopper:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old.append((sig, signal.signal(sig, lambda *_: self.stop.set())))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old:
-            signal.signal(sig, old)
-
-
 def _release(sock: zmq.Socket[Any], server: MetricsServer | None, codec: Codec | None) -> None:
     """Close a link end's socket (and its context), metrics server and, if owned, codec."""
     context = sock.context
@@ -264,8 +247,7 @@ def run_codec_tx(cfg: TxConfig, *, codec: Codec | None = None) -> int:
     sock.connect(cfg.connect)
     server = _serve_metrics(stats, lock, cfg.metrics_port)
     try:
-        with _Stopper() as stopper:
-            _tx_loop(cfg, codec, sock, stats, lock, stopper.stop)
+        _tx_loop(cfg, codec, sock, stats, lock)
     finally:
         _release(sock, server, codec if own else None)
     report = stats.snapshot()
@@ -275,12 +257,10 @@ def run_codec_tx(cfg: TxConfig, *, codec: Codec | None = None) -> int:
 
 
 def _tx_loop(cfg: TxConfig, codec: Codec, sock: zmq.Socket[Any], stats: LinkStats,
-             lock: threading.Lock, stop: threading.Event) -> None:
+             lock: threading.Lock) -> None:
     c = codec.config
     block = round(_BLOCK_MS * CODEC_FS / 1000)
     encoder = codec.stream_encoder(cfg.kbps)
-    if cfg.start_at is not None:
-        stop.wait(max(0.0, cfg.start_at - time.time()))
     common: dict[str, Any] = {
         "fs": float(CODEC_FS), "codec": codec.key, "model": codec.model_id,
         "step": encoder.coder.step, "kbps": float(cfg.kbps), "frame": c.frame, "hop": c.hop}
@@ -311,51 +291,55 @@ def _tx_loop(cfg: TxConfig, codec: Codec, sock: zmq.Socket[Any], stats: LinkStat
     source: FrameSource | None = None
     captured = False  # a device that never worked is an error; one that went away is retried
     try:
-        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-            if source is None:
+        # Ctrl-C or SIGTERM ends the capture; what was captured is still flushed and sent.
+        with contextlib.suppress(KeyboardInterrupt), interrupt_on_signals():
+            if cfg.start_at is not None:
+                time.sleep(max(0.0, cfg.start_at - time.time()))
+            while deadline is None or time.monotonic() < deadline:
+                if source is None:
+                    try:
+                        source = _open_source(cfg, block)
+                        source.open()
+                        log.info("codec-tx: capturing from %s, %s at %g kbps to %s",
+                                 getattr(source, "device_name", None) or cfg.input, codec.model_id,
+                                 cfg.kbps, cfg.connect)
+                    except DeviceError as exc:
+                        if not captured:
+                            raise
+                        source = None
+                        with lock:
+                            stats.error("device", str(exc))
+                        time.sleep(1.0)
+                        continue
                 try:
-                    source = _open_source(cfg, block)
-                    source.open()
-                    log.info("codec-tx: capturing from %s, %s at %g kbps to %s",
-                             getattr(source, "device_name", None) or cfg.input, codec.model_id,
-                             cfg.kbps, cfg.connect)
+                    frame = source.read(timeout_s=0.1)
+                except EndOfStream:
+                    break
                 except DeviceError as exc:
-                    if not captured:
-                        raise
-                    source = None
+                    # The microphone went away: restart the encoder and reopen it (rx conceals).
                     with lock:
                         stats.error("device", str(exc))
-                    stop.wait(1.0)
+                        stats.count("device_lost")
+                    source.close()
+                    source = None
+                    send(encoder.flush())
+                    encoder = codec.stream_encoder(cfg.kbps)
+                    t0_ns = None
                     continue
-            try:
-                frame = source.read(timeout_s=0.1)
-            except EndOfStream:
-                break
-            except DeviceError as exc:
-                # The microphone went away: restart the encoder and reopen it (rx conceals).
+                if frame is None:
+                    continue
+                captured = True
+                samples = np.asarray(frame.data, np.float32).reshape(-1)
+                if t0_ns is None:
+                    t0_ns = frame.t_ns
                 with lock:
-                    stats.error("device", str(exc))
-                    stats.count("device_lost")
-                source.close()
-                source = None
-                send(encoder.flush())
-                encoder = codec.stream_encoder(cfg.kbps)
-                t0_ns = None
-                continue
-            if frame is None:
-                continue
-            captured = True
-            samples = np.asarray(frame.data, np.float32).reshape(-1)
-            if t0_ns is None:
-                t0_ns = frame.t_ns
-            with lock:
-                stats.count("samples_captured", samples.size)
-                stats.count("clipped_samples", int(np.count_nonzero(np.abs(samples) >= 0.999)))
-            if not np.isfinite(samples).all():
-                with lock:
-                    stats.error("nan", "NaN/Inf samples from the input replaced by silence")
-                samples = np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0)
-            send(encoder.push(samples))
+                    stats.count("samples_captured", samples.size)
+                    stats.count("clipped_samples", int(np.count_nonzero(np.abs(samples) >= 0.999)))
+                if not np.isfinite(samples).all():
+                    with lock:
+                        stats.error("nan", "NaN/Inf samples from the input replaced by silence")
+                    samples = np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0)
+                send(encoder.push(samples))
         send(encoder.flush())
     finally:
         # The end marker first: closing a sound device can take a while.
@@ -632,8 +616,9 @@ def run_codec_rx(cfg: RxConfig, *, codec: Codec | None = None,
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
     try:
-        with _Stopper() as stopper:
-            while not stopper.stop.is_set():
+        # Ctrl-C or SIGTERM ends the loop; what is buffered is still played out.
+        with contextlib.suppress(KeyboardInterrupt), interrupt_on_signals():
+            while True:
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     break
@@ -651,12 +636,11 @@ def run_codec_rx(cfg: RxConfig, *, codec: Codec | None = None,
                     break
         receiver.finish()
     finally:
+        sink.close()  # a speaker plays out what it holds first
         with lock:
             stats.device = sink_stats()
-        sink.close()
         _release(sock, server, codec if own else None)
     with lock:
-        stats.device = {**stats.device, **sink_stats()}
         report = stats.snapshot()
     log.info("codec-rx: %s", json.dumps(report))
     _write_report(cfg.report, report)
