@@ -33,7 +33,9 @@ import numpy as np
 
 from devices.audio import CODEC_FS
 from engines.codec.baselines import g711_roundtrip, opus_at
-from engines.codec.codec import Codec, codec_tables, decode_signal, encode_signal, load_codec
+from engines.codec.bitstream import LatentCoder
+from engines.codec.codec import codec_tables, decode_signal, encode_signal, load_codec
+from engines.codec.model import CodecConfig
 from engines.codec.quality import quality_report
 from engines.codec.specs import CODECS
 from engines.codec.speech import real_speech
@@ -59,13 +61,14 @@ def _mean_report(reports: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _code(codec: Codec, kbps: float, clips: dict[str, np.ndarray]) -> dict[str, Any]:
-    coder = codec.coder(kbps=kbps)
+def _code(config: CodecConfig, encode: Any, decode: Any, coder: LatentCoder,
+          clips: dict[str, np.ndarray], *, batch: int = 64) -> dict[str, Any]:
+    """Every clip coded as a file (``encode``/``decode``: engines or callables), scored."""
     reports, total_bytes, seconds, t_code = [], 0, 0.0, 0.0
     for clip in clips.values():
         t0 = time.perf_counter()
-        packets = encode_signal(clip, codec.config, codec.encoder, coder)
-        decoded = decode_signal(packets, clip.size, codec.config, codec.decoder, coder)
+        packets = encode_signal(clip, config, encode, coder, batch=batch)
+        decoded = decode_signal(packets, clip.size, config, decode, coder)
         t_code += time.perf_counter() - t0
         total_bytes += sum(map(len, packets))
         seconds += clip.size / CODEC_FS
@@ -101,7 +104,8 @@ def evaluate_codec(*, json_path: Path | None = None, backend: str = "auto",
             c = codec.config
             points = []
             for kbps in sorted(codec.points):
-                ours = _code(codec, kbps, clips)
+                ours = _code(codec.config, codec.encoder, codec.decoder,
+                             codec.coder(kbps=kbps), clips)
                 opus = _opus(ours["kbps"], clips)
                 gap = None if ours["pesq_wb"] is None or opus["pesq_wb"] is None \
                     else ours["pesq_wb"] - opus["pesq_wb"]
@@ -192,17 +196,9 @@ def task_metric(encode: Any, decode: Any, *, key: str, kbps: float | None = None
     middle operating point) with frames encoded by ``encode`` and decoded by ``decode``
     (engines or any ``(B, ...) -> (B, ...)`` callables): the task metric an engine must leave
     unchanged (:mod:`engines.gates`)."""
-    from engines.codec.bitstream import LatentCoder
-
     specs = CODECS[key]
     scales, points, _ = codec_tables(specs)
     kbps = sorted(points)[len(points) // 2] if kbps is None else kbps
-    coder = LatentCoder(scales, points[kbps])
-    scores = []
-    for clip in real_speech().values():
-        packets = encode_signal(clip, specs.config, encode, coder, batch=1)
-        decoded = decode_signal(packets, clip.size, specs.config, decode, coder)
-        score = quality_report(clip, decoded)["pesq_wb"]
-        if score is not None:
-            scores.append(score)
-    return float(np.mean(scores))
+    report = _code(specs.config, encode, decode, LatentCoder(scales, points[kbps]),
+                   real_speech(), batch=1)
+    return float("nan") if report["pesq_wb"] is None else float(report["pesq_wb"])

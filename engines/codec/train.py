@@ -41,6 +41,7 @@ from engines.codec.bitstream import LatentCoder, measured_kbps
 from engines.codec.codec import decode_signal, encode_signal, split_frames
 from engines.codec.losses import LOSSES, MultiBandLoss, band_filters, band_weights
 from engines.codec.model import CONFIGS, CodecConfig, CodecNet
+from engines.codec.quality import snr_db
 from engines.codec.speech import TTS_VOICES, VALIDATION_VOICES, load_corpus
 from engines.spec import WEIGHTS_DIR
 
@@ -93,10 +94,6 @@ def calibrate_step(latents: np.ndarray, scales: np.ndarray, seconds: float, kbps
             hi = mid
     step = math.exp(0.5 * (lo + hi))
     return step, rate(math.log(step))
-
-
-def _snr_db(ref: np.ndarray, out: np.ndarray) -> float:
-    return float(10 * np.log10(np.sum(ref**2) / max(float(np.sum((ref - out) ** 2)), 1e-20)))
 
 
 def train_codec(*, config: str = "wideband", loss: str = "mae",
@@ -230,7 +227,7 @@ def _calibrate(cfg: CodecConfig, net: CodecNet, train: dict[str, np.ndarray],
             packets = encode_signal(audio, cfg, encode, coder)
             decoded = decode_signal(packets, audio.size, cfg, decode, coder)
             val[name] = {"kbps": round(measured_kbps(packets, audio.size / cfg.fs), 2),
-                         "snr_db": round(_snr_db(audio, decoded), 2)}
+                         "snr_db": round(snr_db(audio, decoded), 2)}
         points.append({"kbps": target, "step": step, "calibration_kbps": round(got, 3),
                        "validation": val})
     return {"operating_points": points,
