@@ -43,6 +43,7 @@ sys.path.insert(0, str(_BENCH.parent))
 
 import numpy as np  # noqa: E402
 
+from bench.pipeline import emit  # noqa: E402 - shared with the other benches
 from devices.audio import CODEC_FS, write_audio  # noqa: E402
 
 
@@ -211,10 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                                                           "latency_p99_ms_max",
                                                           "latency_bound_ms")}
                                       for r in sweep if r["links"] == 1), None)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json is not None:
-        args.json.write_text(text + "\n")
+    emit(result, args.json)
     return 0
 
 

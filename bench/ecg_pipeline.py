@@ -45,7 +45,7 @@ sys.path.insert(0, str(_BENCH.parent))
 import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
-from bench.pipeline import cpu_seconds  # noqa: E402 - /proc CPU time, as the spectral bench
+from bench.pipeline import cpu_seconds, emit  # noqa: E402 - shared with the spectral bench
 from engines.ecg.frontend import BEAT_POST_S, BEAT_PRE_S  # noqa: E402
 
 
@@ -288,11 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         "largest_streams_p99_within_target": largest(args.target_ms),
         "largest_streams_p99_within_50ms": largest(50.0),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    emit(result, args.json)
     return 0
 
 

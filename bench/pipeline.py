@@ -259,6 +259,15 @@ def run_service(args: argparse.Namespace, weights: Path | None, mp: Any) -> dict
     return out
 
 
+def emit(result: dict[str, Any], json_path: Path | None) -> None:
+    """Print a bench's JSON result, and write it to ``json_path`` if given."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(text + "\n")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process so far (Linux /proc; 0 elsewhere)."""
     try:
@@ -385,11 +394,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         result["find_peaks_cwt"] = cwt_throughput()
         result["config"]["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    emit(result, args.json)
     return 0
 
 
