@@ -6,7 +6,10 @@ the ledgers of all stages add up (:func:`merge_ledgers`) to one end-to-end accou
 - ``received`` — messages taken in (ingest);
 - ``gaps`` / ``gap_events`` — ``seq`` values the sender skipped (lost before they reached the
   service), seen as jumps of ``seq`` in arrival order (ingest, which sees every stream in order);
-  ``resets`` — ``seq`` going backwards or repeating (a sender restarted, or a duplicate);
+  ``resets`` — ``seq`` going backwards or repeating (a sender restarted, or a duplicate), or
+  jumping forward by more than ``max_gap`` (a sender restarted from another base: no sender
+  loses a million messages between two it delivers, and counting such a jump as loss would
+  let one message add 2**64 to the gap counter);
 - ``delivered`` — results published (publisher);
 - ``dropped`` by reason — accepted and then given up by a queue policy (workers);
 - ``errors`` by code — answered with an ``error`` message (any stage);
@@ -21,7 +24,8 @@ must be zero.
 
 Stream ids come from untrusted senders, so a ledger tracks at most ``max_streams`` of them; the
 rest share the record :data:`OVERFLOW_STREAM` (without ``seq`` tracking). Snapshots are plain
-dicts of ints and strings, so they travel as msgpack between processes.
+dicts of ints and strings, so they travel as msgpack between processes; every counter in them
+saturates at :data:`COUNTER_MAX` (int64, what msgpack and Prometheus carry), whatever was fed in.
 """
 
 from __future__ import annotations
@@ -31,18 +35,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "COUNTER_MAX",
+    "DEFAULT_MAX_GAP",
     "OVERFLOW_STREAM",
     "UNKNOWN_STREAM",
     "StreamLedger",
     "StreamSummary",
     "format_summaries",
     "merge_ledgers",
+    "saturate",
 ]
 
 OVERFLOW_STREAM = "*"
 """The record shared by streams beyond a ledger's ``max_streams``."""
 UNKNOWN_STREAM = "?"
 """The record of messages whose stream id could not be read (as in the ``error/?`` topic)."""
+COUNTER_MAX = 2**63 - 1
+"""Where every counter of a snapshot or summary saturates."""
+DEFAULT_MAX_GAP = 1 << 20
+"""Longest forward jump of ``seq`` counted as loss (about 17 minutes at 1,000 messages/s);
+a longer one is a reset."""
+_SEQ_MAX = 2**64 - 1
 
 
 _COUNTERS = ("received", "delivered", "consumed", "emitted", "gaps", "gap_events", "resets")
@@ -69,12 +82,15 @@ class _Record:
 class StreamLedger:
     """What one stage saw and did, per stream. Single-threaded (its stage's loop)."""
 
-    __slots__ = ("_records", "max_streams")
+    __slots__ = ("_records", "max_gap", "max_streams")
 
-    def __init__(self, *, max_streams: int = 4096) -> None:
+    def __init__(self, *, max_streams: int = 4096, max_gap: int = DEFAULT_MAX_GAP) -> None:
         if max_streams < 1:
             raise ValueError(f"max_streams must be >= 1, got {max_streams}")
+        if max_gap < 0:
+            raise ValueError(f"max_gap must be >= 0, got {max_gap}")
         self.max_streams = max_streams
+        self.max_gap = max_gap
         self._records: dict[str, _Record] = {}
 
     def _record(self, stream: str | None) -> _Record:
@@ -89,11 +105,14 @@ class StreamLedger:
         return record
 
     def received(self, stream: str | None, seq: int | None = None) -> int:
-        """Count one message in; track ``seq`` when known. Returns how many seqs it skipped."""
+        """Count one message in; track ``seq`` when known (an unsigned 64-bit int; anything
+        else is taken as unknown). Returns how many seqs it skipped (at most ``max_gap``)."""
         record = self._record(stream)
         record.received += 1
-        if seq is None or stream is None or stream not in self._records:
+        if stream is None or stream not in self._records:
             return 0  # overflow and unknown streams mix senders: their seqs say nothing
+        if not isinstance(seq, int) or not 0 <= seq <= _SEQ_MAX:
+            return 0
         last = record.last_seq
         if last is None:
             record.first_seq = record.last_seq = seq
@@ -101,8 +120,8 @@ class StreamLedger:
         record.last_seq = seq
         if seq == last + 1:
             return 0
-        if seq > last + 1:
-            missing = seq - last - 1
+        missing = seq - last - 1
+        if 0 < missing <= self.max_gap:
             record.gaps += missing
             record.gap_events += 1
             return missing
@@ -135,17 +154,17 @@ class StreamLedger:
         """A msgpack-friendly copy: ``{stream: {counter: value}}``."""
         return {
             stream: {
-                "received": r.received,
-                "delivered": r.delivered,
-                "consumed": r.consumed,
-                "emitted": r.emitted,
-                "gaps": r.gaps,
-                "gap_events": r.gap_events,
-                "resets": r.resets,
+                "received": saturate(r.received),
+                "delivered": saturate(r.delivered),
+                "consumed": saturate(r.consumed),
+                "emitted": saturate(r.emitted),
+                "gaps": saturate(r.gaps),
+                "gap_events": saturate(r.gap_events),
+                "resets": saturate(r.resets),
                 "first_seq": r.first_seq,
                 "last_seq": r.last_seq,
-                "dropped": dict(r.dropped),
-                "errors": dict(r.errors),
+                "dropped": {k: saturate(n) for k, n in r.dropped.items()},
+                "errors": {k: saturate(n) for k, n in r.errors.items()},
             }
             for stream, r in self._records.items()
         }
@@ -217,14 +236,14 @@ def merge_ledgers(snapshots: Iterable[Mapping[str, Mapping[str, Any]]]) -> dict[
                  "dropped": {}, "errors": {}},
             )
             for key in _COUNTERS:
-                acc[key] += int(rec.get(key, 0))
+                acc[key] = saturate(acc[key] + int(rec.get(key, 0)))
             for key, pick in (("first_seq", min), ("last_seq", max)):
                 value = rec.get(key)
                 if value is not None:
                     acc[key] = value if acc[key] is None else pick(acc[key], value)
             for key in ("dropped", "errors"):
                 for name, n in rec.get(key, {}).items():
-                    acc[key][name] = acc[key].get(name, 0) + int(n)
+                    acc[key][name] = saturate(acc[key].get(name, 0) + int(n))
     return {stream: StreamSummary(stream=stream, **totals[stream]) for stream in sorted(totals)}
 
 
@@ -251,5 +270,10 @@ def _sum_maps(maps: Iterable[Mapping[str, int]]) -> dict[str, int]:
     out: dict[str, int] = {}
     for m in maps:
         for k, v in m.items():
-            out[k] = out.get(k, 0) + v
+            out[k] = saturate(out.get(k, 0) + v)
     return out
+
+
+def saturate(n: int) -> int:
+    """``n`` saturated to ``0..COUNTER_MAX``."""
+    return n if 0 <= n <= COUNTER_MAX else (0 if n < 0 else COUNTER_MAX)

@@ -21,11 +21,17 @@ Exported families (labels in braces):
 - ``sigstream_stage_up{stage}``: 1 while the stage process is alive
 
 Stream ids are untrusted: each stage labels at most ``max_streams`` of them, the rest as
-:data:`~stream.accounting.OVERFLOW_STREAM`.
+:data:`~stream.accounting.OVERFLOW_STREAM`, so a scrape has at most stages x (``max_streams`` + 2)
+stream labels per family (the ledger caps its records the same way). A stage's bookkeeping
+never raises on what it is fed: a non-finite observation is ignored, snapshot counters saturate
+(:func:`~stream.accounting.saturate`), and a stage snapshot the collector cannot read is left out
+of the scrape (logged) rather than failing it.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 import time
 from bisect import bisect_left
@@ -36,7 +42,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from stream.accounting import OVERFLOW_STREAM, UNKNOWN_STREAM, StreamLedger
+from stream.accounting import OVERFLOW_STREAM, UNKNOWN_STREAM, StreamLedger, saturate
 from stream.queues import QueueStatistics
 
 __all__ = [
@@ -48,6 +54,8 @@ __all__ = [
     "MetricsServer",
     "StageStats",
 ]
+
+log = logging.getLogger(__name__)
 
 # Capture-to-result latency: fine steps around the 25 ms target, coarse beyond.
 LATENCY_BUCKETS_S: tuple[float, ...] = (
@@ -72,6 +80,9 @@ class Histogram:
         self.max = 0.0
 
     def observe(self, value: float) -> None:
+        """Count ``value``; a NaN or infinity is ignored (it would poison :attr:`sum`)."""
+        if not math.isfinite(value):
+            return
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
         if value > self.max:
@@ -82,13 +93,17 @@ class Histogram:
         return sum(self.counts)
 
     def snapshot(self) -> list[Any]:
-        return [list(self.counts), self.sum, self.max]
+        return [[saturate(c) for c in self.counts], self.sum, self.max]
 
     @classmethod
     def from_snapshot(cls, bounds: Sequence[float], snap: Sequence[Any]) -> Histogram:
+        """Raises ``ValueError``/``TypeError`` for a snapshot that does not fit ``bounds``."""
         hist = cls(bounds)
-        counts, hist.sum, hist.max = snap
+        counts, total, top = snap
         hist.counts = [int(c) for c in counts]
+        if len(hist.counts) != len(hist.bounds) + 1:
+            raise ValueError(f"{len(hist.counts)} bucket counts for {len(hist.bounds)} bounds")
+        hist.sum, hist.max = float(total), float(top)
         return hist
 
     def merge(self, other: Histogram) -> None:
@@ -174,8 +189,8 @@ class StageStats:
         return {
             "stage": self.stage,
             "t_ns": time.time_ns(),
-            "frames_in": dict(self.frames_in),
-            "frames_out": dict(self.frames_out),
+            "frames_in": {k: saturate(n) for k, n in self.frames_in.items()},
+            "frames_out": {k: saturate(n) for k, n in self.frames_out.items()},
             "ledger": self.ledger.snapshot(),
             "latency": {k: h.snapshot() for k, h in self.latency.items()},
             "batch_rows": self.batch_rows.snapshot(),
@@ -185,9 +200,9 @@ class StageStats:
                 "capacity": self.queue.capacity,
                 "depth": self.queue.depth,
                 "max_depth": self.queue.max_depth,
-                "accepted": self.queue.accepted,
-                "dropped": self.queue.dropped,
-                "rejected": self.queue.rejected,
+                "accepted": saturate(self.queue.accepted),
+                "dropped": saturate(self.queue.dropped),
+                "rejected": saturate(self.queue.rejected),
             },
         }
 
@@ -219,9 +234,14 @@ class MetricsCollector(Collector):
     def latency(self) -> dict[str, Histogram]:
         """Capture-to-result latency per stream, merged over stages."""
         out: dict[str, Histogram] = {}
-        for snap in self.snapshots().values():
-            for stream, h in snap.get("latency", {}).items():
-                hist = Histogram.from_snapshot(LATENCY_BUCKETS_S, h)
+        for stage, snap in self.snapshots().items():
+            try:
+                hists = {str(stream): Histogram.from_snapshot(LATENCY_BUCKETS_S, h)
+                         for stream, h in snap.get("latency", {}).items()}
+            except Exception:
+                log.exception("latency of stage %s unreadable; left out", stage)
+                continue
+            for stream, hist in hists.items():
                 if stream in out:
                     out[stream].merge(hist)
                 else:
@@ -273,30 +293,43 @@ class MetricsCollector(Collector):
         stage_up = GaugeMetricFamily(
             "sigstream_stage_up", "1 while the stage process is alive.", labels=["stage"]
         )
-        for stage, snap in sorted(snaps.items()):
-            for stream, n in snap.get("frames_in", {}).items():
-                frames_in.add_metric([stage, stream], n)
-            for stream, n in snap.get("frames_out", {}).items():
-                frames_out.add_metric([stage, stream], n)
+
+        def samples(stage: str, snap: Mapping[str, Any]) -> list[tuple[Any, list[str], tuple]]:
+            """Every sample of one stage, converted first: a snapshot that does not convert
+            adds nothing (a half-added stage would be worse than none)."""
+            out: list[tuple[Any, list[str], tuple]] = []
+            for family, key in ((frames_in, "frames_in"), (frames_out, "frames_out")):
+                for stream, n in snap.get(key, {}).items():
+                    out.append((family, [stage, str(stream)], (float(n),)))
             for stream, rec in snap.get("ledger", {}).items():
                 for reason, n in rec.get("dropped", {}).items():
-                    drops.add_metric([stage, stream, reason], n)
+                    out.append((drops, [stage, str(stream), str(reason)], (float(n),)))
                 for code, n in rec.get("errors", {}).items():
-                    errors.add_metric([stage, stream, code], n)
+                    out.append((errors, [stage, str(stream), str(code)], (float(n),)))
                 if rec.get("gap_events") or rec.get("first_seq") is not None:
-                    gaps.add_metric([stream], rec.get("gaps", 0))
+                    out.append((gaps, [str(stream)], (float(rec.get("gaps", 0)),)))
             queue = snap.get("queue")
             if queue:
-                depth.add_metric([stage], queue["depth"])
-                max_depth.add_metric([stage], queue["max_depth"])
-                capacity.add_metric([stage], queue["capacity"])
-            for name, family, bounds in (
+                for gauge, key in ((depth, "depth"), (max_depth, "max_depth"),
+                                   (capacity, "capacity")):
+                    out.append((gauge, [stage], (float(queue[key]),)))
+            for name, histogram, bounds in (
                 ("batch_rows", batch, BATCH_BUCKETS),
                 ("engine_s", engine, ENGINE_BUCKETS_S),
             ):
                 hist = Histogram.from_snapshot(bounds, snap[name]) if name in snap else None
                 if hist is not None and hist.count:
-                    family.add_metric([stage], hist.buckets(), hist.sum)
+                    out.append((histogram, [stage], (hist.buckets(), hist.sum)))
+            return out
+
+        for stage, snap in sorted(snaps.items()):
+            try:
+                stage_samples = samples(stage, snap)
+            except Exception:  # one bad snapshot must not fail the whole scrape
+                log.exception("stats of stage %s unreadable; left out of the scrape", stage)
+                continue
+            for family, labels, args in stage_samples:
+                family.add_metric(labels, *args)
         for stream, hist in sorted(self.latency().items()):
             latency.add_metric([stream], hist.buckets(), hist.sum)
         for stage, alive in sorted(up.items()):
@@ -312,7 +345,7 @@ class MetricsServer:
     port is taken; :meth:`close` is safe twice.
     """
 
-    def __init__(self, collector: Collector, *, port: int, addr: str = "0.0.0.0") -> None:
+    def __init__(self, collector: Collector, *, port: int, addr: str = "127.0.0.1") -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(collector)
         self._addr = addr

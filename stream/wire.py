@@ -9,10 +9,12 @@ A message is a ZeroMQ multipart message of two frames (three on PUB/SUB, where a
   ``prod(shape) * itemsize`` long; or, when ``dtype`` is ``"msgpack"`` (results and errors), a
   msgpack map.
 
-Nothing is trusted: every header field is checked and a violation raises
-:class:`~stream.errors.WireError` with a ``code`` and, where known, ``stream`` and ``seq``, so the
-service can answer the sender with an ``error`` message. Nothing is ever unpickled. The full
-contract, with a client example, is in ``docs/protocol.md``.
+Nothing is trusted: every header field is checked and bounded (:class:`WireLimits`), and a
+violation raises :class:`~stream.errors.WireError` with a ``code`` and, where known, ``stream``
+and ``seq``, so the service can answer the sender with an ``error`` message. :func:`decode`
+raises nothing else, whatever the frames. Text from the sender quoted in a reason is clipped
+(:func:`clip`), so an error answer is never much bigger than its fixed text. Nothing is ever
+unpickled. The full contract, with a client example, is in ``docs/protocol.md``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ __all__ = [
     "VERSION",
     "Message",
     "WireLimits",
+    "clip",
     "data_message",
     "decode",
     "encode",
@@ -68,16 +71,35 @@ DTYPES = frozenset(
 )
 _UINT64_MAX = 2**64 - 1
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_MAX_KIND_CHARS = 64  # "result.<path>" with room to spare
+MAX_QUOTE_CHARS = 120
+"""Longest quotation of sender text (a value's ``repr``) in a reason, ellipsis included."""
+MAX_REASON_CHARS = 400
+"""Longest ``reason`` of an ``error`` answer: fixed text plus a few clipped quotations."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class WireLimits:
-    """Bounds a receiver enforces before it allocates anything for a message."""
+    """Bounds a receiver enforces before it allocates anything for a message.
+
+    ``max_payload_bytes`` bounds an array payload and also every dimension of ``shape`` (the
+    product of its non-zero dimensions, in items), so no shape can ask numpy for more.
+    ``max_msgpack_bytes`` bounds the msgpack payload of results and errors, which unpacking
+    inflates up to ~70 times (a byte can be an empty list): a receiver of big results (the
+    spectra of a very long spectrum) raises it. ``max_header_keys``/``max_key_chars`` bound
+    the header's keys (its size is bounded by ``max_header_bytes``). ``min_fs_hz``/
+    ``max_fs_hz`` bound ``fs``, so arithmetic on it (``1e9 / fs`` ns per sample) stays finite.
+    """
 
     max_header_bytes: int = 16 * 1024
     max_payload_bytes: int = 64 * 1024 * 1024
+    max_msgpack_bytes: int = 1024 * 1024
     max_ndim: int = 4
     max_stream_chars: int = 128
+    max_header_keys: int = 64
+    max_key_chars: int = 64
+    min_fs_hz: float = 1e-6
+    max_fs_hz: float = 1e12
 
 
 DEFAULT_LIMITS = WireLimits()
@@ -181,17 +203,22 @@ def result_message(
 def error_message(
     code: str, reason: str, *, stream: str | None = None, seq: int | None = None, **extra: Any
 ) -> Message:
-    """An ``error`` answer; ``stream`` is ``"?"`` when the sender's stream could not be read."""
+    """An ``error`` answer; ``stream`` is ``"?"`` when the sender's stream could not be read.
+    The ``code`` is in the header too, so a router can count answers without the payload.
+
+    ``reason`` is clipped to :data:`MAX_REASON_CHARS`: it may quote what a sender sent.
+    """
     header: dict[str, Any] = {
         **extra,
         "v": VERSION,
         "kind": ERROR_KIND,
+        "code": code,
         "stream": stream if stream is not None else "?",
         "t_ns": time.time_ns(),
         "dtype": MSGPACK_DTYPE,
         "shape": [],
     }
-    body: dict[str, Any] = {"code": code, "reason": reason}
+    body: dict[str, Any] = {"code": code, "reason": clip(reason, MAX_REASON_CHARS)}
     if seq is not None:
         header["seq"] = int(seq)
         body["seq"] = int(seq)
@@ -221,7 +248,8 @@ def decode(
 ) -> Message:
     """Validate and decode ``frames`` (bytes, memoryviews or ``zmq.Frame``).
 
-    Raises :class:`WireError` for anything that is not a well-formed v1 message.
+    Raises :class:`WireError`, and nothing else, for anything that is not a well-formed v1
+    message within ``limits``.
     """
     expected = 3 if topic else 2
     if len(frames) != expected:
@@ -239,7 +267,7 @@ def decode(
     try:
         header = msgpack.unpackb(header_raw, raw=False, strict_map_key=True, use_list=True)
     except Exception as exc:  # msgpack raises several types for malformed input
-        raise WireError("bad_msgpack", f"header is not valid msgpack: {exc}") from None
+        raise WireError("bad_msgpack", f"header is not valid msgpack: {_quote(exc)}") from None
     if not isinstance(header, dict):
         raise WireError("bad_msgpack", f"header must be a msgpack map, got {type(header).__name__}")
     _check_header(header, limits)
@@ -250,19 +278,23 @@ def decode(
             raise WireError(
                 "bad_topic", f"topic frame must be {expected_topic!r}", stream=stream, seq=seq
             )
-    if len(payload_raw) > limits.max_payload_bytes:
+    is_msgpack = header["dtype"] == MSGPACK_DTYPE
+    limit = min(limits.max_payload_bytes, limits.max_msgpack_bytes) if is_msgpack else (
+        limits.max_payload_bytes)
+    if len(payload_raw) > limit:
         raise WireError(
             "oversize",
-            f"payload is {len(payload_raw)} bytes, limit {limits.max_payload_bytes}",
+            f"payload is {len(payload_raw)} bytes, limit {limit}",
             stream=stream,
             seq=seq,
         )
-    if header["dtype"] == MSGPACK_DTYPE:
+    if is_msgpack:
         try:
             body = msgpack.unpackb(payload_raw, raw=False, strict_map_key=True)
         except Exception as exc:
             raise WireError(
-                "bad_msgpack", f"payload is not valid msgpack: {exc}", stream=stream, seq=seq
+                "bad_msgpack", f"payload is not valid msgpack: {_quote(exc)}", stream=stream,
+                seq=seq,
             ) from None
         if not isinstance(body, dict):
             raise WireError("bad_msgpack", "msgpack payload must be a map", stream=stream, seq=seq)
@@ -282,11 +314,28 @@ def decode(
     return Message(header, array)
 
 
+def clip(text: str, limit: int = MAX_QUOTE_CHARS) -> str:
+    """``text``, cut to at most ``limit`` characters with an ellipsis when it is longer."""
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
+
+
+def _quote(value: Any) -> str:
+    """A sender's value as a reason quotes it: its ``repr`` (an exception's text), clipped."""
+    return clip(str(value) if isinstance(value, Exception) else repr(value))
+
+
 def _buffer(frame: Any) -> bytes | bytearray | memoryview:
     # zmq.Frame exposes its bytes as .buffer without a copy; bytes and memoryviews pass through.
     buf = getattr(frame, "buffer", frame)
-    if isinstance(buf, (bytes, bytearray, memoryview)):
+    if isinstance(buf, (bytes, bytearray)):
         return buf
+    if isinstance(buf, memoryview):
+        if buf.ndim == 1 and buf.itemsize == 1:
+            return buf
+        try:  # len() of a view of wider items counts items, not bytes
+            return buf.cast("B")
+        except TypeError:
+            raise WireError("frame_count", "frame is a non-contiguous buffer") from None
     raise WireError("frame_count", f"frame of type {type(frame).__name__} is not bytes")
 
 
@@ -303,18 +352,27 @@ def _check_header(header: dict[str, Any], limits: WireLimits) -> None:
     def fail(code: str, reason: str) -> WireError:
         return WireError(code, reason, stream=stream, seq=seq)
 
+    if len(header) > limits.max_header_keys:
+        raise fail("bad_field", f"header has {len(header)} keys, limit {limits.max_header_keys}")
+    for key in header:
+        if not isinstance(key, str):
+            raise fail("bad_msgpack", f"header key {_quote(key)} is not a string")
+        if len(key) > limits.max_key_chars:
+            raise fail("bad_field", f"header key {_quote(key)} is longer than "
+                       f"{limits.max_key_chars} characters")
     for key in ("v", "kind", "stream", "dtype", "shape"):
         if key not in header:
             raise fail("missing_field", f"header has no {key!r}")
     if not _is_int(header["v"]) or header["v"] != VERSION:
-        raise fail("version", f"unsupported wire version {header['v']!r}; this service speaks 1")
+        raise fail("version",
+                   f"unsupported wire version {_quote(header['v'])}; this service speaks 1")
     kind = header["kind"]
-    if not isinstance(kind, str) or not (
+    if not isinstance(kind, str) or len(kind) > _MAX_KIND_CHARS or not (
         kind in DATA_KINDS or kind == ERROR_KIND or kind.startswith(RESULT_PREFIX)
     ):
         raise fail(
             "bad_field",
-            f"kind {kind!r} is not one of {sorted(DATA_KINDS)}, 'error' or 'result.<path>'",
+            f"kind {_quote(kind)} is not one of {sorted(DATA_KINDS)}, 'error' or 'result.<path>'",
         )
     if stream is None:
         raise fail(
@@ -323,30 +381,38 @@ def _check_header(header: dict[str, Any], limits: WireLimits) -> None:
             "characters without spaces",
         )
     if "seq" in header and seq is None:
-        raise fail("bad_field", f"seq must be an unsigned 64-bit integer, got {header['seq']!r}")
+        raise fail("bad_field",
+                   f"seq must be an unsigned 64-bit integer, got {_quote(header['seq'])}")
     if kind != ERROR_KIND and "seq" not in header:
         raise fail("missing_field", "header has no 'seq'")
-    if kind != ERROR_KIND:
-        if "t_ns" not in header:
-            raise fail("missing_field", "header has no 't_ns'")
-        if not _is_int(header["t_ns"]) or not _INT64_MIN <= header["t_ns"] <= _INT64_MAX:
-            raise fail("bad_field", f"t_ns must be a 64-bit integer, got {header['t_ns']!r}")
+    if kind != ERROR_KIND and "t_ns" not in header:
+        raise fail("missing_field", "header has no 't_ns'")
+    if "t_ns" in header and not (
+        _is_int(header["t_ns"]) and _INT64_MIN <= header["t_ns"] <= _INT64_MAX
+    ):
+        raise fail("bad_field", f"t_ns must be a 64-bit integer, got {_quote(header['t_ns'])}")
     dtype = header["dtype"]
     is_msgpack = kind == ERROR_KIND or kind.startswith(RESULT_PREFIX)
     if is_msgpack:
         if dtype != MSGPACK_DTYPE:
-            raise fail("bad_dtype", f"{kind} messages carry dtype 'msgpack', got {dtype!r}")
+            raise fail("bad_dtype", f"{kind} messages carry dtype 'msgpack', got {_quote(dtype)}")
     elif not isinstance(dtype, str) or dtype not in DTYPES:  # a list is unhashable
         raise fail(
-            "bad_dtype", f"dtype {dtype!r} is not one of {sorted(DTYPES)} (little-endian names)"
+            "bad_dtype",
+            f"dtype {_quote(dtype)} is not one of {sorted(DTYPES)} (little-endian names)",
         )
     shape = header["shape"]
-    if not isinstance(shape, list) or not all(_is_int(n) and n >= 0 for n in shape):
-        raise fail("bad_field", f"shape must be a list of non-negative integers, got {shape!r}")
-    if len(shape) > limits.max_ndim:
-        raise fail("bad_field", f"shape has {len(shape)} dimensions, limit {limits.max_ndim}")
-    if not is_msgpack and math.prod(shape) > limits.max_payload_bytes:
-        raise fail("oversize", f"shape {shape} is larger than {limits.max_payload_bytes} items")
+    if not isinstance(shape, list) or len(shape) > limits.max_ndim:
+        raise fail("bad_field", f"shape must be a list of at most {limits.max_ndim} "
+                   f"non-negative integers, got {_quote(shape)}")
+    if not all(_is_int(n) and n >= 0 for n in shape):
+        raise fail("bad_field", f"shape must be a list of non-negative integers, got "
+                   f"{_quote(shape)}")
+    # Each dimension is bounded, not only the product: a zero makes the product 0 whatever
+    # the others, and numpy refuses a shape whose non-zero dimensions overflow its index type.
+    if math.prod(max(n, 1) for n in shape) > limits.max_payload_bytes:
+        raise fail("oversize", f"shape {_quote(shape)} is larger than "
+                   f"{limits.max_payload_bytes} items")
     if kind in TIME_SERIES_KINDS and "fs" not in header:
         raise fail("missing_field", f"{kind} is a time series: header needs 'fs' (samples/s)")
     if "fs" in header:
@@ -354,9 +420,10 @@ def _check_header(header: dict[str, Any], limits: WireLimits) -> None:
         if (
             isinstance(fs, bool)
             or not isinstance(fs, (int, float))
-            or not (math.isfinite(fs) and fs > 0)
+            or not limits.min_fs_hz <= fs <= limits.max_fs_hz  # False for NaN
         ):
-            raise fail("bad_field", f"fs must be a positive finite number, got {fs!r}")
+            raise fail("bad_field", f"fs must be a number of samples/s from {limits.min_fs_hz:g} "
+                       f"to {limits.max_fs_hz:g}, got {_quote(fs)}")
 
 
 def _is_int(value: Any) -> bool:

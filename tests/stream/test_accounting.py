@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import msgpack
+
 from stream.accounting import (
+    COUNTER_MAX,
     OVERFLOW_STREAM,
     UNKNOWN_STREAM,
     StreamLedger,
@@ -108,3 +111,28 @@ def test_consumed_inputs_and_emitted_messages_balance() -> None:
     assert "consumed 3, emitted 3" in summary.format()
     publisher_lost = merge_ledgers([ingest.snapshot(), worker.snapshot()])["w1"]
     assert publisher_lost.unexplained == 2
+
+
+def test_seq_jumps_beyond_max_gap_are_resets_and_pack() -> None:
+    ledger = StreamLedger()
+    for seq in (0, 2**64 - 1, 0, 2**64 - 1):
+        ledger.received("a", seq)
+    summary = ledger.summary()["a"]
+    assert (summary.gaps, summary.resets) == (0, 3)  # jumps past max_gap are resets
+    msgpack.packb(ledger.snapshot())
+
+
+def test_merged_counters_saturate() -> None:
+    snap = {"a": {"received": COUNTER_MAX, "gaps": COUNTER_MAX, "errors": {"x": COUNTER_MAX}}}
+    s = merge_ledgers([snap, snap, snap])["a"]
+    assert s.received == s.gaps == COUNTER_MAX and s.errors == {"x": COUNTER_MAX}
+
+
+
+
+def test_max_gap_bounds_a_gap_and_odd_seqs_are_not_tracked() -> None:
+    ledger = StreamLedger(max_gap=10)
+    skipped = [ledger.received("a", seq) for seq in (0, 11, 23, 24, -5, 2**64, 25)]
+    assert skipped == [0, 10, 0, 0, 0, 0, 0]  # 11 -> 23 skips 11 > max_gap: a reset
+    s = ledger.summary()["a"]
+    assert (s.received, s.gaps, s.gap_events, s.resets, s.last_seq) == (7, 10, 1, 1, 25)

@@ -71,3 +71,22 @@ def test_metrics_server_serves_http() -> None:
     finally:
         server.close()
         server.close()  # safe twice
+
+
+def test_bookkeeping_never_raises_on_what_it_is_fed() -> None:
+    h = Histogram(LATENCY_BUCKETS_S)
+    for value in (float("nan"), float("inf"), -float("inf"), 0.001):
+        h.observe(value)
+    assert h.count == 1 and h.sum == pytest.approx(0.001)  # non-finite values are ignored
+    stats = StageStats("ingest")
+    stats.ledger.received("a", 0)
+    stats.ledger.received("a", 2**64 - 1)  # a restart, not 2**64 lost seqs
+    stats.frames_in["a"] = 2**70  # past what msgpack and Prometheus carry: saturates
+    snap = msgpack.unpackb(msgpack.packb(stats.snapshot()))
+    assert snap["frames_in"]["a"] == 2**63 - 1 and snap["ledger"]["a"]["gaps"] == 0
+    collector = MetricsCollector()
+    collector.update(snap)
+    collector.update({"stage": "broken", "frames_in": {"a": "many"}, "latency": {"a": [1]}})
+    text = generate_latest(MetricsServer(collector, port=0).registry).decode()
+    assert 'sigstream_frames_in_total{stage="ingest",stream="a"} 9.223372036854776e+18' in text
+    assert 'stage="broken"' not in text  # left out of the scrape, not failing it

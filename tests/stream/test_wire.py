@@ -15,6 +15,7 @@ from stream.errors import WireError
 from stream.wire import (
     DATA_KINDS,
     DTYPES,
+    MAX_REASON_CHARS,
     TIME_SERIES_KINDS,
     Message,
     WireLimits,
@@ -186,6 +187,11 @@ CORRUPTIONS: list[tuple[str, Any, str]] = [
     *[("shape", value, "bad_field") for value in ("5", 5, None, [-1], [1.5], [True], ["2"],
                                                   [1, 1, 1, 1, 1], {"0": 1}, [[2]])],
     ("shape", [2**40], "oversize"),
+    # A zero dimension makes the product 0: each dimension is bounded too (issue 10).
+    *[("shape", value, "oversize") for value in ([0, 2**63], [0, 2**40, 2**40], [2**64 - 1, 0],
+                                                  [0, 2**26, 2**26, 2**26])],
+    ("kind", "result." + "x" * 100, "bad_field"),
+    *[("fs", value, "bad_field") for value in (1e13, 1e-7, 5e-324, 2**64 - 1)],
     *[("fs", value, "bad_field") for value in (0, -1.0, float("nan"), float("inf"), "x", True,
                                                None, [1.0])],
 ]
@@ -314,3 +320,43 @@ def test_msgpack_payload_of_a_result_must_be_a_map() -> None:
             decode([frames[0], payload])
         assert info.value.code == "bad_msgpack" and info.value.seq == 1
 
+
+# -- hostile sizes: echoed text, msgpack bodies, header keys --------------------------------------
+
+
+def test_echoed_text_is_clipped() -> None:
+    header = {"v": 1, "kind": "spectrum", "stream": "s", "seq": 1, "t_ns": 0,
+              "dtype": "f" * 8000, "shape": [1]}
+    with pytest.raises(WireError) as info:
+        decode([msgpack.packb(header), b"\0" * 4])
+    assert info.value.code == "bad_dtype" and len(info.value.reason) < 300
+    assert "…" in info.value.reason
+    error = error_message("internal", "y" * 100_000, stream="s", seq=1)
+    assert len(error.payload["reason"]) == MAX_REASON_CHARS
+
+
+def test_msgpack_bodies_are_bounded() -> None:
+    # Unpacking inflates: 4 MiB of empty lists is ~300 MB of Python objects.
+    header = {"v": 1, "kind": "error", "stream": "s", "dtype": "msgpack", "shape": []}
+    n = 2 << 20
+    body = b"\x81\xa1a\xdd" + n.to_bytes(4, "big") + b"\x90" * n
+    with pytest.raises(WireError, match="oversize"):
+        decode([msgpack.packb(header), body])
+    assert decode([msgpack.packb(header), body], limits=WireLimits(max_msgpack_bytes=4 << 20))
+
+
+def test_header_keys_are_bounded() -> None:
+    base = {"v": 1, "kind": "spectrum", "stream": "s", "seq": 1, "t_ns": 0,
+            "dtype": "uint8", "shape": [1]}
+    for extra in ({f"k{i}": 0 for i in range(100)}, {"k" * 65: 0}):
+        with pytest.raises(WireError) as info:
+            decode([msgpack.packb({**base, **extra}), b"\0"])
+        assert info.value.code == "bad_field" and (info.value.stream, info.value.seq) == ("s", 1)
+
+
+def test_memoryview_frames_are_counted_in_bytes() -> None:
+    base = {"v": 1, "kind": "spectrum", "stream": "s", "seq": 1, "t_ns": 0,
+            "dtype": "float32", "shape": [2, 3]}
+    wide = np.arange(6, dtype="<f4").reshape(2, 3)
+    got = decode([msgpack.packb(base), memoryview(wide)])  # 6 items of 4 bytes
+    assert got.payload.tolist() == wide.tolist()

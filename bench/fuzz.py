@@ -1,0 +1,431 @@
+"""Live fuzz of a real service: mutated messages from a raw PUSH socket, every one accounted for.
+
+    python bench/fuzz.py --path spectral --messages 20000 --json runs/fuzz-spectral.json
+    python bench/fuzz.py --path ecg --messages 20000
+
+One :class:`~stream.service.Service` (real stage processes, real sockets on 127.0.0.1) per run.
+A subscriber takes every answer; a raw PUSH socket sends ``--messages`` messages, each a valid
+message of the path (real spectra; real ECG, chunk after chunk, on a few streams) put through
+one mutation (:data:`MUTATIONS`: bit flips, truncations, field swaps, extreme values, wrong
+kinds, oversize, NaN payloads, hostile extra keys, ...), the two killer messages of issue 10
+(:func:`killers`) among them. Then it waits (by count, never by a deadline: ``--timeout`` only
+ends a broken run) until the service's ledger has received every message and explained each
+one, stops the service (a drain), and prints JSON:
+
+- ``sent``, ``received`` (by ingest, summed over streams), ``answered`` (results and errors the
+  subscriber got), ``results``, ``errors_by_code``, ``unexplained`` (ledger, after the drain:
+  must be 0), ``mutations`` (how many of each were sent);
+- ``service_running`` (still serving after the last message), ``crashed_stages`` (stages that
+  died or were restarted during the run: must be empty), ``restarts``;
+- ``rss_mb``: per stage, VmRSS (``/proc/<pid>/status``) after start and at the end.
+
+A message bigger than the ingest's ZeroMQ ``MAXMSGSIZE`` is dropped by ZeroMQ with its
+connection before anything is allocated: that is not a service event, and none is sent here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Run as a script, Python puts bench/ first on sys.path: use the repository root instead.
+_BENCH = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH]
+sys.path.insert(0, str(_BENCH.parent))
+
+import msgpack  # noqa: E402
+import numpy as np  # noqa: E402
+import zmq  # noqa: E402
+
+from stream.wire import data_message, decode, encode  # noqa: E402
+
+__all__ = ["MUTATIONS", "LiveFuzzConfig", "killers", "live_fuzz", "main"]
+
+PROBE = "fuzz-probe"
+STREAMS = 8
+_MAX_PAYLOAD_BYTES = 1 << 20  # the service's wire limit here: oversize costs 1 MiB, not 64
+_EXTREMES: tuple[Any, ...] = (
+    0, -1, 2**63 - 1, 2**63, 2**64 - 1, -(2**63), 1.5, float("nan"), float("inf"), -0.0,
+    5e-324, 1e308, True, None, "", "x" * 8000, b"\xff" * 64, [], {}, [0, 2**63], [[1]],
+    {"a": [1, {"b": None}]},
+)
+_FIELDS = ("v", "kind", "stream", "seq", "t_ns", "dtype", "shape", "fs")
+
+
+def killers(kind: str, stream: str, payload: np.ndarray, *, fs: float | None) -> dict[
+        str, list[list[bytes]]]:
+    """The two messages that killed the service before issue 10, as frame lists: ``shape``
+    (``[0, 2**63]`` with an empty payload) and ``seq`` (four valid messages, seq 0, 2**64-1,
+    0, 2**64-1, on ``stream``)."""
+    header = {"v": 1, "kind": kind, "stream": stream, "seq": 0, "t_ns": time.time_ns(),
+              "dtype": "float32", "shape": [0, 2**63]}
+    if fs is not None:
+        header["fs"] = fs
+    seqs = [encode(data_message(kind, stream, seq, payload, fs=fs))
+            for seq in (0, 2**64 - 1, 0, 2**64 - 1)]
+    return {"shape": [[msgpack.packb(header), b""]], "seq": seqs}
+
+
+# ---------------------------------------------------------------------------------------------
+# Mutations: each takes a valid message's frames and the rng, and returns frames to send
+
+
+Frames = list[bytes]
+Mutation = Callable[[Frames, np.random.Generator], Frames]
+
+
+def _header(frames: Frames) -> dict[str, Any]:
+    return dict(msgpack.unpackb(frames[0], raw=False))
+
+
+def _with(frames: Frames, header: dict[str, Any], payload: bytes | None = None) -> Frames:
+    try:
+        raw = msgpack.packb(header, use_bin_type=True)
+    except (OverflowError, ValueError, TypeError):
+        raw = frames[0]  # not representable: send the original header
+    return [raw, frames[1] if payload is None else payload]
+
+
+def _flip(data: bytes, rng: np.random.Generator, bits: int) -> bytes:
+    if not data:
+        return data
+    out = bytearray(data)
+    for _ in range(bits):
+        i = int(rng.integers(len(out)))
+        out[i] ^= 1 << int(rng.integers(8))
+    return bytes(out)
+
+
+def _cut(data: bytes, rng: np.random.Generator) -> bytes:
+    return data[: int(rng.integers(len(data) + 1))]
+
+
+def _extreme(frames: Frames, rng: np.random.Generator) -> Frames:
+    h = _header(frames)
+    h[_FIELDS[int(rng.integers(len(_FIELDS)))]] = _EXTREMES[int(rng.integers(len(_EXTREMES)))]
+    return _with(frames, h)
+
+
+def _swap(frames: Frames, rng: np.random.Generator) -> Frames:
+    h = _header(frames)
+    a, b = rng.choice(len(_FIELDS), 2, replace=False)
+    ka, kb = _FIELDS[int(a)], _FIELDS[int(b)]
+    h[ka], h[kb] = h.get(kb), h.get(ka)
+    return _with(frames, h)
+
+
+def _delete(frames: Frames, rng: np.random.Generator) -> Frames:
+    h = _header(frames)
+    h.pop(_FIELDS[int(rng.integers(len(_FIELDS)))], None)
+    return _with(frames, h)
+
+
+def _wrong_kind(frames: Frames, rng: np.random.Generator) -> Frames:
+    h = _header(frames)
+    kinds = ["spectrum", "ecg", "audio", "codec", "error", "result.spectral", "video"]
+    h["kind"] = kinds[int(rng.integers(len(kinds)))]
+    if h["kind"] in ("error", "result.spectral"):
+        h.update(dtype="msgpack", shape=[])
+        return _with(frames, h, msgpack.packb({"code": "x", "reason": "y"}))
+    return _with(frames, h)
+
+
+def _oversize(frames: Frames, rng: np.random.Generator) -> Frames:
+    h = _header(frames)
+    n = _MAX_PAYLOAD_BYTES // 4 + 1 + int(rng.integers(16))
+    h.update(dtype="float32", shape=[n])
+    return _with(frames, h, bytes(4 * n))
+
+
+def _nonfinite(frames: Frames, rng: np.random.Generator) -> Frames:
+    h = _header(frames)
+    x = np.frombuffer(frames[1], dtype=np.dtype(h["dtype"]).newbyteorder("<")).astype("<f4")
+    x[rng.random(x.size) < 0.1] = rng.choice([np.nan, np.inf, -np.inf])
+    h["dtype"] = "float32"
+    return _with(frames, h, x.tobytes())
+
+
+def _long_text(frames: Frames, rng: np.random.Generator) -> Frames:
+    h = _header(frames)
+    h[["dtype", "kind", "stream", "claim"][int(rng.integers(4))]] = "é" * int(rng.integers(200,
+                                                                                           5000))
+    return _with(frames, h)
+
+
+def _many_keys(frames: Frames, rng: np.random.Generator) -> Frames:
+    h = _header(frames)
+    h.update({f"k{i}": i for i in range(int(rng.integers(60, 600)))})
+    return _with(frames, h)
+
+
+def _extras(frames: Frames, rng: np.random.Generator) -> Frames:
+    h = _header(frames)
+    key = ["claim", "explain", "embed", "gain", "epoch", "beat"][int(rng.integers(6))]
+    h[key] = _EXTREMES[int(rng.integers(len(_EXTREMES)))]
+    return _with(frames, h)
+
+
+def _shape_lie(frames: Frames, rng: np.random.Generator) -> Frames:
+    h = _header(frames)
+    n = int(np.prod(h["shape"]))
+    h["shape"] = [[0, 2**63], [0, 2**40, 2**40], [n, 1], [1, n], [n // 2 or 1, 2], [n + 1],
+                  [2**64 - 1]][int(rng.integers(7))]
+    return _with(frames, h)
+
+
+MUTATIONS: dict[str, Mutation] = {
+    "valid": lambda f, rng: f,
+    "bitflip_header": lambda f, rng: [_flip(f[0], rng, int(rng.integers(1, 5))), f[1]],
+    "bitflip_payload": lambda f, rng: [f[0], _flip(f[1], rng, int(rng.integers(1, 9)))],
+    "truncate_header": lambda f, rng: [_cut(f[0], rng), f[1]],
+    "truncate_payload": lambda f, rng: [f[0], _cut(f[1], rng)],
+    "pad_payload": lambda f, rng: [f[0], f[1] + bytes(int(rng.integers(1, 9)))],
+    "extreme_value": _extreme,
+    "field_swap": _swap,
+    "field_delete": _delete,
+    "wrong_kind": _wrong_kind,
+    "oversize": _oversize,
+    "nonfinite_payload": _nonfinite,
+    "long_text": _long_text,
+    "many_keys": _many_keys,
+    "hostile_extras": _extras,
+    "shape_lie": _shape_lie,
+    "frame_count": lambda f, rng: [f[0], f[1], b"x"] if rng.random() < 0.5 else [f[0]],
+    "random_bytes": lambda f, rng: [rng.bytes(int(rng.integers(0, 64))),
+                                    rng.bytes(int(rng.integers(0, 64)))],
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Valid messages of each path
+
+
+def _spectra(rng: np.random.Generator) -> Iterator[Frames]:
+    seqs = [0] * STREAMS
+    while True:
+        k = int(rng.integers(STREAMS))
+        n = int(rng.choice([512, 100, 1000, 2048]))
+        x = rng.random(n).astype(np.float32) + np.exp(-((np.arange(n) - n / 2) / 8.0) ** 2)
+        yield encode(data_message("spectrum", f"fuzz-{k}", seqs[k], x))
+        seqs[k] += 1
+
+
+def _ecg(rng: np.random.Generator) -> Iterator[Frames]:
+    from devices.ecg_sim import cohort_subject, simulate_record
+
+    fs, chunk = 250.0, 62
+    signals = [simulate_record(cohort_subject(k), 0, fs_hz=fs, duration_s=60.0).signal
+               for k in range(STREAMS)]
+    seqs, pos = [0] * STREAMS, [0] * STREAMS
+    t0 = time.time_ns()
+    while True:
+        k = int(rng.integers(STREAMS))
+        sig = signals[k]
+        i = pos[k] % (sig.size - chunk)
+        t_ns = t0 + round(seqs[k] * chunk * 1e9 / fs)
+        yield encode(data_message("ecg", f"fuzz-{k}", seqs[k], sig[i:i + chunk], t_ns=t_ns,
+                                  fs=fs))
+        seqs[k] += 1
+        pos[k] += chunk
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiveFuzzConfig:
+    """``path``: ``spectral`` or ``ecg``; ``messages``: how many to send (killers included);
+    ``weights``: engine weights (spectral: an untrained model's do); ``workdir``: for the ECG
+    template store and engine cache; ``timeout_s``: ends a broken run only."""
+
+    path: str
+    messages: int
+    seed: int = 0
+    weights: Path | None = None
+    workdir: Path | None = None
+    backend: str = "eager"
+    timeout_s: float = 900.0
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def _messages(cfg: LiveFuzzConfig, rng: np.random.Generator) -> Iterator[tuple[str, Frames]]:
+    kind = "spectrum" if cfg.path == "spectral" else "ecg"
+    fs = None if kind == "spectrum" else 250.0
+    payload = np.zeros(512 if kind == "spectrum" else 62, np.float32)
+    for name, msgs in killers(kind, "fuzz-killer", payload, fs=fs).items():
+        for frames in msgs:
+            yield f"killer_{name}", frames
+    valid = _spectra(rng) if kind == "spectrum" else _ecg(rng)
+    names = list(MUTATIONS)
+    weights = np.array([6.0 if n == "valid" else 1.0 for n in names])
+    for _ in range(cfg.messages - 5):
+        name = names[int(rng.choice(len(names), p=weights / weights.sum()))]
+        yield name, MUTATIONS[name](next(valid), rng)
+
+
+def live_fuzz(cfg: LiveFuzzConfig) -> dict[str, Any]:
+    """Run one live fuzz (see the module docstring); returns the report."""
+    from stream.service import Service, ServiceConfig
+
+    workdir = Path(cfg.workdir or tempfile.mkdtemp(prefix="sigstream-fuzz-"))
+    extra: dict[str, Any] = (
+        {"weights": cfg.weights} if cfg.path == "spectral"
+        else {"templates": workdir / "users.sqlite", "cache_dir": workdir / "cache",
+              "weights": None}
+    )
+    service = Service(ServiceConfig(
+        path=cfg.path, ingest="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*",
+        backend=cfg.backend, max_batch=8, queue_depth=256, stats_interval_s=0.1,
+        stop_timeout_s=60.0, max_payload_bytes=_MAX_PAYLOAD_BYTES, **extra,
+    ))
+    rng = np.random.default_rng(cfg.seed)
+    ctx: zmq.Context[Any] = zmq.Context()
+    push, sub = ctx.socket(zmq.PUSH), ctx.socket(zmq.SUB)
+    for sock in (push, sub):
+        sock.linger = 0
+    sub.rcvhwm = 0  # keep every answer
+    push.sndtimeo = 60_000  # a service that stops reading ends the run, not the test
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    t_start = time.monotonic()
+    service.start()
+    counts: Counter[str] = Counter()
+    codes: Counter[str] = Counter()
+    results = 0
+    sent = 0
+    probes = 0
+
+    def drain(timeout_ms: int = 0) -> None:
+        nonlocal results
+        while sub.poll(timeout_ms):
+            timeout_ms = 0
+            msg = decode(sub.recv_multipart(), topic=True)
+            if msg.stream == PROBE:
+                continue
+            if msg.kind == "error":
+                codes[str(msg.payload.get("code"))] += 1
+            else:
+                results += 1
+
+    try:
+        pids = dict(service.pids)
+        rss_before = {name: _rss_mb(pid) for name, pid in pids.items()}
+        sub.connect(service.bound_publish)
+        push.connect(service.bound_ingest)
+        deadline = time.monotonic() + cfg.timeout_s
+        while True:  # the subscription is live once a probe's answer comes back
+            push.send_multipart([msgpack.packb({"v": 1, "stream": PROBE}), b""])
+            probes += 1
+            if sub.poll(200):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the subscription never became live")
+        time.sleep(0.2)
+        drain()
+        for name, frames in _messages(cfg, rng):
+            try:
+                push.send_multipart(frames)
+            except zmq.Again:
+                break  # the service stopped reading: the report shows what was left
+            sent += 1
+            counts[name] += 1
+            if sent % 64 == 0:
+                drain()
+        # Wait by count: every message received by ingest and explained by the ledger.
+        summary: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            drain(100)
+            summary = {s: v for s, v in service.summary().items() if s != PROBE}
+            received = sum(v.received for v in summary.values())
+            unexplained = sum(v.unexplained for v in summary.values())
+            answered = results + sum(codes.values())
+            if received >= sent and unexplained == 0 and (
+                    cfg.path != "spectral" or answered >= sent):
+                break
+        running = service.running and service.failure is None
+        rss_after = {name: _rss_mb(pid) for name, pid in service.pids.items()}
+        crashed = sorted(name for name, pid in service.pids.items() if pids.get(name) != pid)
+        restarts = dict(getattr(service, "restarts", {}))
+    finally:
+        try:
+            service.stop()
+        finally:
+            push.close()
+            sub.close()
+            ctx.term()
+    summary = {s: v for s, v in service.summary().items() if s != PROBE}
+    return {
+        "path": cfg.path,
+        "sent": sent,
+        "received": sum(v.received for v in summary.values()),
+        "answered": results + sum(codes.values()),
+        "results": results,
+        "errors_by_code": dict(sorted(codes.items())),
+        "unexplained": sum(v.unexplained for v in summary.values()),
+        "service_running": running,
+        "crashed_stages": crashed,
+        "restarts": {k: v for k, v in restarts.items() if v},
+        "rss_mb": {name: {"before": rss_before.get(name), "after": rss_after.get(name)}
+                   for name in sorted(set(rss_before) | set(rss_after))},
+        "mutations": dict(sorted(counts.items())),
+        "seconds": round(time.monotonic() - t_start, 1),
+        "config": {k: str(v) for k, v in dataclasses.asdict(cfg).items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--path", choices=["spectral", "ecg"], default="spectral")
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", default="eager")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="spectral: weights file (default: an untrained model's)")
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--json", type=Path, default=None, help="also write the report here")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="sigstream-fuzz-") as tmp:
+        weights = args.weights
+        if args.path == "spectral" and weights is None:
+            import torch
+
+            from engines.roi.specs import ROI_SPECS
+
+            weights = Path(tmp) / "roi_untrained.pt"
+            torch.manual_seed(0)
+            torch.save(ROI_SPECS["resnet_unet"].build().state_dict(), weights)
+        report = live_fuzz(LiveFuzzConfig(
+            path=args.path, messages=args.messages, seed=args.seed, weights=weights,
+            workdir=Path(tmp), backend=args.backend, timeout_s=args.timeout,
+        ))
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    ok = (report["service_running"] and not report["crashed_stages"]
+          and report["unexplained"] == 0 and report["received"] == report["sent"])
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
