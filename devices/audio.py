@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from devices.frames import EndOfStream, Frame, FrameSource, Pacer, SourceFileError
+from devices.files import MAX_FILE_BYTES, check_file
+from devices.frames import DeviceError, EndOfStream, Frame, FrameSource, Pacer, SourceFileError
 
 __all__ = [
     "CODEC_FS",
@@ -45,22 +46,36 @@ def resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     return y.astype(np.float32)
 
 
-def read_audio(path: str | Path, *, fs: int = CODEC_FS, channel: int | None = None) -> np.ndarray:
+def read_audio(path: str | Path, *, fs: int = CODEC_FS, channel: int | None = None,
+               max_bytes: int = MAX_FILE_BYTES) -> np.ndarray:
     """Mono float32 samples of an audio file at ``fs`` Hz.
 
     A file at another rate is resampled (and logged); a file with several channels raises
     :class:`~devices.frames.SourceFileError` unless ``channel`` picks one. A missing file
-    raises ``FileNotFoundError``; an unreadable one (corrupt, not audio), an empty one, or one
-    with NaN/Inf raise :class:`~devices.frames.SourceFileError` naming the file.
+    raises ``FileNotFoundError``; a directory, an unreadable file (corrupt, not audio), an
+    empty one, or one with NaN/Inf raise :class:`~devices.frames.SourceFileError` naming the
+    file. Bounds: the file may hold at most ``max_bytes`` (default
+    :data:`~devices.files.MAX_FILE_BYTES`) and declare at most ``max_bytes / 2`` samples (all
+    channels; as many as 16-bit PCM of that size holds), checked before it is decoded.
     """
     import soundfile
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"no audio file {path}")
+    check_file(path, max_bytes=max_bytes, what="an audio file")
     try:
+        info = soundfile.info(str(path))
+        if info.frames * info.channels > max_bytes // 2:
+            raise SourceFileError(
+                f"{path}: declares {info.frames} frames of {info.channels} channel(s), over "
+                f"the {max_bytes // 2} samples a {max_bytes}-byte cap allows "
+                "(raise it with max_bytes=)"
+            )
         data, file_fs = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, ValueError) as exc:
+        if isinstance(exc, SourceFileError):
+            raise
         raise SourceFileError(f"{path}: not a readable audio file ({exc})") from exc
     if data.shape[0] == 0:
         raise SourceFileError(f"{path}: no samples")
@@ -82,10 +97,11 @@ def read_audio(path: str | Path, *, fs: int = CODEC_FS, channel: int | None = No
 
 
 def write_audio(path: str | Path, samples: np.ndarray, fs: int = CODEC_FS) -> None:
-    """Write mono float samples as 16-bit PCM WAV (clipped to [-1, 1])."""
-    import soundfile
-
-    soundfile.write(str(path), np.clip(samples, -1.0, 1.0), int(fs), subtype="PCM_16")
+    """Write mono float samples as 16-bit PCM WAV (clipped to [-1, 1]), atomically: to a
+    temporary name beside ``path``, renamed once complete. Raises
+    :class:`~devices.frames.DeviceError` when the folder is missing or not writable."""
+    with WavSink(path, fs) as sink:
+        sink.write(samples)
 
 
 class WavSource(FrameSource):
@@ -134,28 +150,71 @@ class WavSource(FrameSource):
 
 
 class WavSink:
-    """Collects played blocks and writes a 16-bit WAV on :meth:`close` (also on ``with`` exit)."""
+    """Writes played blocks to a 16-bit WAV as they come (memory stays one block), atomically:
+    to ``path`` + ``.part``, renamed to ``path`` by :meth:`close` (also on ``with`` exit),
+    removed instead when the ``with`` body raised. Samples are clipped to [-1, 1].
+
+    The file is created by the first :meth:`write` (or by ``close`` for an empty WAV); a
+    missing or unwritable folder raises :class:`~devices.frames.DeviceError` there.
+    """
 
     def __init__(self, path: str | Path, fs: int = CODEC_FS) -> None:
         self.path = Path(path)
         self.fs = int(fs)
-        self._blocks: list[np.ndarray] = []
         self.samples_written = 0
+        self._tmp = self.path.with_name(self.path.name + ".part")
+        self._file: object | None = None
         self._closed = False
 
+    def open(self) -> None:
+        """Create the file now (else the first :meth:`write` does): errors come early."""
+        self._open()
+
+    def _open(self) -> object:
+        import soundfile
+
+        if self._file is None:
+            if not self.path.parent.is_dir():
+                raise DeviceError(f"{self.path}: the folder {self.path.parent} does not exist")
+            if self.path.is_dir():
+                raise DeviceError(f"{self.path}: is a directory, not a file to write")
+            try:
+                self._file = soundfile.SoundFile(str(self._tmp), "w", samplerate=self.fs,
+                                                 channels=1, subtype="PCM_16", format="WAV")
+            except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
+                raise DeviceError(f"{self.path}: cannot write: {exc}") from exc
+        return self._file
+
     def write(self, block: np.ndarray) -> None:
-        self._blocks.append(np.asarray(block, dtype=np.float32).copy())
-        self.samples_written += int(block.size)
+        if self._closed:
+            raise DeviceError(f"{self.path}: the WAV sink is closed")
+        samples = np.clip(np.asarray(block, dtype=np.float32).ravel(), -1.0, 1.0)
+        self._open().write(samples)  # type: ignore[attr-defined]
+        self.samples_written += int(samples.size)
 
     def close(self) -> None:
+        """Finish the file and rename it into place; safe twice."""
+        if self._closed:
+            return
+        f = self._open()
+        self._closed = True
+        f.close()  # type: ignore[attr-defined]
+        self._tmp.replace(self.path)
+
+    def abort(self) -> None:
+        """Drop what was written (the ``.part`` file); ``path`` is left as it was."""
         if self._closed:
             return
         self._closed = True
-        samples = np.concatenate(self._blocks) if self._blocks else np.zeros(0, np.float32)
-        write_audio(self.path, samples, self.fs)
+        if self._file is not None:
+            self._file.close()  # type: ignore[attr-defined]
+            self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> WavSink:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

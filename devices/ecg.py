@@ -26,15 +26,14 @@ Pure numpy (``wfdb`` imported lazily for WFDB records); no torch, no :mod:`strea
 
 from __future__ import annotations
 
-import bz2
 import errno
-import gzip
 import hashlib
-import io
+import itertools
 import json
 import math
 import sys
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -42,6 +41,7 @@ from typing import Literal
 import numpy as np
 
 from devices.ecg_sim import EcgRecord, EcgSimulator, cohort_subject
+from devices.files import MAX_FILE_BYTES, check_file, excerpt, read_table, split_row, text_lines
 from devices.frames import DeviceError, EndOfStream, Frame, FrameSource, Pacer, SourceFileError
 
 __all__ = [
@@ -65,6 +65,7 @@ _UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3}
 # BITalino ECG sensor transfer function (datasheet): ECG(V) = (ADC / 2^n - 1/2) * VCC / G.
 _BITALINO_VCC_V = 3.3
 _BITALINO_ECG_GAIN = 1100.0
+_BLOCK = 1 << 20  # samples converted to the record's float32 at a time
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,6 +80,7 @@ def load_ecg(
     fmt: EcgFormat | None = None,
     offset: float = 0.0,
     scale: float = 1.0,
+    max_bytes: int = MAX_FILE_BYTES,
 ) -> EcgRecord:
     """Read one ECG lead from a file; ``r_peaks`` of the result is empty (unknown).
 
@@ -104,28 +106,36 @@ def load_ecg(
     file unit; the defaults keep values as read). CSV, NPY and NPZ need ``fs_hz`` (Hz).
     Returns float32 (n,) samples; NaN marks missing samples, +-inf is refused.
 
+    Bounds (:mod:`devices.files`): a file (each file of a WFDB record, the decompressed text
+    of a ``.gz``/``.bz2``, an NPZ member as its zip directory declares it) may hold at most
+    ``max_bytes`` (default :data:`~devices.files.MAX_FILE_BYTES`), a text line 64 Ki
+    characters; text is parsed a batch of lines at a time and ``.npy`` memory-mapped, so
+    reading costs the float32 result plus a bounded working set.
+
     Raises ``FileNotFoundError`` for a missing file, :class:`SourceFileError` for one that is
-    corrupt, empty, ragged or not numeric, ``ValueError`` for bad arguments, and
+    a directory, over the cap, corrupt, empty, ragged or not numeric (one line, quoting at
+    most a short excerpt of a bad value), ``ValueError`` for bad arguments, and
     ``ImportError`` (with the install command) when ``wfdb`` is needed and missing.
     """
     path = Path(path)
+    if path.is_dir():
+        raise SourceFileError(f"{path}: is a directory, not an ECG file")
     if fmt is None:
         fmt = _guess_format(path)
     if not (math.isfinite(offset) and math.isfinite(scale) and scale != 0):
         raise ValueError("offset must be finite and scale finite and nonzero")
     if fmt == "wfdb":
-        values, file_fs = _load_wfdb(path, column)
+        values, file_fs = _load_wfdb(path, column, max_bytes)
     else:
-        if not path.is_file():
-            raise FileNotFoundError(errno.ENOENT, "ECG file not found", str(path))
+        check_file(path, max_bytes=max_bytes, what="an ECG file")
         if fmt == "opensignals":
-            values, file_fs = _load_opensignals(path, column)
+            values, file_fs = _load_opensignals(path, column, max_bytes)
         elif fmt == "csv":
-            values, file_fs = _load_text(path, column), None
+            values, file_fs = _load_text(path, column, max_bytes), None
         elif fmt == "npy":
             values, file_fs = _load_npy(path, column), None
         elif fmt == "npz":
-            values, file_fs = _load_npz(path, column), None
+            values, file_fs = _load_npz(path, column, max_bytes), None
         else:
             raise ValueError(f"unknown format {fmt!r}")
     if file_fs is None:
@@ -138,9 +148,15 @@ def load_ecg(
         raise SourceFileError(f"{path}: invalid sample rate {file_fs!r}")
     if values.size == 0:
         raise SourceFileError(f"{path}: no samples")
-    if np.isinf(values).any():
-        raise SourceFileError(f"{path}: sample {int(np.flatnonzero(np.isinf(values))[0])} is inf")
-    signal = ((values.astype(np.float64) - offset) * scale).astype(np.float32)
+    # block by block: a memory-mapped .npy is never copied whole into float64
+    signal = np.empty(values.size, np.float32)
+    for start in range(0, values.size, _BLOCK):
+        block = np.asarray(values[start : start + _BLOCK], dtype=np.float64)
+        if np.isinf(block).any():
+            raise SourceFileError(
+                f"{path}: sample {start + int(np.flatnonzero(np.isinf(block))[0])} is inf"
+            )
+        signal[start : start + _BLOCK] = (block - offset) * scale
     return EcgRecord(signal=signal, fs_hz=float(file_fs), r_peaks=np.empty(0, np.int64))
 
 
@@ -165,24 +181,9 @@ def _guess_format(path: Path) -> EcgFormat:
     )
 
 
-def _read_text(path: Path) -> str:
-    """Text of a plain, .gz or .bz2 file (UTF-8)."""
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".gz":
-            raw = gzip.decompress(path.read_bytes())
-        elif suffix == ".bz2":
-            raw = bz2.decompress(path.read_bytes())
-        else:
-            raw = path.read_bytes()
-        return raw.decode("utf-8")
-    except (OSError, EOFError, ValueError) as exc:  # gzip/bz2 corruption, bad UTF-8
-        raise SourceFileError(f"{path}: cannot read as text: {exc}") from exc
-
-
 def _is_opensignals(path: Path) -> bool:
     with path.open("rb") as f:
-        return f.readline().startswith(b"# OpenSignals")
+        return f.readline(64).startswith(b"# OpenSignals")  # (bounded: any file may come)
 
 
 def _is_number(value: str) -> bool:
@@ -193,51 +194,22 @@ def _is_number(value: str) -> bool:
     return True
 
 
-def _split(line: str, delimiter: str | None) -> list[str]:
-    return [v.strip() for v in (line.split(delimiter) if delimiter else line.split())]
-
-
-def _load_text(path: Path, column: int | str | None) -> np.ndarray:
-    lines = [
-        (number, line.strip())
-        for number, line in enumerate(_read_text(path).splitlines(), start=1)
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
-    if not lines:
+def _load_text(path: Path, column: int | str | None, max_bytes: int) -> np.ndarray:
+    lines = text_lines(path, max_bytes=max_bytes)
+    first = next(lines, None)
+    if first is None:
         raise SourceFileError(f"{path}: no samples (empty file)")
-    first = lines[0][1]
-    delimiter = "," if "," in first else ("\t" if "\t" in first else None)
+    delimiter = "," if "," in first[1] else ("\t" if "\t" in first[1] else None)
     header: list[str] | None = None
-    if not all(_is_number(v) for v in _split(first, delimiter)):
-        header = _split(first, delimiter)
-        lines = lines[1:]
-        if not lines:
+    if not all(_is_number(v) for v in split_row(first[1], delimiter)):
+        header = split_row(first[1], delimiter)
+        first = next(lines, None)
+        if first is None:
             raise SourceFileError(f"{path}: a header and no samples")
-    width = len(_split(lines[0][1], delimiter))
+    width = len(split_row(first[1], delimiter))
     index = _column_index(path, column, header, width)
-    try:  # fast path; the loop below finds the line to blame when it fails
-        table = np.loadtxt(
-            io.StringIO("\n".join(line for _, line in lines)), delimiter=delimiter, ndmin=2
-        )
-    except ValueError:
-        pass
-    else:
-        if table.shape[1] == width:
-            return table[:, index]
-    values = np.empty(len(lines))
-    for k, (number, line) in enumerate(lines):
-        row = _split(line, delimiter)
-        if len(row) != width:
-            raise SourceFileError(
-                f"{path}: ragged rows: line {number} has {len(row)} values, not {width}"
-            )
-        try:
-            values[k] = float(row[index])
-        except ValueError:
-            raise SourceFileError(
-                f"{path}: line {number}: {row[index]!r} is not a number"
-            ) from None
-    return values
+    return read_table(path, itertools.chain([first], lines), delimiter=delimiter, width=width,
+                      column=index)
 
 
 def _column_index(
@@ -255,7 +227,9 @@ def _column_index(
         )
     if isinstance(column, str):
         if header is None or column not in header:
-            raise SourceFileError(f"{path}: no column named {column!r} (header: {header})")
+            raise SourceFileError(
+                f"{path}: no column named {column!r} (header: {_names(header)})"
+            )
         return header.index(column)
     if not -width <= column < width:
         raise SourceFileError(f"{path}: column {column} out of range ({width} columns)")
@@ -270,9 +244,15 @@ def _numeric(path: Path, array: object) -> np.ndarray:
     return array
 
 
+def _names(names: list[str] | None) -> str:
+    """A header's names for an error message, cut short (a file may name anything)."""
+    return "none" if names is None else excerpt(", ".join(names), 120)
+
+
 def _load_npy(path: Path, column: int | str | None) -> np.ndarray:
+    # memory-mapped: a sample is read when it is converted, never the whole file at once
     try:
-        array = np.load(path, allow_pickle=False)
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise SourceFileError(f"{path}: not a valid .npy file: {exc}") from exc
     array = _numeric(path, array)
@@ -289,20 +269,51 @@ def _load_npy(path: Path, column: int | str | None) -> np.ndarray:
     raise SourceFileError(f"{path}: expected a 1-D array (samples,), got shape {array.shape}")
 
 
-def _load_npz(path: Path, column: int | str | None) -> np.ndarray:
+def _load_npz(path: Path, column: int | str | None, max_bytes: int) -> np.ndarray:
+    """One array of an NPZ archive. The member's size is checked in the zip directory and
+    its .npy header against that size before anything is decompressed (a zip bomb is
+    refused, not inflated); zipfile never reads past the size the directory declares."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            names = list(archive.files)
+        with zipfile.ZipFile(path) as archive:
+            members = {n.removesuffix(".npy"): n for n in archive.namelist() if n.endswith(".npy")}
+            names = list(members)
             if column is None:
                 name = names[0] if len(names) == 1 else "ecg"
             elif isinstance(column, str):
                 name = column
             else:
-                raise SourceFileError(f"{path}: column must name an array of {names}")
-            if name not in names:
-                raise SourceFileError(f"{path}: no array {name!r} in {names}; pass column=")
-            array = archive[name]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+                raise SourceFileError(f"{path}: column must name an array of {_names(names)}")
+            if name not in members:
+                raise SourceFileError(
+                    f"{path}: no array {excerpt(name)} in {_names(names)}; pass column="
+                )
+            info = archive.getinfo(members[name])
+            if info.file_size > max_bytes:
+                raise SourceFileError(
+                    f"{path}: array {excerpt(name)} is {info.file_size} bytes uncompressed, "
+                    f"over the {max_bytes}-byte cap (raise it with max_bytes= or --max-file-mb)"
+                )
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                else:
+                    raise ValueError(f".npy format version {version} is not supported")
+            if dtype.kind not in "iuf":
+                raise SourceFileError(f"{path}: dtype {dtype} is not a real number type")
+            if math.prod(shape) * dtype.itemsize > info.file_size:
+                raise SourceFileError(
+                    f"{path}: array {excerpt(name)} declares shape {shape} of {dtype}, more "
+                    f"than its {info.file_size} bytes hold"
+                )
+            with archive.open(info) as member:
+                array = np.lib.format.read_array(member, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+            RuntimeError) as exc:
+        if isinstance(exc, SourceFileError):
+            raise
         raise SourceFileError(f"{path}: not a valid .npz file: {exc}") from exc
     array = _numeric(path, array)
     if array.ndim != 1:
@@ -310,11 +321,13 @@ def _load_npz(path: Path, column: int | str | None) -> np.ndarray:
     return array
 
 
-def _load_opensignals(path: Path, column: int | str | None) -> tuple[np.ndarray, float]:
-    text = _read_text(path)
-    lines = text.splitlines()
+def _load_opensignals(
+    path: Path, column: int | str | None, max_bytes: int
+) -> tuple[np.ndarray, float]:
+    lines = text_lines(path, max_bytes=max_bytes, skip_comments=False)
+    meta_line = next((line for number, line in lines if number == 2), "")
     try:
-        meta_all = json.loads(lines[1].lstrip("#").strip())
+        meta_all = json.loads(meta_line.lstrip("#").strip())
         meta = next(iter(meta_all.values()))
         labels: list[str] = list(meta["column"])
         fs = float(meta["sampling rate"])
@@ -333,27 +346,21 @@ def _load_opensignals(path: Path, column: int | str | None) -> tuple[np.ndarray,
             raise SourceFileError(f"{path}: column {column} out of range ({len(labels)})")
         column = labels[column]
     if column not in labels:
-        raise SourceFileError(f"{path}: no channel {column!r} (channels: {labels})")
-    index = labels.index(column)
-    body = [line for line in lines if line.strip() and not line.startswith("#")]
-    if not body:
-        raise SourceFileError(f"{path}: no samples")
-    try:
-        table = np.loadtxt(io.StringIO("\n".join(body)), ndmin=2)
-    except ValueError as exc:
-        raise SourceFileError(f"{path}: corrupt OpenSignals data: {exc}") from exc
-    if table.shape[1] != len(labels):
         raise SourceFileError(
-            f"{path}: {table.shape[1]} columns of data, the header names {len(labels)}"
+            f"{path}: no channel {excerpt(str(column))} (channels: {_names(labels)})"
         )
-    values = table[:, index]
+    index = labels.index(column)
+    body = ((number, line) for number, line in lines if line and not line.startswith("#"))
+    values = read_table(path, body, delimiter=None, width=len(labels), column=index)
     if column in analog and sensors[analog.index(column)] == "ECG":
         bits = resolution[index]
         values = (values / 2.0**bits - 0.5) * _BITALINO_VCC_V / _BITALINO_ECG_GAIN * 1e3
     return values, fs
 
 
-def _load_wfdb(path: Path, column: int | str | None) -> tuple[np.ndarray, float]:
+def _load_wfdb(
+    path: Path, column: int | str | None, max_bytes: int
+) -> tuple[np.ndarray, float]:
     try:
         import wfdb  # optional dependency, imported only for WFDB records
     except ImportError as exc:
@@ -363,33 +370,53 @@ def _load_wfdb(path: Path, column: int | str | None) -> tuple[np.ndarray, float]
         ) from exc
     record_name = path.with_suffix("") if path.suffix.lower() in _WFDB_SUFFIXES else path
     header = record_name.with_name(record_name.name + ".hea")
-    if not header.is_file():
-        raise FileNotFoundError(errno.ENOENT, "WFDB header not found", str(header))
+    check_file(header, max_bytes=max_bytes, what="a WFDB header")
     try:
-        record = wfdb.rdrecord(str(record_name))
-    except FileNotFoundError as exc:  # the header names a signal file that is not there
-        raise SourceFileError(f"{record_name}: WFDB signal file missing: {exc}") from exc
+        meta = wfdb.rdheader(str(record_name))
     except Exception as exc:  # wfdb raises many types for corrupt records
         raise SourceFileError(f"{record_name}: corrupt WFDB record: {exc}") from exc
-    names = list(record.sig_name or [])
-    signals = record.p_signal
-    if signals is None or signals.ndim != 2 or signals.shape[1] == 0:
+    names = list(meta.sig_name or [])
+    n_sig = int(meta.n_sig or 0)
+    if n_sig == 0:
         raise SourceFileError(f"{record_name}: WFDB record has no signals")
     if column is None:
         index = 0
     elif isinstance(column, str):
         if column not in names:
-            raise SourceFileError(f"{record_name}: no channel {column!r} (channels: {names})")
+            raise SourceFileError(
+                f"{record_name}: no channel {excerpt(column)} (channels: {_names(names)})"
+            )
         index = names.index(column)
-    elif 0 <= column < signals.shape[1]:
+    elif 0 <= column < n_sig:
         index = column
     else:
         raise SourceFileError(f"{record_name}: channel {column} out of range")
-    unit = (record.units[index] if record.units else "mV") or "mV"
+    # the header's sample count is checked against the cap before wfdb allocates for it
+    for name in sorted(set(meta.file_name or [])):
+        try:
+            check_file(record_name.parent / name, max_bytes=max_bytes,
+                       what="a WFDB signal file")
+        except FileNotFoundError as exc:
+            raise SourceFileError(f"{record_name}: WFDB signal file missing: {exc}") from exc
+    if int(meta.sig_len or 0) > max_bytes // 2:
+        raise SourceFileError(
+            f"{record_name}: the header declares {meta.sig_len} samples a channel, over the "
+            f"{max_bytes // 2} a {max_bytes}-byte cap allows (max_bytes= or --max-file-mb)"
+        )
+    try:
+        record = wfdb.rdrecord(str(record_name), channels=[index])
+    except FileNotFoundError as exc:  # the header names a signal file that is not there
+        raise SourceFileError(f"{record_name}: WFDB signal file missing: {exc}") from exc
+    except Exception as exc:  # wfdb raises many types for corrupt records
+        raise SourceFileError(f"{record_name}: corrupt WFDB record: {exc}") from exc
+    signals = record.p_signal
+    if signals is None or signals.ndim != 2 or signals.shape[1] != 1:
+        raise SourceFileError(f"{record_name}: WFDB record has no signals")
+    unit = (record.units[0] if record.units else "mV") or "mV"
     factor = _UNIT_TO_MV.get(unit.strip().lower())
     if factor is None:
-        raise SourceFileError(f"{record_name}: channel unit {unit!r} is not a voltage")
-    return signals[:, index] * factor, float(record.fs)
+        raise SourceFileError(f"{record_name}: channel unit {excerpt(unit)} is not a voltage")
+    return signals[:, 0] * factor, float(record.fs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -722,7 +749,7 @@ class EcgReplayConfig:
 
     ``chunk_ms``: milliseconds per frame. ``loop``: start again at the first sample after the
     last (the sample clock runs on). ``fs_hz``: needed for CSV/NPY/NPZ files; the replay runs at
-    the file's rate.
+    the file's rate. ``max_bytes``: the cap on the file's size (see :func:`load_ecg`).
     """
 
     path: Path
@@ -733,8 +760,11 @@ class EcgReplayConfig:
     scale: float = 1.0
     chunk_ms: float = 250.0
     loop: bool = False
+    max_bytes: int = MAX_FILE_BYTES
 
     def __post_init__(self) -> None:
+        if self.max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, got {self.max_bytes}")
         if self.fs_hz is not None and not (self.fs_hz > 0 and math.isfinite(self.fs_hz)):
             raise ValueError(f"fs_hz must be a positive finite number, got {self.fs_hz!r}")
         if not (self.chunk_ms > 0 and math.isfinite(self.chunk_ms)):
@@ -765,6 +795,7 @@ class EcgReplay(_ClockedEcgSource):
             fmt=cfg.fmt,
             offset=cfg.offset,
             scale=cfg.scale,
+            max_bytes=cfg.max_bytes,
         )
         self._signal = record.signal
         self.samples = len(record.signal)

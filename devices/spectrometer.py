@@ -23,12 +23,13 @@ Pure numpy (and scipy through the simulator); no torch, no :mod:`stream`.
 
 from __future__ import annotations
 
-import errno
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from devices.files import MAX_FILE_BYTES, check_file, read_table, split_row, text_lines
 from devices.frames import DeviceError, EndOfStream, Frame, FrameSource, Pacer, SourceFileError
 from devices.spectra_sim import SpectrumSimConfig, simulate
 
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 _NUMERIC_KINDS = "iuf"
+_CHECK_ROWS = 4096  # spectra of a memory-mapped file checked for NaN/inf at a time
 
 
 class SpectrometerAdapter(FrameSource):
@@ -159,7 +161,11 @@ class SpectrometerSimulator(SpectrometerAdapter):
 
 
 def load_spectra(
-    path: str | Path, *, skip_rows: int = 0, delimiter: str | None = None
+    path: str | Path,
+    *,
+    skip_rows: int = 0,
+    delimiter: str | None = None,
+    max_bytes: int = MAX_FILE_BYTES,
 ) -> np.ndarray:
     """Read a file of spectra, one per row: ``.npy`` (2-D numeric array, never pickled) or
     text (``.csv``, ``.tsv``, ``.txt``).
@@ -167,20 +173,24 @@ def load_spectra(
     Text: values separated by ``delimiter`` (default: ``,`` if the first row has one, else
     whitespace); blank lines and lines starting with ``#`` are ignored; the first
     ``skip_rows`` rows are skipped, and so is a first row that is not all numbers (a header).
-    Returns a float64 (text) or the file's numeric dtype (NPY) array of shape
-    (spectra, samples).
+    Returns a float64 (text) or the file's numeric dtype (NPY, memory-mapped read-only: rows
+    are read from the file as they are used) array of shape (spectra, samples).
 
-    Raises ``FileNotFoundError`` for a missing file and :class:`SourceFileError` for a file
-    that is corrupt, ragged, empty, not 2-D, not numeric or holds NaN/inf.
+    Bounds (:mod:`devices.files`): the file may hold at most ``max_bytes`` (default
+    :data:`~devices.files.MAX_FILE_BYTES`) and a text line 64 Ki characters; text is parsed a
+    batch of lines at a time.
+
+    Raises ``FileNotFoundError`` for a missing file and :class:`SourceFileError` for a
+    directory or a file that is over the cap, corrupt, ragged, empty, not 2-D, not numeric or
+    holds NaN/inf.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(errno.ENOENT, "spectrum file not found", str(path))
+    check_file(path, max_bytes=max_bytes, what="a spectrum file")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         spectra = _load_npy(path)
     elif suffix in (".csv", ".tsv", ".txt"):
-        spectra = _load_text(path, skip_rows=skip_rows, delimiter=delimiter)
+        spectra = _load_text(path, skip_rows=skip_rows, delimiter=delimiter, max_bytes=max_bytes)
     else:
         raise SourceFileError(f"{path}: unsupported file type {suffix!r} (use .npy or .csv)")
     if spectra.ndim != 2:
@@ -190,18 +200,19 @@ def load_spectra(
     if spectra.shape[0] == 0 or spectra.shape[1] == 0:
         raise SourceFileError(f"{path}: no spectra (shape {spectra.shape})")
     if spectra.dtype.kind == "f":
-        finite = np.isfinite(spectra).all(axis=1)
-        if not finite.all():
-            row = int(np.flatnonzero(~finite)[0])
-            raise SourceFileError(f"{path}: spectrum {row} holds NaN or inf values")
+        for start in range(0, spectra.shape[0], _CHECK_ROWS):
+            finite = np.isfinite(spectra[start : start + _CHECK_ROWS]).all(axis=1)
+            if not finite.all():
+                row = start + int(np.flatnonzero(~finite)[0])
+                raise SourceFileError(f"{path}: spectrum {row} holds NaN or inf values")
     return spectra
 
 
 def _load_npy(path: Path) -> np.ndarray:
     try:
-        spectra = np.load(path, allow_pickle=False)
+        spectra = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
-        if "allow_pickle" in str(exc):
+        if "allow_pickle" in str(exc) or "Python objects" in str(exc):
             raise SourceFileError(
                 f"{path}: holds Python objects (ragged rows?); a replay file must be a plain "
                 "numeric 2-D array"
@@ -216,45 +227,22 @@ def _load_npy(path: Path) -> np.ndarray:
     return spectra
 
 
-def _load_text(path: Path, *, skip_rows: int, delimiter: str | None) -> np.ndarray:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise SourceFileError(f"{path}: not a UTF-8 text file ({exc.reason})") from exc
-    lines = [
-        (number, line.strip())
-        for number, line in enumerate(text.splitlines(), start=1)
-        if line.strip() and not line.lstrip().startswith("#")
-    ][skip_rows:]
-    if not lines:
+def _load_text(
+    path: Path, *, skip_rows: int, delimiter: str | None, max_bytes: int
+) -> np.ndarray:
+    lines = itertools.islice(text_lines(path, max_bytes=max_bytes), skip_rows, None)
+    first = next(lines, None)
+    if first is None:
         raise SourceFileError(f"{path}: no spectra (empty file)")
     if delimiter is None:
-        delimiter = "," if "," in lines[0][1] else ""
-    rows = [
-        [v.strip() for v in (line.split(delimiter) if delimiter else line.split())]
-        for _, line in lines
-    ]
-    if not _all_numbers(rows[0]):
-        lines, rows = lines[1:], rows[1:]  # a header row (column names)
-        if not rows:
+        delimiter = "," if "," in first[1] else ""
+    sep = delimiter or None
+    if not _all_numbers(split_row(first[1], sep)):
+        first = next(lines, None)  # a header row (column names)
+        if first is None:
             raise SourceFileError(f"{path}: a header and no spectra")
-    width = len(rows[0])
-    for (number, _), row in zip(lines, rows, strict=True):
-        if len(row) != width:
-            raise SourceFileError(
-                f"{path}: ragged rows: line {number} has {len(row)} values, line {lines[0][0]} "
-                f"has {width}; every spectrum must have the same length"
-            )
-    try:
-        return np.array(rows, dtype=np.float64)
-    except ValueError:
-        for (number, _), row in zip(lines, rows, strict=True):
-            if not _all_numbers(row):
-                bad = next(v for v in row if not _is_number(v))
-                raise SourceFileError(
-                    f"{path}: line {number}: {bad!r} is not a number"
-                ) from None
-        raise
+    width = len(split_row(first[1], sep))
+    return read_table(path, itertools.chain([first], lines), delimiter=sep, width=width)
 
 
 def _is_number(value: str) -> bool:
@@ -276,6 +264,7 @@ class SpectrumReplayConfig:
     ``rate_hz``: spectra per second. ``count``: stop after this many (``None``: at the end of
     the file, or never with ``loop``). ``loop``: start again at the first row after the last.
     ``skip_rows``/``delimiter``: text files only. ``dtype``: numpy dtype of ``Frame.data``.
+    ``max_bytes``: the cap on the file's size (see :func:`load_spectra`).
     """
 
     path: Path
@@ -285,8 +274,11 @@ class SpectrumReplayConfig:
     skip_rows: int = 0
     delimiter: str | None = None
     dtype: str = "float32"
+    max_bytes: int = MAX_FILE_BYTES
 
     def __post_init__(self) -> None:
+        if self.max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, got {self.max_bytes}")
         if not (self.rate_hz > 0 and np.isfinite(self.rate_hz)):
             raise ValueError(f"rate_hz must be a positive finite number, got {self.rate_hz!r}")
         if self.count is not None and self.count < 0:
@@ -300,9 +292,11 @@ class SpectrumReplayConfig:
 class SpectrumReplay(SpectrometerAdapter):
     """Replays a recorded run, one spectrum per row, paced at ``config.rate_hz``.
 
-    The file is read by ``open()`` (``FileNotFoundError`` / :class:`SourceFileError` there).
-    Capture times are replay times: a file carries no clock. ``Frame.data``: (samples,) of
-    ``config.dtype``. :attr:`rows` is the number of spectra in the file once open.
+    The file is checked by ``open()`` (``FileNotFoundError`` / :class:`SourceFileError`
+    there); a text file is parsed there, a ``.npy`` file stays memory-mapped and each row is
+    read when it is sent. Capture times are replay times: a file carries no clock.
+    ``Frame.data``: (samples,) of ``config.dtype``. :attr:`rows` is the number of spectra in
+    the file once open.
     """
 
     def __init__(self, config: SpectrumReplayConfig) -> None:
@@ -314,9 +308,12 @@ class SpectrumReplay(SpectrometerAdapter):
 
     def _open(self) -> None:
         spectra = load_spectra(
-            self.config.path, skip_rows=self.config.skip_rows, delimiter=self.config.delimiter
+            self.config.path, skip_rows=self.config.skip_rows, delimiter=self.config.delimiter,
+            max_bytes=self.config.max_bytes,
         )
-        self._spectra = np.ascontiguousarray(spectra, dtype=self.config.dtype)
+        if not isinstance(spectra, np.memmap):  # parsed text: hold it in the frames' dtype
+            spectra = np.ascontiguousarray(spectra, dtype=self.config.dtype)
+        self._spectra = spectra
         self.rows, self.length = self._spectra.shape
         self._pacer.start()
 
@@ -342,4 +339,5 @@ class SpectrumReplay(SpectrometerAdapter):
         k = self.frames_read
         if not self._pacer.wait(k, timeout_s):
             return None
-        return Frame(t_ns=self._pacer.capture_ns(k), data=self._spectra[k % self.rows])
+        row = np.ascontiguousarray(self._spectra[k % self.rows], dtype=self.config.dtype)
+        return Frame(t_ns=self._pacer.capture_ns(k), data=row)

@@ -19,7 +19,7 @@ offline CLI and the live link share this one implementation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,6 +40,7 @@ __all__ = [
     "StreamDecoder",
     "StreamEncoder",
     "decode_signal",
+    "decode_stream",
     "encode_signal",
     "codec_tables",
     "frame_count",
@@ -77,10 +78,25 @@ def encode_signal(signal: np.ndarray, cfg: CodecConfig, encode: Transform, coder
 def decode_signal(packets: Iterable[bytes | None], samples: int, cfg: CodecConfig,
                   decode: Transform, coder: LatentCoder) -> np.ndarray:
     """Packets back to ``samples`` samples aligned with the input (``None``: a lost frame)."""
+    out = list(decode_stream(packets, samples, cfg, decode, coder))
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def decode_stream(packets: Iterable[bytes | None], samples: int, cfg: CodecConfig,
+                  decode: Transform, coder: LatentCoder) -> Iterator[np.ndarray]:
+    """:func:`decode_signal` a frame at a time: float32 blocks (at most ``hop`` samples, the
+    last one the final tail) that together are the first ``samples`` samples. Memory stays
+    one frame, and no more than ``samples`` samples come out, whatever ``packets`` holds."""
     decoder = StreamDecoder(cfg, decode, coder)
-    out = [decoder.decode(p) for p in packets]
-    out.append(decoder.flush())
-    return np.concatenate(out)[:samples]
+    left = samples
+    for packet in packets:
+        if left <= 0:
+            return
+        block = decoder.decode(packet)[:left]
+        left -= block.size
+        yield block
+    if left > 0:
+        yield decoder.flush()[:left]
 
 
 class StreamEncoder:

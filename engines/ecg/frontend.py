@@ -102,6 +102,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 from scipy.signal import butter, iirnotch, lfilter, sosfilt, sosfilt_zi, tf2sos
@@ -137,10 +138,6 @@ _FS_RANGE_HZ = (100.0, 2048.0)
 _CURVATURE_FS_HZ = 128.0  # the "noisy" curvature is taken at about this sample rate
 _QRS_HALF_S = 0.06  # half-width of the window a QRS amplitude is measured in
 
-# rows of the ring buffer: input (non-finite held), morphology band, derivative, integrated,
-# running count of non-finite input samples
-_X, _Y, _D, _M, _NAN = range(5)
-_N_ROWS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,6 +385,48 @@ def _median(a: np.ndarray) -> float:
     return float(np.partition(a, k)[k])
 
 
+@dataclass(frozen=True, eq=False)
+class _Design:
+    """What a front end derives from ``(fs, config)`` alone: filters and their unit steady
+    states, the morphology filter's R delay, the smallest peak looked at, and every length in
+    samples. Designed once per rate (:func:`_design`) and shared by every stream at that rate;
+    nothing writes to its arrays (scipy's fast kernels need them writable, so they are not
+    flagged read-only)."""
+
+    sos_m: np.ndarray
+    sos_q: np.ndarray
+    zi_m_unit: np.ndarray  # (1, sections, 2)
+    zi_q_unit: np.ndarray
+    b_mwi: np.ndarray
+    delay_m: float
+    min_peak: float
+    keep: int  # samples the ring holds once full: history_s of the stream
+    max_piece: int
+    beat_offsets: np.ndarray
+
+
+@lru_cache(maxsize=16)  # a few rates in practice; a stranger's odd rates only evict
+def _design(fs: float, cfg: FrontendConfig) -> _Design:
+    sos_m = _morph_sos(fs, cfg)
+    sos_q = _qrs_sos(fs, cfg)
+    n_mwi = max(1, round(cfg.mwi_s * fs))
+    b_mwi = np.full(n_mwi, 1.0 / n_mwi)
+    keep = math.ceil(cfg.history_s * fs)
+    return _Design(
+        sos_m=sos_m,
+        sos_q=sos_q,
+        zi_m_unit=sosfilt_zi(sos_m)[None],
+        zi_q_unit=sosfilt_zi(sos_q)[None],
+        b_mwi=b_mwi,
+        delay_m=_peak_delay(sos_m, fs),
+        # integrated-signal peaks below that of a min_qrs_mV QRS are not even noise peaks
+        min_peak=_mwi_peak(sos_q, b_mwi, fs) * cfg.min_qrs_mV**2,
+        keep=keep,
+        max_piece=keep // 4,
+        beat_offsets=(np.arange(BEAT_SAMPLES) / BEAT_FS_HZ - BEAT_PRE_S) * fs,
+    )
+
+
 class BeatFrontend:
     """Stateful per-stream front end: ``push`` samples in, beats and quality blocks out.
 
@@ -395,6 +434,12 @@ class BeatFrontend:
     is 128..1000 Hz). :attr:`samples_seen` counts the samples pushed. Not thread-safe: one
     thread (the stream's shard) calls it. After :meth:`flush` the stream is over and
     :meth:`push` raises ``RuntimeError``.
+
+    Memory: the filters are designed once per rate and shared; a stream owns its filter
+    states and a ring of ``history_s`` of three signals (input, morphology band, integrated),
+    allocated as samples arrive: :attr:`state_bytes` is at most ``history_s * fs * 20`` bytes
+    (input samples that float32 holds exactly are kept as float32; a fourth byte per sample
+    once a non-finite sample came), e.g. 60 KB at 250 Hz, plus a few KB of Python objects.
     """
 
     def __init__(self, fs_hz: float, config: FrontendConfig | None = None) -> None:
@@ -405,28 +450,34 @@ class BeatFrontend:
         self.samples_seen = 0
         self._flushed = False
 
-        self._sos_m = _morph_sos(fs, cfg)
-        self._sos_q = _qrs_sos(fs, cfg)
-        self._zi_m_unit = sosfilt_zi(self._sos_m)[None]
-        self._zi_q_unit = sosfilt_zi(self._sos_q)[None]
-        self._zi_m = np.zeros_like(self._zi_m_unit)
-        self._zi_q = np.zeros_like(self._zi_q_unit)
-        n_mwi = max(1, round(cfg.mwi_s * fs))
-        self._b_mwi = np.full(n_mwi, 1.0 / n_mwi)
+        design = _design(fs, cfg)
+        self._sos_m = design.sos_m
+        self._sos_q = design.sos_q
+        self._zi_m_unit = design.zi_m_unit
+        self._zi_q_unit = design.zi_q_unit
+        self._zi_m = design.zi_m_unit  # replaced (scaled copies) by the first push
+        self._zi_q = design.zi_q_unit
+        self._b_mwi = design.b_mwi
+        self._n_mwi = n_mwi = design.b_mwi.size
         self._zi_mwi = np.zeros(n_mwi - 1)
-        self._n_mwi = n_mwi
-        self._delay_m = _peak_delay(self._sos_m, fs)
-        # integrated-signal peaks below that of a min_qrs_mV QRS are not even noise peaks
-        self._min_peak = _mwi_peak(self._sos_q, self._b_mwi, fs) * cfg.min_qrs_mV**2
+        self._d_tail = np.zeros(n_mwi)  # |derivative| of the last n_mwi samples (slopes)
+        self._delay_m = design.delay_m
+        self._min_peak = design.min_peak
         self._last_valid = 0.0
-        self._nan_total = 0.0  # non-finite samples so far (the ring keeps this running count)
 
-        # ring buffer: each sample is written at i % cap and at i % cap + cap, so any window
-        # of up to cap samples is one contiguous slice, at a position set by i alone
-        cap = 1 << math.ceil(math.log2(cfg.history_s * fs))
-        self._cap = cap
-        self._ring = np.zeros((_N_ROWS, 2 * cap))
-        self._max_piece = cap // 4
+        # ring buffers, sample i at i % cap: one piece never wraps, a window that does is
+        # copied out. They grow (doubling) until they hold ``keep`` samples, so a short-lived
+        # stream costs what it sent; ``keep`` bounds every look back (clamps below).
+        self._keep = design.keep
+        self._max_piece = design.max_piece
+        self._cap = 0
+        # input with non-finite samples held (float32 until a sample needs float64: the
+        # quality tests compare exact values), morphology band, integrated signal, and
+        # (from the first non-finite input sample on) which samples were non-finite
+        self._x: np.ndarray = np.zeros(0, np.float32)
+        self._y: np.ndarray = np.zeros(0)
+        self._m: np.ndarray = np.zeros(0)
+        self._nonfinite: np.ndarray | None = None
 
         # detector, in samples
         self._w = max(1, round(cfg.peak_window_s * fs))
@@ -438,9 +489,11 @@ class BeatFrontend:
         self._r_hi = round(cfg.r_window_s[1] * fs)
         self._qrs_half = max(1, round(_QRS_HALF_S * fs))
         self._scan_next = 1  # first integrated-signal index not yet examined for a local max
-        self._lmax: deque[tuple[int, float]] = deque()  # recent local maxima (index, value)
+        # recent local maxima and confirmed candidates waiting for classification:
+        # (index, integrated-signal value, steepest slope in the mwi window before it)
+        self._lmax: deque[tuple[int, float, float]] = deque()
         self._lmax_next = 0  # position in _lmax of the first one not yet confirmed
-        self._cands: deque[int] = deque()  # confirmed candidates waiting for classification
+        self._cands: deque[tuple[int, float, float]] = deque()
         self._learned = False
         self._learn_start = 0
         self._spki = 0.0
@@ -470,7 +523,7 @@ class BeatFrontend:
         self._clip_n = max(cfg.clip_min_samples, round(cfg.clip_min_s * fs))
         self._curv_step = max(1, round(fs / _CURVATURE_FS_HZ))
         self._curv_scale = (fs / self._curv_step) ** 2
-        self._beat_offsets = (np.arange(BEAT_SAMPLES) / BEAT_FS_HZ - BEAT_PRE_S) * fs
+        self._beat_offsets = design.beat_offsets
 
     # -- public ------------------------------------------------------------------------------
 
@@ -488,9 +541,12 @@ class BeatFrontend:
             return out
         start = 0
         while start < data.size:
+            want = min(data.size - start, self._max_piece)
+            if self._cap < self._keep:
+                self._reserve(self.samples_seen + want)
             # pieces end at the ring buffer's end, so none wraps around it
             room = self._cap - self.samples_seen % self._cap
-            take = min(data.size - start, room, self._max_piece)
+            take = min(want, room)
             self._push_piece(data[start : start + take], out)
             start += take
         return out
@@ -523,52 +579,92 @@ class BeatFrontend:
         """Process samples that fit in the ring buffer without wrapping around its end."""
         n = x.size
         n0 = self.samples_seen
-        cap = self._cap
-        p = n0 % cap
-        # the new samples go straight into the ring (each row a contiguous slice there), the
-        # filters run in place, then the block is mirrored at p + cap
-        ring = self._ring[:, p : p + n]
+        p = n0 % self._cap
         if math.isfinite(np.add.reduce(x)):  # (a cheap "all finite"; an overflow takes the
-            ring[_X] = x  # careful path below, which handles finite samples exactly too)
-            ring[_NAN] = self._nan_total
+            xs = x  # careful path below, which handles finite samples exactly too)
+            if self._nonfinite is not None:
+                self._nonfinite[p : p + n] = False
         else:
             # hold the last finite value through NaN/Inf so the filters never see them
             finite = np.isfinite(x)
             idx = np.where(finite, np.arange(n), -1)
             np.maximum.accumulate(idx, out=idx)
-            ring[_X] = np.where(idx >= 0, x[np.maximum(idx, 0)], self._last_valid)
-            ring[_NAN] = np.cumsum(~finite) + self._nan_total
-            self._nan_total = float(ring[_NAN, -1])
-        xs = ring[_X]
+            xs = np.where(idx >= 0, x[np.maximum(idx, 0)], self._last_valid)
+            if self._nonfinite is None:
+                self._nonfinite = np.zeros(self._cap, bool)
+            self._nonfinite[p : p + n] = ~finite
+        if self._x.dtype == np.float32:
+            with np.errstate(over="ignore"):
+                exact = np.array_equal(xs.astype(np.float32), xs)
+            if not exact:
+                self._x = self._x.astype(np.float64)  # keep the input exactly
+        self._x[p : p + n] = xs
         if n0 == 0:
             self._zi_m = self._zi_m_unit * xs[0]
             self._zi_q = self._zi_q_unit * xs[0]
         self._last_valid = float(xs[-1])
-        ring[_Y] = xs
-        _run_sos(self._sos_m, ring[_Y : _Y + 1], self._zi_m)
-        ring[_D] = xs
-        _run_sos(self._sos_q, ring[_D : _D + 1], self._zi_q)
-        d = ring[_D]
-        ring[_M], self._zi_mwi = _run_fir(self._b_mwi, d * d, self._zi_mwi)
-        self._ring[:, p + cap : p + cap + n] = ring
+        y = self._y[p : p + n]
+        y[:] = xs
+        _run_sos(self._sos_m, y[None], self._zi_m)
+        d = xs.copy()[None]
+        _run_sos(self._sos_q, d, self._zi_q)
+        d = d[0]
+        self._m[p : p + n], self._zi_mwi = _run_fir(self._b_mwi, d * d, self._zi_mwi)
         self.samples_seen = n0 + n
-        self._find_candidates(self.samples_seen - self._w)
+        self._find_candidates(self.samples_seen - self._w, d)
         self._classify(horizon=self.samples_seen - self._w, final=False)
         self._emit_beats(out)
         self._assess_blocks(out)
 
-    def _view(self, row: int, start: int, stop: int) -> np.ndarray:
-        """Samples ``[start, stop)`` of ring row ``row`` (absolute indices), a view."""
+    def _reserve(self, need: int) -> None:
+        """Grow the (not yet wrapped) ring buffers to hold ``need`` samples, at most ``keep``:
+        doubling, so the copies cost O(1) per sample."""
+        if need <= self._cap:
+            return
+        cap = min(self._keep, max(2 * self._cap, need, 256))
+        n = self.samples_seen  # <= self._cap: nothing has wrapped yet
+        arrays: list[np.ndarray] = [self._x, self._y, self._m]
+        if self._nonfinite is not None:
+            arrays.append(self._nonfinite)
+        grown = []
+        for old in arrays:
+            new = np.zeros(cap, old.dtype)
+            new[:n] = old[:n]
+            grown.append(new)
+        self._x, self._y, self._m = grown[:3]
+        if self._nonfinite is not None:
+            self._nonfinite = grown[3]
+        self._cap = cap
+
+    def _oldest(self) -> int:
+        """The oldest sample index every ring still holds (the clamp of every look back)."""
+        return max(0, self.samples_seen - self._keep + 1)
+
+    def _view(self, ring: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """Samples ``[start, stop)`` (absolute indices) of a ring buffer: a view, or a copy
+        where the window wraps around the ring's end."""
         if stop - start > self._cap or start < self.samples_seen - self._cap:
             raise RuntimeError("internal: window outside the ring buffer")  # pragma: no cover
         p = start % self._cap
-        return self._ring[row, p : p + stop - start]
+        q = p + stop - start
+        if q <= self._cap:
+            return ring[p:q]
+        return np.concatenate((ring[p:], ring[: q - self._cap]))
+
+    @property
+    def state_bytes(self) -> int:
+        """Bytes of numpy buffers this stream owns (ring buffers and filter states); the
+        shared filter designs are not counted."""
+        arrays: list[np.ndarray | None] = [self._x, self._y, self._m, self._zi_m, self._zi_q,
+                                           self._zi_mwi, self._d_tail, self._nonfinite]
+        return sum(a.nbytes for a in arrays if a is not None)
 
     # -- detection -----------------------------------------------------------------------------
 
-    def _find_candidates(self, limit: int) -> None:
+    def _find_candidates(self, limit: int, d: np.ndarray | None = None) -> None:
         """Confirm the candidates with index < ``limit``: their following ``peak_window_s``
-        has arrived (``limit <= samples_seen - w``) or the stream ended (flush).
+        has arrived (``limit <= samples_seen - w``) or the stream ended (flush). ``d``: the
+        derivative of the samples just pushed (``None`` at flush, when none were).
 
         The integrated signal rises and falls between its local maxima, so its maximum over
         any window is at the window's ends or at a local maximum inside: the dominance test
@@ -579,18 +675,29 @@ class BeatFrontend:
         # both neighbours; those below min_peak can neither be candidates nor beat one
         lo = self._scan_next
         if n - 1 > lo:
-            ext = self._view(_M, lo - 1, n)
+            assert d is not None
+            ext = self._view(self._m, lo - 1, n)
             mid = ext[1:-1]
             peaks = np.flatnonzero((mid > ext[:-2]) & (mid >= ext[2:]) & (mid >= self._min_peak))
+            # each maximum's steepest slope (max |d| over the mwi window ending at it), taken
+            # now so that no derivative history is kept; the tail holds the n_mwi samples
+            # before this piece (zeros before the stream, which cannot raise a max of |d|)
+            d_ext = np.abs(np.concatenate((self._d_tail, d)))
+            self._d_tail = d_ext[-self._n_mwi :].copy()
             if peaks.size:
-                self._lmax.extend(zip((peaks + lo).tolist(), mid[peaks].tolist(), strict=True))
+                ends = (peaks + lo + 1 - (n - d_ext.size)).tolist()  # positions in d_ext
+                slopes = [float(d_ext[j - self._n_mwi : j].max()) for j in ends]
+                self._lmax.extend(zip((peaks + lo).tolist(), mid[peaks].tolist(), slopes,
+                                      strict=True))
             self._scan_next = n - 1
+        elif d is not None:
+            self._d_tail = np.abs(np.concatenate((self._d_tail, d)))[-self._n_mwi :].copy()
         lmax = self._lmax
-        ring = self._ring[_M]
+        ring = self._m
         cap = self._cap
         k = self._lmax_next  # lmax[k] is the first local maximum not yet confirmed
         while k < len(lmax) and lmax[k][0] < limit:
-            i, v = lmax[k]
+            i, v, _ = lmax[k]
             left = ring[max(i - w, 0) % cap]
             j = k - 1
             while j >= 0 and lmax[j][0] > i - w and left < v:
@@ -603,7 +710,7 @@ class BeatFrontend:
                     right = max(right, lmax[j][1])
                     j += 1
                 if right <= v:
-                    self._cands.append(i)
+                    self._cands.append(lmax[k])
             k += 1
         # keep the maxima that can still dominate a later one
         while k > 0 and lmax[0][0] < limit - w:
@@ -620,14 +727,10 @@ class BeatFrontend:
         return self.config.searchback_rr * rr
 
     def _learn(self, start: int, stop: int) -> None:
-        m = self._view(_M, max(start, self.samples_seen - self._cap + 1), stop)
+        m = self._view(self._m, max(start, self._oldest()), stop)
         self._spki = float(m.max()) / 3.0
         self._npki = float(m.mean()) / 2.0
         self._learned = True
-
-    def _slope(self, i: int) -> float:
-        d = self._view(_D, max(i - self._n_mwi + 1, 0), i + 1)
-        return float(np.abs(d).max())
 
     def _classify(self, *, horizon: int, final: bool) -> None:
         """Classify the confirmed candidates in time order; ``horizon``: every candidate with
@@ -637,7 +740,7 @@ class BeatFrontend:
             learn_end = self._learn_start + self._learn_n
             if horizon < learn_end and not final:
                 return
-            if not self._cands or self._cands[0] >= learn_end:
+            if not self._cands or self._cands[0][0] >= learn_end:
                 if final and not self._cands:
                     return
                 # nothing QRS-like yet (a lead still off, a flat line): levels learnt here
@@ -649,7 +752,7 @@ class BeatFrontend:
             self._relearn_ref = learn_end
         cands = self._cands
         while True:
-            nxt = cands[0] if cands else None
+            nxt = cands[0][0] if cands else None
             # the time-ordered events: search-back, relearning, then the next candidate
             if self._last_qrs is not None and not self._sb_done:
                 # (before the relearning is due, which bounds how far back the ring must reach)
@@ -665,17 +768,15 @@ class BeatFrontend:
                 continue
             if nxt is None:
                 return
-            cands.popleft()
+            cand = cands.popleft()
             self._clock = max(self._clock, nxt + w + 1)
-            self._candidate(nxt)
+            self._candidate(*cand)
 
-    def _candidate(self, i: int) -> None:
-        v = float(self._view(_M, i, i + 1)[0])
+    def _candidate(self, i: int, v: float, slope: float) -> None:
         last = self._last_qrs
         if last is not None and i - last < self._refr_n:
             return
         thr1, _ = self._thresholds()
-        slope = self._slope(i)
         if v > thr1:
             if (
                 last is not None
@@ -724,7 +825,7 @@ class BeatFrontend:
         start = t - self._learn_n
         self._learn(start, t)
         self._relearn_ref = t
-        again = [c[0] for c in self._noise_cands if start <= c[0] <= t]
+        again = [c for c in self._noise_cands if start <= c[0] <= t]
         self._noise_cands = [c for c in self._noise_cands if c[0] < start]
         self._cands.extendleft(reversed(again))
 
@@ -757,13 +858,13 @@ class BeatFrontend:
     # -- R peak and beats ----------------------------------------------------------------------
 
     def _locate_r(self, i: int) -> None:
-        lo = max(i + self._r_lo, 0, self.samples_seen - self._cap + 1)
+        lo = max(i + self._r_lo, self._oldest())
         if self._prev_t_y is not None:  # R peaks at least a refractory period apart
             lo = max(lo, math.floor(self._prev_t_y) + self._refr_n)
         hi = i + self._r_hi + 1
         if hi - lo < 3:
             return  # the window is taken by the previous beat: the same complex
-        seg = self._view(_Y, lo, hi)
+        seg = self._view(self._y, lo, hi)
         base = _median(seg)
         top = float(seg.max()) - base
         bottom = base - float(seg.min())
@@ -810,7 +911,7 @@ class BeatFrontend:
             pos = t_y + self._beat_offsets
             k = np.floor(pos)
             start = int(k[0]) - 1
-            y = self._view(_Y, start, end_index + 1)
+            y = self._view(self._y, start, end_index + 1)
             samples = _catmull_rom(y, k.astype(np.intp) - start, pos - k)
             if inverted:
                 samples = -samples
@@ -867,13 +968,13 @@ class BeatFrontend:
         """Quality of samples ``[start, stop)`` (clipped to the stream and the ring), given
         the QRS peak-to-peak amplitudes ``amps`` (mV) of the beats detected there."""
         cfg = self.config
-        start = max(start, 0, self.samples_seen - self._cap + 1)
+        start = max(start, self._oldest())
         n = stop - start
-        nan_cum = self._view(_NAN, max(start - 1, 0), stop)
-        n_nan = int(nan_cum[-1] - (nan_cum[0] if start > 0 else 0.0))
+        nonfinite = self._nonfinite
+        n_nan = 0 if nonfinite is None else np.count_nonzero(self._view(nonfinite, start, stop))
         if n_nan:
             return "nan", f"{n_nan} non-finite samples"
-        x = self._view(_X, start, stop)
+        x = self._view(self._x, start, stop)
         xmax, xmin = float(x.max()), float(x.min())
         at_max = int(np.count_nonzero(x == xmax))
         at_min = int(np.count_nonzero(x == xmin))
@@ -884,7 +985,7 @@ class BeatFrontend:
             return "lead_off", f"pinned at {value:.4g} mV for {max(at_max, at_min)}/{n} samples"
         if max(at_max, at_min) >= self._clip_n:
             return "saturated", f"{at_max} samples at max {xmax:.4g}, {at_min} at min {xmin:.4g}"
-        y = self._view(_Y, start, stop)
+        y = self._view(self._y, start, stop)
         ptp = float(y.max() - y.min())
         if ptp < cfg.flat_ptp_mV:
             return "flat", f"band peak-to-peak {ptp:.3g} mV"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import hashlib
+import io
 import json
 import math
 import time
@@ -350,3 +351,60 @@ class _BadDriver(EcgAdapter):
 def test_adapter_rejects_frames_that_are_not_ecg_chunks(frame: Frame) -> None:
     with _BadDriver(frame) as driver, pytest.raises(DeviceError, match="ECG chunk"):
         driver.read()
+
+
+# -- bounds: size caps, long lines, directories, zip bombs ------------------------------------
+
+
+def test_files_over_the_cap_long_lines_and_directories_fail_fast(tmp_path: Path) -> None:
+    sparse = tmp_path / "sparse.csv"
+    with sparse.open("wb") as f:
+        f.truncate(1 << 30)  # 1 GiB, no blocks: refused from its size, nothing read
+    with pytest.raises(SourceFileError, match="over the 128.0 MiB cap"):
+        load_ecg(sparse, fs_hz=250.0)
+    nul = tmp_path / "nul.csv"
+    nul.write_bytes(b"1\n2\n3" + b"\0" * 200_000)
+    with pytest.raises(SourceFileError, match="line 3 is longer") as info:
+        load_ecg(nul, fs_hz=250.0)
+    assert len(str(info.value)) < 400  # an excerpt, never the line
+    with pytest.raises(SourceFileError, match="over the"):
+        load_ecg(nul, fs_hz=250.0, max_bytes=1000)
+    with pytest.raises(SourceFileError, match="is a directory"):
+        load_ecg(tmp_path, fs_hz=250.0)
+    big = tmp_path / "big.csv.gz"
+    big.write_bytes(gzip.compress(b"1\n" * 600_000))  # 1.2 MB of text in a few KB
+    with pytest.raises(SourceFileError, match="once decompressed"):
+        load_ecg(big, fs_hz=250.0, max_bytes=1_000_000)
+    word = tmp_path / "word.csv"
+    word.write_text("1\n2\n" + "x" * 5000 + "\n")
+    with pytest.raises(SourceFileError, match="is not a number") as info:
+        load_ecg(word, fs_hz=250.0)
+    assert len(str(info.value)) < 300
+
+
+def test_npz_members_are_checked_before_they_are_inflated(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.npz"
+    np.savez_compressed(bomb, ecg=np.zeros(50_000_000, np.float32))  # 200 MB in ~200 KB
+    assert bomb.stat().st_size < 1_000_000
+    with pytest.raises(SourceFileError, match="uncompressed, over"):
+        load_ecg(bomb, fs_hz=250.0)
+    # a member whose .npy header declares more than the member holds
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": (10**9,)}
+    )
+    liar = tmp_path / "liar.npz"
+    with zipfile.ZipFile(liar, "w") as archive:
+        archive.writestr("ecg.npy", header.getvalue() + b"\0" * 40)
+    with pytest.raises(SourceFileError, match="more than its"):
+        load_ecg(liar, fs_hz=250.0)
+    good = tmp_path / "good.npz"
+    np.savez(good, ecg=np.arange(5, dtype=np.float32))
+    np.testing.assert_array_equal(load_ecg(good, fs_hz=250.0).signal, np.arange(5))
+
+
+def test_npy_is_memory_mapped_and_converted_exactly(tmp_path: Path) -> None:
+    x = np.random.default_rng(0).normal(0, 1, 3000).astype(np.float64)
+    np.save(tmp_path / "x.npy", x)
+    got = load_ecg(tmp_path / "x.npy", fs_hz=250.0, offset=0.5, scale=2.0).signal
+    np.testing.assert_array_equal(got, ((x - 0.5) * 2.0).astype(np.float32))

@@ -21,7 +21,7 @@ from conftest import FileDevice
 from scipy.signal import resample_poly
 
 from devices.audio import read_audio
-from devices.frames import DeviceError, Frame
+from devices.frames import DeviceError, Frame, SourceFileError
 from devices.sound import (
     Microphone,
     SoundDevice,
@@ -381,3 +381,25 @@ def test_cli_devices_lists_the_file_device(sound_device: FileDevice) -> None:
                          env={**os.environ, "ALSA_CONFIG_PATH": str(sound_device.config)})
     assert run.returncode == 0, run.stderr
     assert FileDevice.NAME in run.stdout and "Pick a device" in run.stdout
+
+
+def test_wav_sink_streams_and_writes_atomically(tmp_path: Path) -> None:
+    from devices.audio import WavSink
+
+    path = tmp_path / "out.wav"
+    with WavSink(path) as sink:
+        for _ in range(5):
+            sink.write(np.full(1000, 0.25, np.float32))
+        assert not path.exists()  # only the .part file until close
+    assert sink.samples_written == 5000
+    np.testing.assert_allclose(read_audio(path), 0.25, atol=1e-4)
+    with pytest.raises(ValueError), WavSink(tmp_path / "aborted.wav") as sink:
+        sink.write(np.zeros(10, np.float32))
+        raise ValueError("boom")
+    assert not list(tmp_path.glob("aborted*"))
+    with pytest.raises(DeviceError, match="does not exist"):
+        WavSink(tmp_path / "absent" / "x.wav").open()
+    with pytest.raises(SourceFileError, match="is a directory"):
+        read_audio(tmp_path)
+    with pytest.raises(SourceFileError, match="over the"):
+        read_audio(path, max_bytes=1000)

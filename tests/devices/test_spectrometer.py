@@ -304,3 +304,21 @@ def test_devices_never_import_torch_or_stream() -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_replay_bounds_directories_and_memory_mapped_npy(tmp_path: Path) -> None:
+    with pytest.raises(SourceFileError, match="is a directory"):
+        SpectrumReplay(SpectrumReplayConfig(path=tmp_path)).open()
+    spectra = np.random.default_rng(0).uniform(0, 1, (20, 64))
+    np.save(tmp_path / "run.npy", spectra)
+    with pytest.raises(SourceFileError, match="over the"):
+        SpectrumReplay(SpectrumReplayConfig(path=tmp_path / "run.npy", max_bytes=1000)).open()
+    replay = SpectrumReplay(SpectrumReplayConfig(path=tmp_path / "run.npy", rate_hz=1e6))
+    with replay:
+        frames = [replay.read() for _ in range(20)]
+    assert all(f is not None and f.data.dtype == np.float32 for f in frames)
+    np.testing.assert_array_equal(np.stack([f.data for f in frames if f is not None]),
+                                  spectra.astype(np.float32))
+    (tmp_path / "long.csv").write_text("1,2\n" + "9" * 100_000 + "\n")
+    with pytest.raises(SourceFileError, match="line 2 is longer"):
+        load_spectra(tmp_path / "long.csv")

@@ -8,6 +8,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import pytest
 import torch
@@ -19,6 +20,7 @@ from engines.codec.codec import (
     StreamDecoder,
     StreamEncoder,
     decode_signal,
+    decode_stream,
     encode_signal,
     frame_count,
     load_codec,
@@ -140,11 +142,19 @@ def test_range_coder_refuses_broken_frames() -> None:
         coder.decode(b"\xff" * 64)
 
 
-def _sgc(tmp_path: Path, packets: list[bytes | None]) -> Path:
+_HEADER = {"codec": "wideband", "model": "wideband@0123456789ab", "fs": CODEC_FS,
+           "frame": 1024, "hop": 896, "step": 0.1, "kbps": 16.0}
+
+
+def _samples(frames: int) -> int:
+    """Input samples the encoder codes in exactly ``frames`` wideband frames."""
+    return frames * 896 - 128
+
+
+def _sgc(tmp_path: Path, packets: list[bytes | None], samples: int | None = None) -> Path:
     path = tmp_path / "a.sgc"
-    write_sgc(path, {"codec": "wideband", "model": "wideband@0123456789ab", "fs": CODEC_FS,
-                     "frame": 1024, "hop": 896, "step": 0.1, "kbps": 16.0, "samples": 5000},
-              packets)
+    samples = _samples(len(packets)) if samples is None else samples
+    write_sgc(path, {**_HEADER, "samples": samples}, packets)
     return path
 
 
@@ -152,7 +162,66 @@ def test_container_round_trip(tmp_path: Path) -> None:
     packets: list[bytes | None] = [b"abcd", None, b"x" * 300]
     header, back = read_sgc(_sgc(tmp_path, packets))
     assert back == packets
-    assert header["frames"] == 3 and header["v"] == 1 and header["samples"] == 5000
+    assert header["frames"] == 3 and header["v"] == 1 and header["samples"] == _samples(3)
+    assert frame_count(header["samples"], CONFIGS["wideband"]) == 3
+
+
+def _raw_sgc(path: Path, header: dict[str, object], records: list[bytes]) -> Path:
+    """An .sgc file written byte by byte (write_sgc refuses what these tests need)."""
+    raw = msgpack.packb({**header, "v": 1}, use_bin_type=True)
+    body = b"SGC1" + struct.pack("<I", len(raw)) + raw
+    body += b"".join(struct.pack("<H", len(r)) + r for r in records)
+    path.write_bytes(body + struct.pack("<I", zlib.crc32(body)))
+    return path
+
+
+def test_container_bounds_declared_counts(tmp_path: Path) -> None:
+    """Frames and samples are checked against the file and each other before any decoding:
+    a 200 KB file of empty frames is refused, not worth 179 MB of audio."""
+    frames = 100_000
+    bomb = _raw_sgc(tmp_path / "bomb.sgc", {**_HEADER, "samples": _samples(frames),
+                                             "frames": frames}, [b""] * frames)
+    assert bomb.stat().st_size < 210_000
+    with pytest.raises(ContainerError, match="over the cap"):
+        read_sgc(bomb)  # 5,600 s declared: over the one-hour default
+    with pytest.raises(ContainerError, match="frames lost"):
+        read_sgc(bomb, max_samples=None)
+    # counts that do not fit the file or each other
+    cases = {
+        "holds at most": ({"samples": _samples(1000), "frames": 1000}, [b"abcd"] * 3),
+        "cannot code": ({"samples": 10**9, "frames": 3}, [b"abcd"] * 3),
+        "32-bit words": ({"samples": _samples(2), "frames": 2}, [b"abcd", b"abc"]),
+    }
+    for expected, (counts, records) in cases.items():
+        path = _raw_sgc(tmp_path / "c.sgc", {**_HEADER, **counts}, records)
+        with pytest.raises(ContainerError, match=expected):
+            read_sgc(path, max_samples=None)
+    # a few lost frames are concealment, as the format says
+    header, back = read_sgc(_sgc(tmp_path, [b"abcd"] * 4 + [None] * 16))
+    assert back.count(None) == 16
+    with pytest.raises(ContainerError, match="is a directory"):
+        read_sgc(tmp_path)
+    with pytest.raises(ContainerError, match="cap on an .sgc"):
+        read_sgc(bomb, max_bytes=1000)
+    with pytest.raises(FileNotFoundError):
+        write_sgc(tmp_path / "absent" / "x.sgc", {**_HEADER, "samples": _samples(1)}, [b"abcd"])
+
+
+def test_decode_stream_is_decode_signal_and_stops_at_samples() -> None:
+    cfg = CONFIGS["lowdelay"]
+    echo = _Echo()
+    rng = np.random.default_rng(1)
+    signal = rng.uniform(-0.5, 0.5, 3000).astype(np.float32)
+    packets = encode_signal(signal, cfg, echo.encode, _coder())
+    frames = list(echo.frames)
+    whole = decode_signal(packets, signal.size, cfg, echo.decode, _coder())
+    echo.frames = list(frames)
+    blocks = list(decode_stream(packets, signal.size, cfg, echo.decode, _coder()))
+    assert all(b.size <= cfg.hop for b in blocks)
+    np.testing.assert_array_equal(np.concatenate(blocks), whole)
+    echo.frames = list(frames)
+    few = list(decode_stream(packets, 100, cfg, echo.decode, _coder()))
+    assert sum(b.size for b in few) == 100 and len(few) == 1
 
 
 def test_container_refuses_truncated_corrupt_and_foreign(tmp_path: Path) -> None:

@@ -6,11 +6,13 @@ import dataclasses
 import math
 import subprocess
 import sys
+import tracemalloc
 
 import numpy as np
 import pytest
 
 import engines.ecg
+import engines.ecg.frontend as frontend_module
 from devices.ecg_sim import EcgRecord, cohort_subject, simulate_record, subject_session
 from engines.ecg.frontend import (
     BEAT_FS_HZ,
@@ -209,6 +211,62 @@ def test_output_does_not_depend_on_chunking(fs: float) -> None:
     got.blocks.extend(o.blocks)
     assert [_beat_key(b) for b in got.beats] == [_beat_key(b) for b in ref.beats]
     assert got.blocks == ref.blocks
+
+
+# -- memory and the cost of a new stream --------------------------------------------------------
+
+
+def test_state_per_stream_is_bounded_in_bytes() -> None:
+    """A stream's buffers hold history_s of three signals and grow only with what it sent:
+    20 bytes a sample (float32 input, float64 band and integrated signal), 60 KB at 250 Hz."""
+    fs = 250.0
+    history = FrontendConfig().history_s
+    rec = _record(duration_s=40.0)
+    fe = BeatFrontend(fs)
+    fe.push(rec.signal[:62])
+    assert fe.state_bytes <= 8 * 1024  # one chunk: a short-lived stream costs little
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(62, rec.signal.size, 62):
+            fe.push(rec.signal[i : i + 62])
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert fe.state_bytes <= history * fs * 20 + 2048
+    assert grown <= history * fs * 20 + 16 * 1024  # Python objects (deques of events) too
+    # input float32 cannot hold exactly, and non-finite samples: 8 + 8 + 8 + 1 bytes a sample
+    x = rec.signal.astype(np.float64) + 1e-9
+    x[100] = np.nan
+    fe = BeatFrontend(fs)
+    fe.push(x)
+    assert fe.state_bytes <= history * fs * 25 + 2048
+
+
+def test_filters_are_designed_once_per_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new stream designs no filter: streams at one rate share one design (counted by the
+    calls to scipy's filter design, not timed)."""
+    calls: list[object] = []
+    real = frontend_module.butter
+
+    def counting_butter(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(frontend_module, "butter", counting_butter)
+    frontend_module._design.cache_clear()
+    first = BeatFrontend(250.0)
+    first.push(np.zeros(62))
+    per_rate = len(calls)
+    assert per_rate > 0
+    for _ in range(50):
+        fe = BeatFrontend(250.0)
+        fe.push(np.zeros(62))
+        assert fe._sos_m is first._sos_m
+    assert len(calls) == per_rate
+    BeatFrontend(500.0)
+    assert len(calls) == 2 * per_rate
+    frontend_module._design.cache_clear()  # no design made with the counting wrapper stays
 
 
 def test_extract_beats_and_detect_r_peaks_are_the_stream() -> None:
