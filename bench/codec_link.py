@@ -121,6 +121,7 @@ def run_links(n: int, *, codec: str, kbps: float, backend: str, seconds: float, 
         rxs.append(subprocess.Popen(
             _cli("run", "codec-rx", "--bind", f"tcp://127.0.0.1:{port}", "--output",
                  str(tmp / f"out{i}.wav"), "--codec", codec, "--backend", backend,
+                 "--stream", f"link-{i}",
                  "--jitter-ms", str(jitter_ms), "--report", str(tmp / f"rx{i}.json"),
                  "--seconds", str(seconds + 300)),
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))

@@ -1,5 +1,12 @@
 """The ``sigstream`` command line.
 
+Security options (:mod:`stream.security`, ``docs/security.md``): ``--keys DIR`` turns CURVE on
+for a command's external sockets: a server (``run spectral|ecg``, ``run codec-rx``) uses
+``DIR/server.key_secret`` and accepts the client keys in ``DIR/allowed/``; a client (``source``,
+``tap``, ``ecg ... --stream``, ``run codec-tx``) uses ``DIR/client.key_secret`` and trusts
+``DIR/server.key``; ``--key NAME`` and ``--server-key NAME`` pick other files of ``DIR``.
+Without keys a server refuses a non-loopback bind unless ``--insecure``.
+
 Environment variables are read here and nowhere else: ``SIGSTREAM_CACHE`` (engine cache folder,
 default ``~/.cache/sigstream/engines``) and ``SIGSTREAM_DATA`` (the ECG template store
 ``ecg_users.sqlite``, default ``~/.local/share/sigstream``).
@@ -15,8 +22,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from stream.errors import SecurityError
 from stream.queues import QueuePolicy
+from stream.security import ClientSecurity, ServerSecurity, client_context, read_public_key
 from stream.service import BACKENDS, PATHS, ServiceConfig
+from stream.sources import DEFAULT_BUFFER_BYTES
 
 __all__ = ["main"]
 
@@ -39,6 +49,29 @@ def _templates_db() -> Path:
     return Path(data) / "ecg_users.sqlite"
 
 
+def _server_security(args: argparse.Namespace) -> ServerSecurity | None:
+    return None if args.keys is None else ServerSecurity.from_folder(args.keys, args.key)
+
+
+def _client_security(args: argparse.Namespace) -> ClientSecurity | None:
+    if args.keys is None:
+        return None
+    return ClientSecurity.from_folder(args.keys, args.key, server=args.server_key)
+
+
+def _templates_key(args: argparse.Namespace) -> Path | None:
+    """``--templates-key``, checked before anything starts (one line and exit 2 if unusable)."""
+    from engines.ecg.templates import TemplateStoreError, read_templates_key
+
+    if args.templates_key is None:
+        return None
+    try:
+        read_templates_key(args.templates_key)
+    except TemplateStoreError as exc:
+        raise SecurityError(str(exc)) from None
+    return Path(args.templates_key)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from stream.service import serve
 
@@ -53,17 +86,36 @@ def _cmd_run(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         max_wait_us=args.max_wait_us,
         queue_depth=args.queue_depth,
+        queue_bytes=max(1, int(args.queue_mb * 2**20)),
         queue_policy=args.queue_policy,
+        deadline_ms=args.deadline_ms,
+        watchdog_s=args.watchdog_s,
+        restart_budget=args.restart_budget,
         metrics_port=args.metrics_port,
+        metrics_addr=args.metrics_addr,
         cache_dir=_cache_dir(),
         weights=args.weights,
         templates=(args.templates or _templates_db()) if args.path == "ecg" else None,
+        templates_key=_templates_key(args) if args.path == "ecg" else None,
         fuse_beats=args.fuse_beats,
+        security=_server_security(args),
+        insecure=args.insecure,
     )
     return serve(config)
 
 
 def _cmd_source(args: argparse.Namespace) -> int:
+    if not args.buffer_mb > 0:
+        raise SystemExit("sigstream source: --buffer-mb must be > 0")
+    context = client_context(_client_security(args))  # CURVE with --keys
+    try:
+        return _run_source(args, {"buffer_bytes": max(1, int(args.buffer_mb * 2**20)),
+                                  "give_up_s": args.give_up_s, "context": context})
+    finally:
+        context.term()
+
+
+def _run_source(args: argparse.Namespace, link: dict[str, Any]) -> int:
     from stream.sources import run_ecg_replay, run_ecg_sim, run_replay, run_spectral_sim
 
     if args.source == "ecg-sim":
@@ -71,12 +123,13 @@ def _cmd_source(args: argparse.Namespace) -> int:
             connect=args.connect, stream=args.stream, streams=args.streams, fs_hz=args.fs,
             chunk_ms=args.chunk_ms, seconds=args.seconds, subject=args.subject,
             session=args.session, snr_db=args.snr_db, seed=args.seed, header=_ecg_header(args),
+            **link,
         )
     if args.source == "ecg-replay":
         return run_ecg_replay(
             Path(args.file), connect=args.connect, stream=args.stream, fs_hz=args.fs,
             column=args.column, chunk_ms=args.chunk_ms, loop=args.loop, seconds=args.seconds,
-            header=_ecg_header(args),
+            header=_ecg_header(args), **link,
         )
     if args.source == "spectral-sim":
         return run_spectral_sim(
@@ -88,6 +141,7 @@ def _cmd_source(args: argparse.Namespace) -> int:
             seconds=args.seconds,
             length=args.length,
             seed=args.seed,
+            **link,
         )
     return run_replay(
         Path(args.file),
@@ -98,16 +152,21 @@ def _cmd_source(args: argparse.Namespace) -> int:
         loop=args.loop,
         skip_rows=args.skip_rows,
         seconds=args.seconds,
+        **link,
     )
 
 
 def _cmd_tap(args: argparse.Namespace) -> int:
     from stream.tap import run_tap
 
-    return run_tap(
-        connect=args.connect, topic=args.topic, count=args.count, seconds=args.seconds,
-        as_json=args.json,
-    )
+    context = client_context(_client_security(args))  # CURVE with --keys
+    try:
+        return run_tap(
+            connect=args.connect, topic=args.topic, count=args.count, seconds=args.seconds,
+            as_json=args.json, context=context,
+        )
+    finally:
+        context.term()
 
 
 def _ecg_header(args: argparse.Namespace) -> dict[str, object]:
@@ -170,7 +229,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_ecg(args: argparse.Namespace) -> int:
     from stream.ecg_tools import run_ecg_command
 
-    return run_ecg_command(args, db=args.db or _templates_db())
+    live = getattr(args, "stream", None) is not None
+    device_key = getattr(args, "device_key", None)
+    return run_ecg_command(
+        args, db=args.db or _templates_db(), templates_key=_templates_key(args),
+        security=_client_security(args) if live else None,
+        device_key=None if device_key is None else read_public_key(device_key).decode(),
+    )
 
 
 def _kbps_list(text: str) -> tuple[float, ...]:
@@ -204,8 +269,8 @@ def _cmd_codec_tx(args: argparse.Namespace) -> int:
         codec=args.codec,
         kbps=args.kbps, backend=args.backend, device=args.device,
         device_latency=args.device_latency, seconds=args.seconds,
-        cache_dir=_cache_dir(), metrics_port=args.metrics_port,
-        report=args.report,
+        cache_dir=_cache_dir(), metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
+        report=args.report, security=_client_security(args),
     )))
 
 
@@ -217,7 +282,9 @@ def _cmd_codec_rx(args: argparse.Namespace) -> int:
         device=args.device, device_latency=args.device_latency, stream=args.stream,
         jitter_ms=args.jitter_ms, seconds=args.seconds,
         until_end=args.until_end, cache_dir=_cache_dir(), metrics_port=args.metrics_port,
-        report=args.report,
+        metrics_addr=args.metrics_addr, report=args.report, security=_server_security(args),
+        sender=None if args.sender_key is None else read_public_key(args.sender_key),
+        insecure=args.insecure,
     )))
 
 
@@ -241,6 +308,52 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def _security_options(parser: argparse.ArgumentParser, *, server: bool) -> None:
+    """``--keys``/``--key`` and, for a server, ``--insecure``; for a client, ``--server-key``."""
+    parser.add_argument("--keys", type=Path, default=None,
+                        help="folder of CURVE keys (`sigstream keys generate`): encrypt and "
+                             "authenticate this command's sockets")
+    parser.add_argument("--key", default="server" if server else "client",
+                        help="this end's key pair in --keys: NAME.key_secret (default "
+                             "%(default)s)")
+    if server:
+        parser.add_argument("--insecure", action="store_true",
+                            help="allow a non-loopback bind without --keys (anyone who can "
+                                 "reach it can send and read)")
+    else:
+        parser.add_argument("--server-key", default="server",
+                            help="the server's public key in --keys: NAME.key (default "
+                                 "%(default)s)")
+
+
+def _metrics_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="serve Prometheus /metrics and health on this port")
+    parser.add_argument("--metrics-addr", default=ServiceConfig.metrics_addr,
+                        help="address /metrics listens on (default %(default)s; it has no "
+                             "authentication)")
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    if args.action == "generate":
+        from stream.security import generate_keys
+
+        public, secret = generate_keys(args.out, args.name)
+        print(f"public key {public} (give it to the other end; a server lists its clients' in "
+              f"{args.out / 'allowed'}/)")
+        print(f"secret key {secret} (mode 0600: keep it on this machine only)")
+        return 0
+    from engines.ecg.templates import TemplateStoreError, create_templates_key
+
+    try:
+        path = create_templates_key(args.out)
+    except TemplateStoreError as exc:
+        raise SecurityError(str(exc)) from None
+    print(f"templates key {path} (mode 0600; back it up apart from the template store: "
+          "without it the templates cannot be read)")
+    return 0
+
+
 def _codec_link_parsers(run_sub: Any) -> None:
     tx = run_sub.add_parser("codec-tx", help="codec link sender: capture, encode, send")
     tx.add_argument("--input", default="mic",
@@ -252,9 +365,16 @@ def _codec_link_parsers(run_sub: Any) -> None:
     tx.add_argument("--start-at", type=float, default=None,
                     help="Unix time to start capturing (to start many senders together)")
     rx = run_sub.add_parser("codec-rx", help="codec link receiver: receive, decode, play")
-    rx.add_argument("--bind", default="tcp://0.0.0.0:5557", help="endpoint to listen on")
+    rx.add_argument("--bind", default="tcp://127.0.0.1:5557",
+                    help="endpoint to listen on (non-loopback: with --keys, or --insecure)")
     rx.add_argument("--output", default="speaker", help="'speaker' (a sound device) or a WAV")
-    rx.add_argument("--stream", default=None, help="stream to play (default: the first heard)")
+    rx.add_argument("--stream", default="mic",
+                    help="the one stream to play (codec-tx --stream); others are refused")
+    rx.add_argument("--sender-key", default=None,
+                    help="with --keys: play only this sender's packets (its .key file or z85 "
+                         "public key)")
+    _security_options(tx, server=False)
+    _security_options(rx, server=True)
     rx.add_argument("--jitter-ms", type=float, default=40.0, help="jitter buffer depth")
     rx.add_argument("--until-end", action=argparse.BooleanOptionalAction, default=None,
                     help="stop at the stream's end (default: yes for a file output)")
@@ -267,8 +387,7 @@ def _codec_link_parsers(run_sub: Any) -> None:
                               "machine) or low (less delay)")
         cmd.add_argument("--backend", choices=BACKENDS, default="auto")
         cmd.add_argument("--seconds", type=float, default=None, help="stop after S seconds")
-        cmd.add_argument("--metrics-port", type=int, default=None,
-                         help="serve Prometheus /metrics")
+        _metrics_options(cmd)
         cmd.add_argument("--report", type=Path, default=None,
                          help="write the link's counters and latency here (JSON) at exit")
         cmd.set_defaults(func=func)
@@ -309,13 +428,31 @@ def _parser() -> argparse.ArgumentParser:
     service.add_argument("--max-wait-us", type=int, default=ServiceConfig.max_wait_us)
     service.add_argument(
         "--queue-depth", type=int, default=ServiceConfig.queue_depth,
-        help="bound of each worker queue",
+        help="messages waiting at the door (the bounded queue behind the ingest socket)",
+    )
+    service.add_argument(
+        "--queue-mb", type=float, default=ServiceConfig.queue_bytes / 2**20,
+        help="MiB waiting at the door (default %(default)g)",
     )
     service.add_argument(
         "--queue-policy", choices=[p.value for p in QueuePolicy],
         default=ServiceConfig.queue_policy,
+        help="what a full door does: drop the oldest, reject the newest, or block the senders",
     )
-    service.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics")
+    service.add_argument(
+        "--deadline-ms", type=int, default=None,
+        help="answer 'expired' what waited longer at the door (default: the path's own)",
+    )
+    service.add_argument(
+        "--watchdog-s", type=float, default=ServiceConfig.watchdog_s,
+        help="restart a stage that sends no sign of life for this long",
+    )
+    service.add_argument(
+        "--restart-budget", type=int, default=ServiceConfig.restart_budget,
+        help="stage restarts allowed per minute before the service stops",
+    )
+    _metrics_options(service)
+    _security_options(service, server=True)
     service.add_argument(
         "--weights", type=Path, default=None, help="weights file to serve instead of the shipped"
     )
@@ -324,6 +461,9 @@ def _parser() -> argparse.ArgumentParser:
                           "ecg_users.sqlite)")
     service.add_argument("--fuse-beats", type=int, default=ServiceConfig.fuse_beats,
                      help="ecg: beats in the fused decision (calibrated: 1, 3, 5, 10)")
+    service.add_argument("--templates-key", type=Path, default=None,
+                         help="ecg: key file the templates are encrypted with "
+                              "(`sigstream keys templates-key`)")
     for path in PATHS:
         run_sub.add_parser(path, parents=[service], help=f"the {path} service").set_defaults(
             func=_cmd_run)
@@ -381,6 +521,20 @@ def _parser() -> argparse.ArgumentParser:
                                 help="ask for a Grad-CAM heatmap with every beat")
         ecg_source.add_argument("--embed", action="store_true",
                                 help="ask for each beat's embedding (live enrolment)")
+    for each_source in (sim, replay, ecg_sim, ecg_replay):
+        each_source.add_argument(
+            "--buffer-mb", type=float, default=DEFAULT_BUFFER_BYTES / 2**20,
+            help="MiB of messages kept while the service is away or slow (default "
+                 "%(default)g; a restart takes ~20 s); beyond it the oldest are dropped and "
+                 "counted",
+        )
+        each_source.add_argument(
+            "--give-up-s", type=float, default=None,
+            help="exit with status 1 once messages waited S s with the service taking none "
+                 "(default: never; the instrument keeps being read and buffered)",
+        )
+    for each_source in (sim, replay, ecg_sim, ecg_replay):
+        _security_options(each_source, server=False)
     source.set_defaults(func=_cmd_source)
 
     tap = sub.add_parser("tap", help="print results as they arrive")
@@ -389,6 +543,7 @@ def _parser() -> argparse.ArgumentParser:
     tap.add_argument("--count", type=int, default=None)
     tap.add_argument("--seconds", type=float, default=None)
     tap.add_argument("--json", action="store_true", help="one JSON object per line")
+    _security_options(tap, server=False)
     tap.set_defaults(func=_cmd_tap)
 
     train = sub.add_parser("train", help="train shipped weights (reproducible by seed)")
@@ -419,6 +574,8 @@ def _parser() -> argparse.ArgumentParser:
     ecg = sub.add_parser("ecg", help="ECG users: enrol, list, remove, explain")
     ecg.add_argument("--db", type=Path, default=None,
                      help="template store (default $SIGSTREAM_DATA/ecg_users.sqlite)")
+    ecg.add_argument("--templates-key", type=Path, default=None,
+                     help="key file the templates are encrypted with")
     ecg_sub = ecg.add_subparsers(dest="action", required=True)
     enroll = ecg_sub.add_parser("enroll", help="enrol a user from a recording or a live stream")
     enroll.add_argument("--user", required=True)
@@ -437,6 +594,15 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--results", default="tcp://127.0.0.1:5556",
                          help="live: the service's results endpoint")
         cmd.add_argument("--timeout", type=float, default=60.0, help="live: give up after S s")
+        cmd.add_argument("--max-file-mb", type=float, default=128.0,
+                         help="file: refuse a recording larger than this (MiB)")
+        _security_options(cmd, server=False)
+    enroll.add_argument("--device-key", default=None,
+                        help="live, with --keys: the enrolling wearable's public key (.key file "
+                             "or z85); only its beats are enrolled")
+    enroll.add_argument("--insecure", action="store_true",
+                        help="live without --keys: enrol whatever arrives on --stream, from "
+                             "anyone who can send to the service")
     users = ecg_sub.add_parser("users", help="list enrolled users")
     users.add_argument("--json", action="store_true")
     remove = ecg_sub.add_parser("remove", help="delete a user's templates")
@@ -454,6 +620,8 @@ def _parser() -> argparse.ArgumentParser:
     dec = codec_sub.add_parser("decode", help="decode an .sgc file into a WAV file")
     dec.add_argument("input", type=Path)
     dec.add_argument("output", type=Path)
+    dec.add_argument("--max-seconds", type=float, default=3600.0,
+                     help="refuse a file that declares more audio than this (s)")
     info = codec_sub.add_parser("info", help="print an .sgc file's header and bitrate")
     info.add_argument("input", type=Path)
     for cmd in (enc, dec):
@@ -474,6 +642,17 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
     engines.set_defaults(func=_cmd_engines)
 
+    keys = sub.add_parser("keys", help="make CURVE key pairs and the templates key")
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    generate = keys_sub.add_parser("generate", help="a CURVE key pair: NAME.key, NAME.key_secret")
+    generate.add_argument("--out", type=Path, required=True, help="the key folder (--keys)")
+    generate.add_argument("--name", default="server",
+                          help="server, client, or a device's name (default %(default)s)")
+    templates_key = keys_sub.add_parser("templates-key",
+                                        help="a key that encrypts the ECG templates at rest")
+    templates_key.add_argument("--out", type=Path, required=True, help="the key file to write")
+    keys.set_defaults(func=_cmd_keys)
+
     devices = sub.add_parser("devices", help="list sound devices (for --device)")
     devices.set_defaults(func=_cmd_devices)
 
@@ -492,6 +671,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
+    except SecurityError as exc:  # keys or a bind that cannot be used: one line, before any I/O
+        print(f"sigstream: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

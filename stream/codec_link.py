@@ -17,17 +17,20 @@ Sender: a packet the socket cannot take at once (receiver gone, high-water mark 
 dropped and counted, never queued without bound: late audio is useless. A microphone that
 disappears is reopened every second until the sender is stopped; the receiver conceals the gap.
 
-Receiver: every message is validated; a bad one is counted by reason (``errors``) and logged,
-never played. Playout runs on its own clock: frame ``seq`` is due ``jitter_ms`` after the first
-packet's arrival plus ``(seq - seq0) * hop / fs``. At its deadline a frame is decoded if its
-packet is there, else concealed (``concealed``; a packet arriving after its deadline is
-``late``; a second copy is ``duplicate``; packets out of order within the buffer are simply
-played in order). Nothing received for :data:`IDLE_S` pauses playout; the next packet
-restarts its clock (``pauses``), and a sender restart (``seq`` far behind) or a jump far
-ahead starts a new stream (``resyncs``: new decoder state). A backlog deeper than the jitter
-buffer plus :data:`SLACK_FRAMES` (the receiver started late, or a stall ended in a burst) is
-not kept as extra latency: the oldest frames are skipped (``skipped``) down to the buffer's
-depth.
+Receiver: it plays one named stream (``stream``); with keys (:mod:`stream.security`) only
+listed senders can connect at all (a refused connection attempt is counted ``unauthenticated``)
+and ``sender`` pins the one key whose packets are played (another key's are ``unauthenticated``
+too); a packet of another stream is ``wrong_stream``. Every message is validated; a bad one is
+counted by reason (``errors``) and logged, never played. Playout runs on its own clock: frame
+``seq`` is due ``jitter_ms`` after the first packet's arrival plus ``(seq - seq0) * hop / fs``.
+At its deadline a frame is decoded if its packet is there, else concealed (``concealed``; a
+packet arriving after its deadline is ``late``; a second copy is ``duplicate``; packets out of
+order within the buffer are simply played in order). Nothing received for :data:`IDLE_S`
+pauses playout; the next packet restarts its clock (``pauses``), and a sender restart (``seq``
+far behind) or a jump far ahead starts a new stream (``resyncs``: new decoder state). A backlog
+deeper than the jitter buffer plus :data:`SLACK_FRAMES` (the receiver started late, or a stall
+ended in a burst) is not kept as extra latency: the oldest frames are skipped (``skipped``)
+down to the buffer's depth.
 
 Latency of each played frame: wall clock when its samples go to the sink (plus the sound
 device's output latency) minus the frame's capture time ``t_ns``; sender and receiver on one
@@ -59,6 +62,14 @@ from engines.codec.codec import Codec, StreamDecoder, load_codec
 from engines.registry import CODEC_LINK_MAX_BATCH
 from stream.errors import WireError
 from stream.metrics import LATENCY_BUCKETS_S, Histogram, MetricsServer
+from stream.security import (
+    ClientSecurity,
+    RefusedConnections,
+    ServerGuard,
+    ServerSecurity,
+    check_bind,
+    secure_server,
+)
 from stream.sources import interrupt_on_signals
 from stream.wire import WireLimits, data_message, decode, encode
 
@@ -108,9 +119,9 @@ class LinkStats:
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
 
-    def error(self, code: str, reason: str) -> None:
+    def error(self, code: str, reason: str, n: int = 1) -> None:
         first = code not in self.errors
-        self.errors[code] = self.errors.get(code, 0) + 1
+        self.errors[code] = self.errors.get(code, 0) + n
         (log.warning if first else log.debug)("codec-%s: %s: %s", self.role, code, reason)
 
     def observe_latency(self, seconds: float) -> None:
@@ -171,19 +182,23 @@ class _LinkCollector(Collector):
 
 
 def _serve_metrics(stats: LinkStats, lock: threading.Lock,
-                   port: int | None) -> MetricsServer | None:
+                   port: int | None, addr: str) -> MetricsServer | None:
     if port is None:
         return None
-    server = MetricsServer(_LinkCollector(stats, lock), port=port)
+    server = MetricsServer(_LinkCollector(stats, lock), port=port, addr=addr)
     server.start()
-    log.info("metrics on http://0.0.0.0:%s/metrics", server.port)
+    log.info("metrics on http://%s:%s/metrics", addr, server.port)
     return server
 
 
-def _release(sock: zmq.Socket[Any], server: MetricsServer | None, codec: Codec | None) -> None:
-    """Close a link end's socket (and its context), metrics server and, if owned, codec."""
+def _release(sock: zmq.Socket[Any], server: MetricsServer | None, codec: Codec | None,
+             guard: ServerGuard | None = None) -> None:
+    """Close a link end's socket (and its ZAP guard and context), metrics server and, if owned,
+    codec."""
     context = sock.context
     sock.close()
+    if guard is not None:
+        guard.close()
     context.term()
     if server is not None:
         server.close()
@@ -204,7 +219,9 @@ def _write_report(path: Path | None, report: dict[str, Any]) -> None:
 class TxConfig:
     """``input``: ``"mic"`` or an audio file; ``device``: sound device (index or name part);
     ``device_latency``: PortAudio's ``"high"`` (safe from overruns) or ``"low"`` (less delay);
-    ``start_at``: Unix time to start capturing (many senders started together)."""
+    ``start_at``: Unix time to start capturing (many senders started together);
+    ``security``: CURVE keys of the link (:mod:`stream.security`); ``metrics_addr``: where
+    ``/metrics`` listens when ``metrics_port`` is set."""
 
     input: str
     connect: str
@@ -218,8 +235,10 @@ class TxConfig:
     start_at: float | None = None
     cache_dir: Path | None = None
     metrics_port: int | None = None
+    metrics_addr: str = "127.0.0.1"
     report: Path | None = None
     hwm: int = 64
+    security: ClientSecurity | None = None
 
 
 def _open_source(cfg: TxConfig, block: int) -> FrameSource:
@@ -244,8 +263,10 @@ def run_codec_tx(cfg: TxConfig, *, codec: Codec | None = None) -> int:
     sock = ctx.socket(zmq.PUSH)
     sock.setsockopt(zmq.SNDHWM, cfg.hwm)
     sock.setsockopt(zmq.LINGER, 2000)
+    if cfg.security is not None:
+        cfg.security.apply(sock)
     sock.connect(cfg.connect)
-    server = _serve_metrics(stats, lock, cfg.metrics_port)
+    server = _serve_metrics(stats, lock, cfg.metrics_port, cfg.metrics_addr)
     try:
         _tx_loop(cfg, codec, sock, stats, lock)
     finally:
@@ -360,37 +381,45 @@ def _tx_loop(cfg: TxConfig, codec: Codec, sock: zmq.Socket[Any], stats: LinkStat
 
 @dataclass(frozen=True, kw_only=True)
 class RxConfig:
-    """``output``: ``"speaker"`` or a WAV path; ``stream``: the one to play (default: the first
-    heard); ``until_end``: stop after the stream's end marker (default for a file output)."""
+    """``output``: ``"speaker"`` or a WAV path; ``stream``: the one to play; ``until_end``: stop
+    after the stream's end marker (default for a file output). ``security``: CURVE keys (only
+    listed senders connect) and ``sender``: the one sender key (z85) to play; without keys a
+    ``bind`` reachable from the network is refused unless ``insecure``."""
 
-    bind: str
-    output: str
+    bind: str = "tcp://127.0.0.1:5557"
+    output: str = "speaker"
     codec: str = "wideband"
     backend: str = "auto"
     device: str | None = None
     device_latency: Literal["high", "low"] = "high"
-    stream: str | None = None
+    stream: str = "mic"
     jitter_ms: float = 40.0
     seconds: float | None = None
     until_end: bool | None = None
     cache_dir: Path | None = None
     metrics_port: int | None = None
+    metrics_addr: str = "127.0.0.1"
     report: Path | None = None
+    security: ServerSecurity | None = None
+    sender: bytes | None = None
+    insecure: bool = False
 
 
 class CodecReceiver:
     """Validates packets, holds them in a jitter buffer and plays them out on a clock.
 
     :meth:`receive` takes a raw multipart message; :meth:`play_due` plays every frame whose
-    deadline has passed into the sink. One thread calls both.
+    deadline has passed into the sink. One thread calls both. ``stream``: the one stream played;
+    ``sender``: when set, the one authenticated sender key (z85 text) whose packets play.
     """
 
-    def __init__(self, codec: Codec, sink: Sink, *, jitter_ms: float = 40.0,
-                 stream: str | None = None, output_latency_s: Callable[[], float] = lambda: 0.0,
+    def __init__(self, codec: Codec, sink: Sink, *, stream: str, sender: str | None = None,
+                 jitter_ms: float = 40.0, output_latency_s: Callable[[], float] = lambda: 0.0,
                  stats: LinkStats | None = None, lock: threading.Lock | None = None) -> None:
         self.codec = codec
         self.sink = sink
         self.stream = stream
+        self.sender = sender
         self.jitter_s = jitter_ms / 1000.0
         self.stats = stats or LinkStats("rx")
         self._lock = lock or threading.Lock()
@@ -408,12 +437,14 @@ class CodecReceiver:
         self.ended = False
 
     # -- input -----------------------------------------------------------------------------
-    def receive(self, frames: Sequence[Any], now: float | None = None) -> None:
+    def receive(self, frames: Sequence[Any], now: float | None = None,
+                peer: str | None = None) -> None:
+        """Take one message; ``peer``: its sender's authenticated key (z85), if any."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            self._receive(frames, now)
+            self._receive(frames, now, peer)
 
-    def _receive(self, frames: Sequence[Any], now: float) -> None:
+    def _receive(self, frames: Sequence[Any], now: float, peer: str | None) -> None:
         stats = self.stats
         try:
             msg = decode(frames, limits=_LIMITS)
@@ -424,9 +455,10 @@ class CodecReceiver:
         if msg.kind != "codec":
             stats.error("wrong_kind", f"kind {msg.kind!r}, this receiver plays 'codec'")
             return
-        if self.stream is None:
-            self.stream = msg.stream
-            log.info("codec-rx: playing stream %r", self.stream)
+        if self.sender is not None and peer != self.sender:
+            stats.error("unauthenticated", f"stream {msg.stream!r} from key {peer}, not the "
+                        "sender's")
+            return
         if msg.stream != self.stream:
             stats.error("wrong_stream", f"stream {msg.stream!r}; playing {self.stream!r}")
             return
@@ -592,7 +624,11 @@ def run_codec_rx(cfg: RxConfig, *, codec: Codec | None = None,
     """Receive and play until SIGINT/SIGTERM, ``seconds``, or (``until_end``) the stream's end.
 
     ``ready`` is called with the bound endpoint once the socket listens (tests, benches).
+    Raises :class:`~stream.errors.SecurityError` (before anything is loaded or bound) for a
+    ``bind`` reachable from the network without keys, unless ``insecure``.
     """
+    check_bind(cfg.bind, secured=cfg.security is not None, insecure=cfg.insecure,
+               what="codec-rx")
     own = codec is None
     codec = codec or _load(cfg.codec, cfg.backend, cfg.cache_dir)
     until_end = cfg.until_end if cfg.until_end is not None else cfg.output != "speaker"
@@ -603,13 +639,18 @@ def run_codec_rx(cfg: RxConfig, *, codec: Codec | None = None,
     sock.setsockopt(zmq.RCVHWM, 1000)
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_PACKET_BYTES + 8192)
     sock.setsockopt(zmq.LINGER, 0)
+    guard = secure_server(sock, cfg.security)
+    refused = RefusedConnections(sock) if guard is not None else None
     sock.bind(cfg.bind)
     bound = str(sock.getsockopt_string(zmq.LAST_ENDPOINT))
-    log.info("codec-rx: listening on %s, codec %s, output %s", bound, codec.model_id, cfg.output)
+    log.info("codec-rx: listening on %s (%s), codec %s, output %s, stream %r", bound,
+             "CURVE" if guard else "no keys", codec.model_id, cfg.output, cfg.stream)
     sink, latency, sink_stats = _open_sink(cfg, codec.config.hop)
-    receiver = CodecReceiver(codec, sink, jitter_ms=cfg.jitter_ms, stream=cfg.stream,
-                             output_latency_s=latency, stats=stats, lock=lock)
-    server = _serve_metrics(stats, lock, cfg.metrics_port)
+    receiver = CodecReceiver(
+        codec, sink, jitter_ms=cfg.jitter_ms, stream=cfg.stream,
+        sender=None if cfg.sender is None else cfg.sender.decode("ascii"),
+        output_latency_s=latency, stats=stats, lock=lock)
+    server = _serve_metrics(stats, lock, cfg.metrics_port, cfg.metrics_addr)
     deadline = None if cfg.seconds is None else time.monotonic() + cfg.seconds
     if ready is not None:
         ready(bound)
@@ -627,10 +668,16 @@ def run_codec_rx(cfg: RxConfig, *, codec: Codec | None = None,
                 if poller.poll(round(wait_s * 1000)):
                     while True:
                         try:
-                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
                         except zmq.Again:
                             break
-                        receiver.receive(frames)
+                        # With keys every message carries its sender's key (ZAP's user id).
+                        peer = str(frames[0].get("User-Id")) if guard is not None else None
+                        receiver.receive(frames, peer=peer)
+                if refused is not None and (n := refused.take()):
+                    with lock:
+                        stats.error("unauthenticated", "a connection without a listed key "
+                                    "was refused", n)
                 receiver.play_due()
                 if until_end and receiver.ended:
                     break
@@ -639,7 +686,9 @@ def run_codec_rx(cfg: RxConfig, *, codec: Codec | None = None,
         sink.close()  # a speaker plays out what it holds first
         with lock:
             stats.device = sink_stats()
-        _release(sock, server, codec if own else None)
+        if refused is not None:
+            refused.close()
+        _release(sock, server, codec if own else None, guard)
     with lock:
         report = stats.snapshot()
     log.info("codec-rx: %s", json.dumps(report))

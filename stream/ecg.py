@@ -28,7 +28,9 @@ because the fused decision is per-stream state in the worker.
 Header keys a sender may add to its chunks (all optional, see ``docs/protocol.md``):
 ``claim`` (str, the user this wearable claims to be), ``explain`` (bool, attach a Grad-CAM
 heatmap to each beat's result), ``embed`` (bool, attach the beat's embedding, for live
-enrolment), ``gain`` (counts per mV, for integer payloads).
+enrolment), ``gain`` (counts per mV, for integer payloads). ``peer`` is the service's own:
+ingest sets it to the sender's authenticated key (:mod:`stream.security`); a beat result carries
+it, and a stream whose chunks come from another device restarts (``peer_changed``).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from engines.ecg.frontend import (
     FrontendOutput,
 )
 from stream.errors import InputError
+from stream.security import PEER_KEY
 from stream.wire import Message, data_message, result_message
 
 if TYPE_CHECKING:
@@ -75,6 +78,10 @@ ECG_MIN_FS_HZ = 100.0
 ECG_MAX_FS_HZ = 2048.0
 _MAX_CLAIM_CHARS = 128
 _RESYNC_NS = 50_000_000  # re-anchor the stream clock when a chunk's t_ns is this far off it
+# Capture times accepted: |t_ns| <= 2**62 (years 1824-2116). The stream clock is re-anchored
+# on t_ns and runs from it for the stream's life, and every time it gives (beats, status
+# reports) must still be an int64.
+_MAX_ABS_T_NS = 2**62
 _TEMPLATE_CHECK_S = 0.25  # how often a worker looks for enrolments made by other processes
 
 
@@ -100,6 +107,7 @@ class EcgStreamStage:
         self._t0_ns = 0  # the stream clock: sample i was captured at t0 + i / fs
         self._status = QUALITY_OK
         self._chunk_end_ns = 0
+        self._peer: str | None = None  # the authenticated sender of the stream's state
 
     # -- the stage protocol
 
@@ -113,6 +121,7 @@ class EcgStreamStage:
         if event is not None or self.frontend is None:
             self._reset(fs, t_ns)
         self._last_seq = seq
+        self._peer = extras.get(PEER_KEY)
         frontend = self.frontend
         assert frontend is not None
         self._chunk_end_ns = self._time_ns(frontend.samples_seen + x.size - 1)
@@ -128,6 +137,11 @@ class EcgStreamStage:
         frontend, last = self.frontend, self._last_seq
         if frontend is None or last is None:
             return None
+        peer = msg.header.get(PEER_KEY)
+        if peer != self._peer:
+            # Another device on this stream id: its samples never join the state (and so the
+            # beats) of the one before, so every beat comes from one authenticated device.
+            return "peer_changed", "another device sends on this stream id; restarted"
         if fs != frontend.fs_hz:
             return "fs_changed", f"sample rate {frontend.fs_hz:g} -> {fs:g} Hz; restarted"
         expected_ns = self._time_ns(frontend.samples_seen)
@@ -174,6 +188,8 @@ class EcgStreamStage:
         fs = float(header["fs"])
         if not ECG_MIN_FS_HZ <= fs <= ECG_MAX_FS_HZ:
             raise bad("bad_fs", f"fs {fs:g} Hz outside {ECG_MIN_FS_HZ:g}-{ECG_MAX_FS_HZ:g} Hz")
+        if abs(header["t_ns"]) > _MAX_ABS_T_NS:
+            raise bad("bad_field", f"t_ns {header['t_ns']} is outside +-2**62 (years 1824-2116)")
         if x.dtype.kind in "iu":
             gain = header.get("gain", 1.0)
             if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not (
@@ -199,6 +215,9 @@ class EcgStreamStage:
                                  stream=msg.stream, seq=msg.seq)
             if value:
                 extras[flag] = True
+        peer = header.get(PEER_KEY)  # set by ingest only: the authenticated sender
+        if isinstance(peer, str):
+            extras[PEER_KEY] = peer
         return extras
 
     def _reset(self, fs: float, t_ns: int) -> None:
@@ -331,6 +350,7 @@ class EcgWorker:
             "hr_bpm": round(60.0 / rr_s, 1) if rr_s else None,
             "quality": quality,
             "inverted": bool(header.get("inverted", False)),
+            "peer": header.get(PEER_KEY),  # the sender's authenticated key, or None
         }
         fusion = self._fusion_state(msg.stream, int(header.get("epoch", 0)))
         if quality == QUALITY_OK and np.isfinite(embedding).all():
@@ -340,7 +360,7 @@ class EcgWorker:
             reason = quality if quality != QUALITY_OK else "engine_output"
             body.update(identity=None, score=None, decision="uncertain", reason=reason)
             if claim is not None:
-                body.update(claim=claim, verified=None, claim_score=None)
+                body.update(claim=claim, verified=None)
         fused = fusion.fused()
         body["fused"] = None if fused is None else {"beats": len(fusion),
                                                     **self._decide(fused, claim)}
@@ -348,8 +368,10 @@ class EcgWorker:
             body["embedding"] = embedding.astype("<f4").tobytes()
             body["model"] = self.model_id
         if header.get("explain"):
-            body["gradcam"] = self._explain(np.asarray(msg.payload, np.float32),
-                                            claim or body.get("identity"))
+            # A claim is explained only once verified: else a heatmap for a known user and
+            # none for an unknown one would tell them apart.
+            target = claim if body.get("verified") else body.get("identity")
+            body["gradcam"] = self._explain(np.asarray(msg.payload, np.float32), target)
         return body
 
     def _decide(self, probe: np.ndarray, claim: str | None) -> dict[str, Any]:
@@ -367,13 +389,10 @@ class EcgWorker:
                            "uncertain": "between_thresholds"}[match.decision],
             }
         if claim is not None:
+            # No claim score: an unknown user is answered exactly like a failed claim, so
+            # claims cannot enumerate the enrolled users.
             verdict = self.matcher.verify(probe, claim, self._templates)
-            known = claim in names
-            out.update(
-                claim=claim,
-                verified=verdict.decision == "accept" if known else False,
-                claim_score=round(verdict.score, 4) if known else None,
-            )
+            out.update(claim=claim, verified=verdict.decision == "accept")
         return out
 
     def _explain(self, beat: np.ndarray, target: str | None) -> dict[str, Any] | None:
@@ -441,12 +460,14 @@ def unpack_explanation(packed: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
 class EcgPath:
     """The ECG path, as the runtime needs it.
 
-    ``templates``: the SQLite template store (created if missing). ``fuse_beats``: beats in the
-    fused decision. ``weights``: embedding weights to use instead of the shipped ones.
+    ``templates``: the SQLite template store (created if missing); ``templates_key``: the key
+    file its templates are encrypted with (:mod:`engines.ecg.templates`). ``fuse_beats``: beats
+    in the fused decision. ``weights``: embedding weights to use instead of the shipped ones.
     ``max_samples``: the longest chunk accepted.
     """
 
     templates: FsPath
+    templates_key: FsPath | None = None
     fuse_beats: int = 5
     weights: FsPath | None = None
     max_samples: int = 1 << 16
@@ -455,6 +476,9 @@ class EcgPath:
     name: str = dataclasses.field(default="ecg", init=False)
     input_kind: str = dataclasses.field(default=ECG_INPUT_KIND, init=False)
     sticky_streams: bool = dataclasses.field(default=True, init=False)
+    # ECG chunks feed a stream's filters and R-peak detector: shed only when far behind (a
+    # shed chunk restarts its stream, as a seq gap does).
+    deadline_ms: int = dataclasses.field(default=1000, init=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.fuse_beats, int) or self.fuse_beats < 1:
@@ -492,7 +516,7 @@ class EcgPath:
         engine = load_engine(spec, backend, max_batch=max_batch, cache_dir=cache_dir,
                              threads=threads)
         model_id = spec.weights_sha256()
-        store = TemplateStore(self.templates)
+        store = TemplateStore(self.templates, key_file=self.templates_key)
         store.open()
         worker = EcgWorker(
             engine,

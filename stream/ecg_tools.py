@@ -7,6 +7,12 @@ command needs with a header flag (``embed`` for enrolment, ``explain`` for heatm
 ``sigstream source ecg-sim --embed``), and beats whose signal quality is not ``ok`` are
 skipped. Templates are embeddings in the SQLite store, never raw ECG.
 
+Live enrolment trusts only the enrolling device: with keys (``--keys``), each beat result
+carries the key its wearable authenticated with (``peer``) and only beats whose key is the
+``--device-key`` are enrolled, so another sender using the same stream id enrols nothing.
+Without keys anyone who can reach the service could feed the stream, so live enrolment runs
+only with ``--insecure``.
+
 Runs in the CLI's main thread. Exit status: 0 done, 1 nothing usable (no good beats, timeout),
 2 bad arguments or files.
 """
@@ -26,6 +32,7 @@ import numpy as np
 import zmq
 
 from stream.errors import WireError
+from stream.security import ClientSecurity, client_context
 from stream.wire import decode
 
 __all__ = ["collect_beat_results", "run_ecg_command"]
@@ -34,15 +41,19 @@ _LIVE_ENROL_BEATS = 20
 _POLL_MS = 100
 
 
-def run_ecg_command(args: argparse.Namespace, *, db: Path) -> int:
-    """Dispatch ``sigstream ecg <action>`` (``args.action``) against the store ``db``."""
+def run_ecg_command(args: argparse.Namespace, *, db: Path, templates_key: Path | None = None,
+                    security: ClientSecurity | None = None, device_key: str | None = None
+                    ) -> int:
+    """Dispatch ``sigstream ecg <action>`` (``args.action``) against the store ``db``
+    (encrypted with ``templates_key``). Live commands subscribe with ``security``; live
+    enrolment takes only beats of ``device_key`` (z85)."""
     from devices.frames import DeviceError
     from engines.ecg.templates import TemplateStore, TemplateStoreError
     from engines.errors import EngineError
 
     db.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with TemplateStore(db) as store:
+        with TemplateStore(db, key_file=templates_key) as store:
             if args.action == "users":
                 return _users(store, as_json=args.json)
             if args.action == "remove":
@@ -55,9 +66,9 @@ def run_ecg_command(args: argparse.Namespace, *, db: Path) -> int:
                 print("sigstream ecg: give either --file or --stream", file=sys.stderr)
                 return 2
             if args.action == "enroll":
-                return _enroll(args, store)
+                return _enroll(args, store, security, device_key)
             if args.action == "explain":
-                return _explain(args, store)
+                return _explain(args, store, security)
     except TemplateStoreError as exc:
         print(f"sigstream ecg: error: {exc}", file=sys.stderr)
         return 2
@@ -86,11 +97,13 @@ def _users(store: Any, *, as_json: bool) -> int:
 def _record(args: argparse.Namespace) -> tuple[np.ndarray, float]:
     from devices.ecg import load_ecg
 
-    record = load_ecg(args.file, fs_hz=args.fs, column=args.column)
+    record = load_ecg(args.file, fs_hz=args.fs, column=args.column,
+                      max_bytes=max(1, round(args.max_file_mb * 2**20)))
     return record.signal, record.fs_hz
 
 
-def _enroll(args: argparse.Namespace, store: Any) -> int:
+def _enroll(args: argparse.Namespace, store: Any, security: ClientSecurity | None,
+            device_key: str | None) -> int:
     from engines.ecg.enrolment import embed_beats, enrolment_beats
     from engines.ecg.specs import ECG_SPECS
 
@@ -102,11 +115,30 @@ def _enroll(args: argparse.Namespace, store: Any) -> int:
         model_id = spec.weights_sha256()
         source = f"{args.file} ({found.total} beats found, {len(found.beats)} used)"
     else:
+        if security is None and not args.insecure:
+            print(f"sigstream ecg: live enrolment without --keys would enrol whatever anyone "
+                  f"sends as {args.stream!r}; give --keys and --device-key, or --insecure",
+                  file=sys.stderr)
+            return 2
+        if security is not None and device_key is None:
+            print("sigstream ecg: give --device-key, the enrolling wearable's public key: only "
+                  "its beats are enrolled", file=sys.stderr)
+            return 2
         wanted = args.beats or _LIVE_ENROL_BEATS
-        bodies = collect_beat_results(
-            args.results, args.stream, wanted, timeout_s=args.timeout,
-            usable=lambda b: b.get("quality") == "ok" and isinstance(b.get("embedding"), bytes),
-        )
+        foreign = 0
+
+        def usable(body: dict[str, Any]) -> bool:
+            nonlocal foreign
+            if device_key is not None and body.get("peer") != device_key:
+                foreign += 1  # another device on this stream id: never enrolled
+                return False
+            return body.get("quality") == "ok" and isinstance(body.get("embedding"), bytes)
+
+        bodies = collect_beat_results(args.results, args.stream, wanted, timeout_s=args.timeout,
+                                      usable=usable, security=security)
+        if foreign:
+            print(f"sigstream ecg: refused {foreign} beats of {args.stream!r} sent by another "
+                  "key than --device-key", file=sys.stderr)
         if len(bodies) < wanted:
             print(f"sigstream ecg: {len(bodies)} of {wanted} beats with an embedding from "
                   f"{args.stream!r} in {args.timeout:g} s (does the wearable send embed=true?)",
@@ -121,7 +153,7 @@ def _enroll(args: argparse.Namespace, store: Any) -> int:
     return 0
 
 
-def _explain(args: argparse.Namespace, store: Any) -> int:
+def _explain(args: argparse.Namespace, store: Any, security: ClientSecurity | None) -> int:
     from engines.ecg.gradcam import explanation_png
     from stream.ecg import unpack_explanation
 
@@ -131,7 +163,7 @@ def _explain(args: argparse.Namespace, store: Any) -> int:
     else:
         bodies = collect_beat_results(
             args.results, args.stream, args.beats, timeout_s=args.timeout,
-            usable=lambda b: isinstance(b.get("gradcam"), dict),
+            usable=lambda b: isinstance(b.get("gradcam"), dict), security=security,
         )
         explained = [
             (int(b.get("beat") or i), *unpack_explanation(b["gradcam"]),
@@ -184,11 +216,12 @@ def collect_beat_results(
     *,
     timeout_s: float,
     usable: Callable[[dict[str, Any]], bool],
-    context: zmq.Context[Any] | None = None,
+    security: ClientSecurity | None = None,
 ) -> list[dict[str, Any]]:
-    """Subscribe to ``result.ecg/<stream>`` at ``endpoint`` and return the first ``count``
-    beat results for which ``usable(body)`` holds (fewer after ``timeout_s``)."""
-    ctx = context or zmq.Context.instance()
+    """Subscribe to ``result.ecg/<stream>`` at ``endpoint`` (a CURVE client with
+    ``security``) and return the first ``count`` beat results for which ``usable(body)`` holds
+    (fewer after ``timeout_s``)."""
+    ctx = client_context(security)
     sock = ctx.socket(zmq.SUB)
     sock.linger = 0
     sock.setsockopt_string(zmq.SUBSCRIBE, f"result.ecg/{stream}")
@@ -210,4 +243,5 @@ def collect_beat_results(
                 out.append(body)
     finally:
         sock.close()
+        ctx.term()
     return out

@@ -6,6 +6,8 @@
     │   ├── WireError                   it breaks wire format v1
     │   └── InputError                  well-formed, but its content breaks the path's input
     │                                   contract (wrong kind, 2-D, empty, NaN)
+    ├── SecurityError (ValueError)      keys missing, unreadable or too open; an endpoint that
+    │                                   would be exposed without keys (see stream.security)
     ├── StageError (RuntimeError)       a pipeline stage that failed to start or died
     └── ServiceError (RuntimeError)     a service that cannot start (endpoint in use, bad config)
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 __all__ = [
     "InputError",
     "MessageError",
+    "SecurityError",
     "ServiceError",
     "SigstreamError",
     "StageError",
@@ -55,6 +58,11 @@ class WireError(MessageError):
 class InputError(MessageError):
     """A well-formed message that a path cannot serve (codes ``wrong_kind``, ``bad_shape``,
     ``empty``, ``too_long``, ``input_contract``)."""
+
+
+class SecurityError(SigstreamError, ValueError):
+    """Keys that cannot be used (missing, malformed, a secret file others can read), or an
+    endpoint that would be reachable from the network without keys."""
 
 
 class StageError(SigstreamError, RuntimeError):

@@ -21,6 +21,15 @@ worker polls :meth:`TemplateStore.changed` (one indexed read of that counter, ~Â
 threads (calls are serialised by a lock). The file is created with mode 0600: templates are
 biometric data.
 
+Encryption at rest: with a key file (``key_file``, made by :func:`create_templates_key`: 32
+random bytes, base64, mode 0600) every template and sum is sealed with AES-256-GCM
+(``cryptography``), a fresh 96-bit nonce per blob and the row's user, model and column as
+associated data (a blob moved to another row does not open). User names, beat counts and times
+stay readable. A store remembers whether it is encrypted and with which key (a key id: a hash,
+not the key): opening it without its key, with another key, or opening a plain store with a
+key raises :class:`TemplateStoreError`. This protects templates on a stolen disk or backup; it
+does not protect them on a running host whose key file an intruder can read.
+
 Errors: :class:`TemplateStoreError` (an :class:`~engines.errors.EngineError`) for anything the
 database does wrong (unreadable file, locked for longer than the timeout, foreign schema);
 ``ValueError`` for bad arguments (empty user name, embeddings of the wrong shape or not finite).
@@ -28,22 +37,36 @@ database does wrong (unreadable file, locked for longer than the timeout, foreig
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
+import secrets
 import sqlite3
+import stat
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 
 from engines.errors import EngineError
 
-__all__ = ["SCHEMA_VERSION", "TemplateStore", "TemplateStoreError", "UserRecord"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "TemplateStore",
+    "TemplateStoreError",
+    "UserRecord",
+    "create_templates_key",
+    "read_templates_key",
+]
 
 SCHEMA_VERSION = 1
 _MAX_USER_LEN = 256
+_KEY_BYTES = 32  # AES-256
+_NONCE_BYTES = 12
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -77,6 +100,51 @@ class UserRecord:
     updated_s: float
 
 
+def create_templates_key(path: str | os.PathLike[str]) -> Path:
+    """Write a new random key for :class:`TemplateStore` into ``path`` (mode 0600, private from
+    its first byte); refuses to overwrite a file (its templates would be lost with it)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        raise TemplateStoreError(f"{path} exists; a key is never overwritten") from None
+    except OSError as exc:
+        raise TemplateStoreError(f"cannot write the templates key {path}: {exc}") from exc
+    with os.fdopen(fd, "w") as f:
+        f.write(base64.urlsafe_b64encode(secrets.token_bytes(_KEY_BYTES)).decode() + "\n")
+    return path
+
+
+def read_templates_key(path: str | os.PathLike[str]) -> bytes:
+    """The 32-byte key in ``path`` (see :func:`create_templates_key`). Raises
+    :class:`TemplateStoreError` for a missing or malformed file, or one others can read."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+        text = path.read_bytes()[:1024].strip()
+    except OSError as exc:
+        raise TemplateStoreError(f"cannot read the templates key {path}: {exc}") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise TemplateStoreError(f"{path} is readable by others (mode {stat.S_IMODE(mode):04o});"
+                                 f" run chmod 600 {path}")
+    try:
+        key = base64.urlsafe_b64decode(text)
+    except ValueError:
+        key = b""
+    if len(key) != _KEY_BYTES:
+        raise TemplateStoreError(f"{path} is not a templates key (32 bytes, base64)")
+    return key
+
+
+def _key_id(key: bytes | None) -> int:
+    """What a store records of its key: 0 for none, else 56 bits of a hash of it."""
+    if key is None:
+        return 0
+    digest = hashlib.sha256(b"sigstream templates key id\0" + key).digest()
+    return int.from_bytes(digest[:7], "big") | 1
+
+
 def _check_user(user: str) -> str:
     if not isinstance(user, str) or not user.strip():
         raise ValueError("user must be a non-empty string")
@@ -91,18 +159,24 @@ def _check_model_id(model_id: str) -> str:
     return model_id
 
 
+def _aad(user: str, model_id: str, column: str) -> bytes:
+    return f"{user}\0{model_id}\0{column}".encode()
+
+
 class TemplateStore:
     """SQLite-backed template store (see the module docstring).
 
     ``path``: the database file (created on :meth:`open`, parent folders too). ``dim``: the
-    embedding size every template must have. ``busy_timeout_s``: how long a call waits for
+    embedding size every template must have. ``key_file``: encrypt the templates with this key
+    (see the module docstring). ``busy_timeout_s``: how long a call waits for
     another process's write lock before raising :class:`TemplateStoreError`.
     The constructor does no I/O; :meth:`open` connects, :meth:`close` releases (safe twice);
     ``with TemplateStore(p) as store:`` does both.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, dim: int = 64,
-                 busy_timeout_s: float = 10.0) -> None:
+                 busy_timeout_s: float = 10.0,
+                 key_file: str | os.PathLike[str] | None = None) -> None:
         if int(dim) < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
         if busy_timeout_s < 0:
@@ -113,6 +187,8 @@ class TemplateStore:
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._seen_version: int | None = None
+        self._key_file = None if key_file is None else Path(key_file)
+        self._aead: Any = None  # AESGCM with the key, while open
 
     @property
     def path(self) -> Path:
@@ -133,6 +209,7 @@ class TemplateStore:
         with self._lock:
             if self._conn is not None:
                 return self
+            key = None if self._key_file is None else read_templates_key(self._key_file)
             try:
                 self._path.parent.mkdir(parents=True, exist_ok=True)
                 if not self._path.exists():
@@ -162,6 +239,7 @@ class TemplateStore:
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('version', 0)")
                 row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+                key_problem = self._record_key(conn, _key_id(key))
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 conn.close()
@@ -174,6 +252,13 @@ class TemplateStore:
                 raise TemplateStoreError(
                     f"{self._path}: schema version {row[0]}, this code reads {SCHEMA_VERSION}"
                 )
+            if key_problem:
+                conn.close()
+                raise TemplateStoreError(f"{self._path}: {key_problem}")
+            if key is not None:
+                from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+                self._aead = AESGCM(key)
             self._conn = conn
             self._seen_version = None
         return self
@@ -182,6 +267,7 @@ class TemplateStore:
         """Close the connection. Safe to call more than once."""
         with self._lock:
             conn, self._conn = self._conn, None
+            self._aead = None
         if conn is not None:
             conn.close()
 
@@ -206,6 +292,43 @@ class TemplateStore:
         if self._conn is None:
             raise TemplateStoreError(f"template store {self._path} is not open")
         return self._conn
+
+    @staticmethod
+    def _record_key(conn: sqlite3.Connection, key_id: int) -> str | None:
+        """Record which key a new store uses; for an existing one, why ``key_id`` cannot
+        open it (``None``: it can)."""
+        row = conn.execute("SELECT value FROM meta WHERE key = 'key_id'").fetchone()
+        if row is None:
+            if key_id and conn.execute("SELECT 1 FROM templates LIMIT 1").fetchone():
+                return "it holds unencrypted templates; it cannot be opened with a key"
+            conn.execute("INSERT INTO meta VALUES ('key_id', ?)", (key_id,))
+            return None
+        stored = int(row[0])
+        if stored == key_id:
+            return None
+        if not stored:
+            return "its templates are not encrypted; open it without a key"
+        if not key_id:
+            return "its templates are encrypted; give its key file (--templates-key)"
+        return "its templates are encrypted with another key"
+
+    def _seal(self, blob: bytes, user: str, model_id: str, column: str) -> bytes:
+        if self._aead is None:
+            return blob
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        return nonce + bytes(self._aead.encrypt(nonce, blob, _aad(user, model_id, column)))
+
+    def _unseal(self, blob: bytes, user: str, model_id: str, column: str) -> bytes:
+        if self._aead is None:
+            return blob
+        from cryptography.exceptions import InvalidTag
+
+        try:
+            return bytes(self._aead.decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:],
+                                            _aad(user, model_id, column)))
+        except InvalidTag:
+            raise TemplateStoreError(
+                f"{self._path}: the {column} of {user!r} does not decrypt (altered?)") from None
 
     def _write(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -259,7 +382,8 @@ class TemplateStore:
                             (user, model_id),
                         ).fetchone()
                         if row is not None:
-                            total = total + np.frombuffer(row[1], dtype="<f8")
+                            total = total + np.frombuffer(
+                                self._unseal(row[1], user, model_id, "sum"), dtype="<f8")
                             n += int(row[0])
                             created = float(row[2])
                     norm = float(np.linalg.norm(total))
@@ -279,8 +403,8 @@ class TemplateStore:
                             model_id,
                             self._dim,
                             n,
-                            template.tobytes(),
-                            total.astype("<f8").tobytes(),
+                            self._seal(template.tobytes(), user, model_id, "template"),
+                            self._seal(total.astype("<f8").tobytes(), user, model_id, "sum"),
                             created,
                             now,
                         ),
@@ -375,7 +499,7 @@ class TemplateStore:
                     f"{self._path}: template of {user!r} has dim {dim}, expected {self._dim}"
                 )
             names.append(user)
-            matrix[i] = np.frombuffer(blob, dtype="<f4")
+            matrix[i] = np.frombuffer(self._unseal(blob, user, model_id, "template"), dtype="<f4")
         return names, matrix
 
     def version(self) -> int:

@@ -83,7 +83,7 @@ def test_in_order_packets_play_exactly_the_offline_decode(codec: Codec, speech: 
                                                           ) -> None:
     packets = _packets(codec, speech)
     sink = ListSink()
-    rx = CodecReceiver(codec, sink, jitter_ms=40)
+    rx = CodecReceiver(codec, sink, jitter_ms=40, stream="link")
     hop_s = codec.config.hop / CODEC_FS
     arrivals = [(k * hop_s, _frames(codec, p, 100 + k)) for k, p in enumerate(packets)]
     arrivals.append((len(packets) * hop_s, _frames(codec, b"", 100 + len(packets), end=True)))
@@ -107,7 +107,7 @@ def test_reordered_duplicated_late_and_lost_packets(codec: Codec, speech: np.nda
     arrivals.append((lost[0] + 0.5, lost[1]))                           # ... then far too late
     arrivals.append((len(packets) * hop_s, _frames(codec, b"", len(packets), end=True)))
     sink = ListSink()
-    rx = CodecReceiver(codec, sink, jitter_ms=80)
+    rx = CodecReceiver(codec, sink, jitter_ms=80, stream="link")
     _run(rx, arrivals, hop_s, len(packets) * hop_s + 0.6)
     assert rx.ended
     c = rx.stats.counters

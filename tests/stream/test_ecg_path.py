@@ -229,10 +229,10 @@ def test_worker_identifies_verifies_and_fuses(worker) -> None:  # type: ignore[n
     w, engine, users = worker
     body = _serve(w, engine, _beat_msg(claim="alice"), users["alice"])
     assert body["identity"] == "alice" and body["decision"] == "accept"
-    assert body["verified"] is True and body["claim_score"] == pytest.approx(1.0, abs=1e-4)
+    assert body["verified"] is True and "claim_score" not in body
     assert body["hr_bpm"] == 75.0
     assert body["fused"] == {"beats": 1, **{k: body[k] for k in (
-        "identity", "score", "decision", "reason", "claim", "verified", "claim_score")}}
+        "identity", "score", "decision", "reason", "claim", "verified")}}
     body = _serve(w, engine, _beat_msg(claim="alice"), users["bob"])  # bob wears alice's strap
     assert body["identity"] == "bob" and body["verified"] is False
     fused = body["fused"]
@@ -240,8 +240,11 @@ def test_worker_identifies_verifies_and_fuses(worker) -> None:  # type: ignore[n
     stranger = _unit(np.random.default_rng(5).normal(size=64))
     body = _serve(w, engine, _beat_msg(), stranger)
     assert body["identity"] is None and body["decision"] == "reject"
-    body = _serve(w, engine, _beat_msg(claim="carol"), users["alice"])  # not enrolled
-    assert body["verified"] is False and body["claim_score"] is None
+    unknown = _serve(w, engine, _beat_msg(claim="carol"), users["alice"])  # not enrolled
+    failed = _serve(w, engine, _beat_msg(claim="bob"), users["alice"])  # enrolled, not him
+    for body in (unknown, failed):  # answered alike: claims cannot enumerate the users
+        assert body["verified"] is False and "claim_score" not in body
+    assert {k: type(v) for k, v in unknown.items()} == {k: type(v) for k, v in failed.items()}
 
 
 def test_worker_never_matches_a_bad_beat_and_restarts_fusion(worker) -> None:  # type: ignore[no-untyped-def]

@@ -161,7 +161,8 @@ def test_live_enrolment_then_recognition_and_explanation(gateway, tmp_path: Path
     rc: list[int] = []
     enrol = threading.Thread(target=lambda: rc.append(main([
         "ecg", "--db", str(db), "enroll", "--user", "carol", "--stream", "g-carol",
-        "--results", service.bound_publish, "--beats", "10", "--timeout", "30"])))
+        "--results", service.bound_publish, "--beats", "10", "--timeout", "30",
+        "--insecure"])))  # no keys here: tests/stream/test_security.py enrols securely
     try:
         enrol.start()
         time.sleep(0.5)

@@ -3,18 +3,35 @@
 from __future__ import annotations
 
 import io
+import random
 import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zmq
 
-from stream.sources import run_replay, run_spectral_sim, sim_stream_ids
+from devices.frames import EndOfStream, Frame, FrameSource
+from devices.spectrometer import SpectrometerSimConfig, SpectrometerSimulator
+from stream.sources import (
+    PushReport,
+    SendBuffer,
+    push_frames,
+    run_replay,
+    run_spectral_sim,
+    sim_stream_ids,
+)
 from stream.wire import Message, decode
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -111,22 +128,105 @@ def test_replay_of_a_missing_file_reports_and_fails(pull, tmp_path: Path, capsys
     assert "absent.npy" in capsys.readouterr().err
 
 
-def test_missing_service_is_reported_not_hung(ctx: zmq.Context, capsys) -> None:
-    # A port nobody listens on: bind and close to get one that is free. Below the ephemeral
-    # range, so that the connect cannot pick the same port as its own source (TCP
-    # self-connect, which would make the socket its own peer).
-    probe = ctx.socket(zmq.PULL)
-    port = probe.bind_to_random_port("tcp://127.0.0.1", min_port=20000, max_port=30000)
-    probe.close(linger=0)
+def _unused_endpoint(ctx: zmq.Context) -> str:
+    """A port nobody listens on. Below the ephemeral range, so that the connect cannot pick
+    the same port as its own source (TCP self-connect, which would make the socket its own
+    peer); found with a plain socket, whose close (unlike ZeroMQ's) is done on return."""
+    rng = random.Random()
+    while True:
+        port = rng.randrange(20000, 30000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return f"tcp://127.0.0.1:{port}"
+
+
+def _bind(sock: zmq.Socket, endpoint: str) -> None:
+    """Bind, waiting for a closed ZeroMQ socket on the same port to let go of it."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            sock.bind(endpoint)
+            return
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_missing_service_gives_up_only_when_asked(ctx: zmq.Context, capsys) -> None:
     out = io.StringIO()
     start = time.monotonic()
     status = run_spectral_sim(
-        connect=f"tcp://127.0.0.1:{port}", rate_hz=100.0, count=5, send_timeout_s=0.3, out=out
+        connect=_unused_endpoint(ctx), rate_hz=100.0, count=5, give_up_s=0.3, out=out
     )
     assert status == 1
     assert time.monotonic() - start < 5.0
     assert "no service took a message" in capsys.readouterr().err
+    # Read, buffered, never sent: counted, not lost silently.
     assert "sent 0 messages" in out.getvalue()
+    assert "buffered 5, dropped 0, unsent 5, reconnects 0" in out.getvalue()
+
+
+def test_no_service_at_all_ends_cleanly_on_sigterm(ctx: zmq.Context) -> None:
+    # A real `sigstream source` process with no service and no give-up: it keeps reading and
+    # buffering (1 KiB: the oldest dropped) until SIGTERM, then reports and exits 130.
+    cmd = [sys.executable, "-m", "stream.cli", "source", "spectral-sim",
+           "--connect", _unused_endpoint(ctx), "--rate", "200", "--length", "64",
+           "--buffer-mb", str(1 / 1024)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    lines: list[str] = []
+    noticed = threading.Event()
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if "no connection at" in line:
+                noticed.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        # It says so after a 2 s stall, and keeps running.
+        assert noticed.wait(60), "".join(lines)
+        assert proc.poll() is None, "".join(lines)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 130, "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(10)
+    assert proc.stdout is not None
+    stdout, stderr = proc.stdout.read(), "".join(lines)
+    found = re.search(r"sent 0 messages .*; buffered (\d+), dropped (\d+), unsent (\d+), "
+                      r"reconnects 0 \(interrupted\)", stdout)
+    assert found, stdout + stderr
+    buffered, dropped, unsent = map(int, found.groups())
+    assert dropped > 0 and 0 < unsent <= 1024 // (64 * 4)
+    assert buffered == dropped + unsent
+    assert "Traceback" not in stderr
+
+
+def test_send_buffer_is_bounded_in_bytes_and_drops_the_oldest() -> None:
+    buffer = SendBuffer(100)
+    for _ in range(3):
+        buffer.put("a", [b"h", bytes(29)])  # 30 bytes each
+    buffer.put("b", [bytes(30)])  # 120 > 100: the oldest "a" goes
+    assert (len(buffer), buffer.nbytes, buffer.dropped) == (3, 90, {"a": 1})
+    buffer.put("b", [bytes(101)])  # bigger than the whole buffer: dropped itself
+    assert (len(buffer), buffer.dropped) == (3, {"a": 1, "b": 1})
+    assert buffer.peek()[0] == "a"
+    buffer.pop()
+    assert buffer.nbytes == 60 and buffer.peak_bytes == 90
+    assert buffer.clear() == {"a": 1, "b": 1}
+    assert (len(buffer), buffer.nbytes) == (0, 0)
+    with pytest.raises(ValueError):
+        SendBuffer(0)
 
 
 def test_bad_stream_id_is_an_argument_error(pull, capsys) -> None:
@@ -140,3 +240,233 @@ def test_stream_ids() -> None:
     assert sim_stream_ids("inst", 3) == ["inst-1", "inst-2", "inst-3"]
     with pytest.raises(ValueError):
         sim_stream_ids("x", 0)
+
+
+def _pull_until(sock: zmq.Socket, seqs: dict[str, list[int]], done: Callable[[], bool],
+                timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, {k: len(v) for k, v in seqs.items()}
+        if sock.poll(50):
+            msg = decode(sock.recv_multipart())
+            seqs[msg.stream].append(msg.seq)
+
+
+def test_a_source_reconnects_resends_and_counts_drops(ctx: zmq.Context) -> None:
+    # The receiver goes away for a while and comes back on the same port: what was read
+    # meanwhile arrives (oldest dropped beyond the buffer, counted), in order, once each.
+    endpoint = _unused_endpoint(ctx)
+    stop = threading.Event()
+    names = ("a", "b")
+    sources = {
+        name: _Until(SpectrometerSimulator(SpectrometerSimConfig(
+            rate_hz=100.0, length=128, seed=1, instrument=i)), stop)
+        for i, name in enumerate(names)
+    }
+    buffer_bytes = 20 * 700  # ~20 messages of 128 float32 (+ header)
+    reports: list[PushReport] = []
+    pusher = threading.Thread(target=lambda: reports.append(push_frames(
+        sources, kind="spectrum", connect=endpoint, buffer_bytes=buffer_bytes,
+        give_up_s=60.0, context=ctx)), daemon=True)
+    seqs: dict[str, list[int]] = defaultdict(list)
+    first = ctx.socket(zmq.PULL)
+    _bind(first, endpoint)
+    pusher.start()
+    try:
+        _pull_until(first, seqs, lambda: all(len(seqs[n]) >= 20 for n in names))
+        first.close(linger=0)
+        time.sleep(1.0)  # 200 messages read meanwhile: the buffer keeps ~20
+        before = {n: list(seqs[n]) for n in names}
+        second = ctx.socket(zmq.PULL)
+        second.linger = 0
+        _bind(second, endpoint)
+        _pull_until(second, seqs, lambda: all(len(seqs[n]) >= len(before[n]) + 40
+                                              for n in names))
+        stop.set()
+        pusher.join(30)
+        assert reports, "the source did not end"
+        report = reports[0]
+        _pull_until(second, seqs, lambda: all(len(seqs[n]) >= report.sent[n] - 10
+                                              for n in names))
+        time.sleep(0.2)
+        _pull_until(second, seqs, lambda: not second.poll(100))
+        second.close()
+    finally:
+        stop.set()
+        pusher.join(10)
+    assert report.error is None and report.reconnects == 1 and report.unsent == {}
+    assert report.buffered > 0 and 0 < report.peak_buffer_bytes <= buffer_bytes
+    for name in names:
+        got, n, dropped = seqs[name], report.read[name], report.dropped.get(name, 0)
+        assert n == report.sent[name] + dropped and dropped > 0
+        assert got == sorted(set(got)), f"{name}: out of order or twice"
+        # Lost unseen: only what was on the wire when the first receiver closed.
+        in_transit = n - len(got) - dropped
+        assert 0 <= in_transit <= 10, (name, in_transit, report)
+        assert min(set(range(n)) - set(got)) > max(before[name])
+
+
+# ---------------------------------------------------------------------------------------------
+# A service restart under a running source (real service processes)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch = pytest.importorskip("torch")
+    from engines.roi.specs import ROI_SPECS
+
+    path = tmp_path_factory.mktemp("weights") / "roi_resnet_unet_untrained.pt"
+    torch.manual_seed(0)
+    torch.save(ROI_SPECS["resnet_unet"].build().state_dict(), path)
+    return path
+
+
+class _Until(FrameSource):
+    """A simulated spectrometer that ends once ``stop`` is set."""
+
+    def __init__(self, inner: FrameSource, stop: threading.Event) -> None:
+        super().__init__()
+        self.inner, self.stop = inner, stop
+
+    @property
+    def next_due_ns(self) -> int | None:
+        return self.inner.next_due_ns
+
+    def _open(self) -> None:
+        self.inner.open()
+
+    def _read(self, timeout_s: float | None) -> Frame | None:
+        if self.stop.is_set():
+            raise EndOfStream
+        return self.inner.read(timeout_s)
+
+    def _close(self) -> None:
+        self.inner.close()
+
+
+class _Answers:
+    """A subscriber to one service's results and errors, reading in a thread: seq -> kinds,
+    per stream."""
+
+    def __init__(self, ctx: zmq.Context, publish: str) -> None:
+        self.sub = ctx.socket(zmq.SUB)
+        self.sub.linger = 0
+        self.sub.rcvhwm = 0
+        self.sub.reconnect_ivl = 10  # connect before the service binds: catch up at once
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.connect(publish)
+        self.seqs: dict[str, list[int]] = defaultdict(list)
+        self.kinds: dict[str, int] = defaultdict(int)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self.sub.poll(50):
+                msg = decode(self.sub.recv_multipart(), topic=True)
+                if msg.seq is not None:
+                    self.seqs[msg.stream].append(msg.seq)
+                    code = msg.payload.get("code") if msg.kind == "error" else msg.kind
+                    self.kinds[str(code)] += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.sub.close(linger=0)
+
+
+def _free_port(ctx: zmq.Context) -> int:
+    return int(_unused_endpoint(ctx).rsplit(":", 1)[1])
+
+
+@pytest.mark.slow  # two service starts
+def test_a_source_rides_out_a_service_restart(ctx: zmq.Context, weights: Path) -> None:
+    from stream.service import Service, ServiceConfig
+
+    def config(publish_port: int) -> ServiceConfig:
+        return ServiceConfig(
+            path="spectral", ingest=ingest, publish=f"tcp://127.0.0.1:{publish_port}",
+            backend="eager", weights=weights, max_batch=8, max_wait_us=1000,
+            queue_depth=256, stats_interval_s=0.1, stop_timeout_s=20.0,
+        )
+
+    ingest = f"tcp://127.0.0.1:{_free_port(ctx)}"
+    ports = (_free_port(ctx), _free_port(ctx))
+    names = ("inst-1", "inst-2")
+    stop = threading.Event()
+    sources = {
+        name: _Until(SpectrometerSimulator(SpectrometerSimConfig(
+            rate_hz=40.0, length=512, seed=3, instrument=i)), stop)
+        for i, name in enumerate(names)
+    }
+    # 64 KiB: ~30 spectra of 2.1 KB, far less than the outage (a service start, seconds at
+    # 80 messages/s), so the buffer both delivers after the restart and drops.
+    buffer_bytes = 64 << 10
+    reports: list[PushReport] = []
+    first, second = _Answers(ctx, f"tcp://127.0.0.1:{ports[0]}"), None
+    pusher = threading.Thread(target=lambda: reports.append(push_frames(
+        sources, kind="spectrum", connect=ingest, buffer_bytes=buffer_bytes, give_up_s=120.0,
+        context=ctx)), daemon=True)
+    old = Service(config(ports[0]))
+    new: Service | None = None
+    try:
+        old.start()
+        pusher.start()
+        _wait(lambda: all(len(first.seqs[n]) >= 20 for n in names), "the first service answers")
+        old.stop()
+        time.sleep(1.0)  # away a little longer than a start takes
+        second = _Answers(ctx, f"tcp://127.0.0.1:{ports[1]}")
+        new = Service(config(ports[1]))
+        new.start()
+        _wait(lambda: all(len(second.seqs[n]) >= 40 for n in names), "the new service answers")
+        stop.set()
+        pusher.join(60)
+        assert reports, "the source did not end"
+        report = reports[0]
+        read = {n: report.read[n] for n in names}
+        _wait(lambda: all(len(first.seqs[n]) + len(second.seqs[n]) + report.dropped.get(n, 0)
+                          >= read[n] - 20 for n in names), "the last answers")
+        time.sleep(0.5)
+        new.stop()
+        time.sleep(0.2)  # the subscriber has the drain's last answers
+    finally:
+        stop.set()
+        first.close()
+        if second is not None:
+            second.close()
+        old.stop()
+        if new is not None:
+            new.stop()
+        pusher.join(10)
+
+    assert report.error is None and not report.interrupted
+    assert report.reconnects == 1, report
+    assert report.unsent == {}
+    assert report.buffered > 0 and report.peak_buffer_bytes <= buffer_bytes
+    assert second is not None and new is not None
+    summary = new.summary()
+    for name in names:
+        n = read[name]
+        assert n == report.sent[name] + report.dropped.get(name, 0)
+        assert report.dropped.get(name, 0) > 0, "the outage must overflow the buffer"
+        before, after = first.seqs[name], second.seqs[name]
+        answered = before + after
+        assert len(answered) == len(set(answered)), f"{name}: a seq answered twice"
+        # The new service answers only what the old one never saw.
+        assert not before or not after or max(before) < min(after)
+        missing = set(range(n)) - set(answered)
+        assert not missing or min(missing) > max(before), "lost while both were up"
+        # Every seq is answered or dropped by the source, but for the messages on the wire
+        # when the old service closed its socket: no acknowledgement tells the source of them.
+        in_transit = len(missing) - report.dropped.get(name, 0)
+        assert 0 <= in_transit <= 10, (name, in_transit, report)
+        s = summary[name]
+        assert (s.received, s.unexplained) == (len(after), 0)
+
+
+def _wait(done: Callable[[], bool], what: str, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.05)
