@@ -168,6 +168,9 @@ class SpectralPath:
     name: str = dataclasses.field(default="spectral", init=False)
     input_kind: str = dataclasses.field(default=SPECTRAL_INPUT_KIND, init=False)
     sticky_streams: bool = dataclasses.field(default=False, init=False)
+    # A spectrum older than this at the door is stale for live peak detection: answered
+    # ``expired`` so that what the service delivers under overload stays fresh.
+    deadline_ms: int = dataclasses.field(default=50, init=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_samples, int) or self.max_samples < 1:

@@ -2,45 +2,46 @@
 
 ::
 
-    sender --PUSH--> ingest --(crc32(stream) % shards)--> shard k --(round robin)--> worker j
-                       |                                     |                          |
-                       +------- errors ------------------>  publisher  <--- results ----+
-                                                           (PUB, topic "<kind>/<stream>")
+    sender --PUSH--> ingest --(crc32(stream) % shards)--> shard k --(tagged)--> worker j
+                     [door]                                  ^  |                  |
+                       |                                     |  +-- answers <------+
+                       +---- errors, answers ----------> publisher <-- answers ----+
+                                                      (PUB, topic "<kind>/<stream>")
 
-- **ingest** binds the external PULL, validates every message with :func:`stream.wire.decode`,
-  answers wire errors and wrong kinds, tracks ``seq`` per stream (it sees every stream in
-  arrival order) and forwards the received frames untouched to shard
-  ``zlib.crc32(stream) % shards``.
+- **ingest** binds the external PULL and reads it greedily: every message is validated with
+  :func:`stream.wire.decode` (wire errors and wrong kinds answered at once), ``seq`` is tracked
+  per stream (ingest sees every stream in arrival order), and the message waits at the
+  :class:`~stream.dispatch.Door` (bounded in messages and bytes, shedding by its policy, answering
+  ``expired`` past the path's deadline) until there is room downstream. It then goes to shard
+  ``crc32(stream) % shards`` — or, in a service without shards, through the path's per-stream
+  stage right here (one hop less, for paths whose per-stream work is light, such as spectra).
 - **shard** runs the path's per-stream stage (:class:`StreamStage`) on every message of its
-  streams, in order, and hands the output to the engine workers round robin. A service with
-  no shards runs the per-stream stages inside ingest instead (it sees every stream in order
-  too): one hop less, for paths whose per-stream work is light, such as spectra.
-- **worker** loads the path's engine once (:meth:`Path.load_worker`), drains its socket into a
-  :class:`~stream.queues.BoundedQueue` with the configured policy (every message the policy
-  gives up is answered ``dropped`` or ``overloaded``), prepares each message into engine rows,
-  batches rows across streams with :class:`engines.batcher.DynamicBatcher` (``max_batch`` rows
-  or ``max_wait_us``, whichever first), makes one engine call per batch and publishes one result
-  per message.
-- **publisher** binds the external PUB and sends everything it receives; it measures
-  capture-to-result latency and counts deliveries.
+  streams, in order, and hands the output to the engine workers.
+- ingest (without shards) or each shard is a :class:`~stream.dispatch.Dispatcher`: it tags
+  every message it hands to a worker, gets the answer back, and forwards it to the publisher,
+  so it knows what each worker holds and answers ``worker_lost`` for it if that worker dies.
+- **worker** loads the path's engine once (:meth:`Path.load_worker`), prepares each message into
+  engine rows, batches rows across streams with :class:`engines.batcher.DynamicBatcher`
+  (``max_batch`` rows or ``max_wait_us``, whichever first), makes one engine call per batch and
+  sends one answer per message back to the dispatcher that sent it.
+- **publisher** binds the external PUB and sends every answer; it is where answers are counted
+  (delivered, errors and drops by code) and capture-to-result latency is measured.
 
-Internal sockets are PUSH/PULL over ``ipc://`` in the service's private folder. On them a data
-message is the sender's two frames ``[header, payload]`` (forwarded without re-encoding), a
-message for the publisher is ``[topic, header, payload]``, and a one-frame message is the end
-marker :data:`END`: it flows down every path when the service drains (ingest stops reading,
-shards flush, workers flush their batches, the publisher sends everything and closes). Each
-stage's sockets apply back-pressure (``block``) except the workers' queue, which applies the
-configured policy: that is where a backlog builds up when the engines are the bottleneck.
+Internal sockets are PUSH/PULL over ``ipc://`` in the service's private folder. A data message is
+the sender's two frames ``[header, payload]`` (forwarded without re-encoding), prefixed with its
+tag between a dispatcher and a worker; a message for the publisher is ``[topic, header,
+payload]``; a one-frame message is the end marker :data:`END`, which flows down when the service
+drains (ingest stops reading and empties its door, dispatchers wait for every answer, the
+publisher sends everything and closes).
 
 Every stage reports to the supervisor on a control socket (msgpack maps): ``ready`` (with the
 endpoints it bound), ``failed`` (with the error), ``stats`` (a
-:meth:`~stream.metrics.StageStats.snapshot`, a few times a second) and ``stopped``. Each stage
-is a single-threaded loop; :func:`stage_main` is the process entry point.
-
-Paths plug in through :class:`Path`: declared input kind, a per-stream stage factory (run in a
-shard process; stateful DSP such as filters with ``zi`` or an R-peak detector lives there),
-and an engine worker (run in a worker process: ``prepare`` -> batched engine call ->
-``finish``). See :mod:`stream.spectral`.
+:meth:`~stream.metrics.StageStats.snapshot`, a few times a second; the supervisor's watchdog
+reads silence as a stall) and ``stopped``. The supervisor tells dispatchers on their command
+socket when a worker is lost or back (``lost <j>``, ``up <j>``) and tells ingest to ``stop``.
+Each stage is a single-threaded loop; :func:`stage_main` is the process entry point. Stage
+processes ignore SIGINT and SIGTERM: a terminal or ``systemctl stop`` signals the whole process
+group, and it is the supervisor that decides how to drain.
 """
 
 from __future__ import annotations
@@ -53,8 +54,6 @@ import signal
 import sys
 import time
 import traceback
-import zlib
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path as FsPath
@@ -64,12 +63,13 @@ import msgpack
 import numpy as np
 import zmq
 
+from stream.dispatch import Dispatcher, Door, DoorConfig, origin_of, shard_of
 from stream.errors import InputError, StageError, WireError
 from stream.metrics import StageStats
 from stream.queues import BoundedQueue, QueuePolicy
+from stream.security import ServerGuard, ServerSecurity, secure_server, stamp_peer
 from stream.wire import (
     ERROR_KIND,
-    RESULT_PREFIX,
     Message,
     WireLimits,
     decode,
@@ -80,6 +80,7 @@ from stream.wire import (
 
 __all__ = [
     "END",
+    "DROP_CODES",
     "IngestConfig",
     "Path",
     "PathWorker",
@@ -95,10 +96,12 @@ __all__ = [
 END = b"END"
 """The end marker: a one-frame message on an internal socket."""
 
+DROP_CODES = frozenset({"dropped", "expired", "overloaded"})
+"""Error codes of messages given up under load (counted as drops, not as errors)."""
+
 log = logging.getLogger(__name__)
 
 _POLL_IDLE_MS = 100  # longest sleep of a loop with nothing to do (stats, parent watch)
-_COMMAND_CHECK_S = 0.05  # ingest: how often it looks for the supervisor's stop
 _DRAIN_QUIET_MS = 20  # ingest drain: stop reading after this long without a message
 _DRAIN_MAX_S = 2.0  # ingest drain: stop reading after this long in any case
 _RECV_BURST = 512  # messages read per wake-up before the loop looks at its other duties
@@ -109,8 +112,8 @@ _RECV_BURST = 512  # messages read per wake-up before the loop looks at its othe
 
 
 class StreamStage(Protocol):
-    """Per-stream stage of a path, run by a shard process on every message of one stream, in
-    order. Stateful DSP keeps its state on the instance."""
+    """Per-stream stage of a path, run on every message of one stream, in order. Stateful DSP
+    keeps its state on the instance."""
 
     def process(self, msg: Message) -> Sequence[Message]:
         """Messages for the engine workers. Returning ``msg`` itself forwards its received
@@ -164,12 +167,6 @@ class Path(Protocol):
     ) -> PathWorker: ...
 
 
-def shard_of(stream: str, shards: int) -> int:
-    """The shard that owns ``stream``: ``zlib.crc32`` of its UTF-8 id, stable across runs and
-    processes (unlike ``hash``)."""
-    return zlib.crc32(stream.encode()) % shards
-
-
 # ---------------------------------------------------------------------------------------------
 # Stage configurations (frozen, picklable: they cross the spawn boundary)
 
@@ -193,12 +190,23 @@ class StageWiring:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DispatchConfig:
+    """A dispatcher's side of the worker hand-off: the workers' input endpoints, the endpoint
+    it binds for their answers, its index among dispatchers, and the credit per worker."""
+
+    workers: tuple[str, ...]
+    results: str
+    origin: int
+    credit: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class IngestConfig:
-    """``endpoint``: external PULL to bind; ``command``: ipc PULL for the supervisor's stop;
-    ``shards``/``publisher``: ipc endpoints to connect; ``max_message_bytes``: ZeroMQ
-    ``MAXMSGSIZE`` (a bigger frame disconnects its sender before anything is allocated).
-    With no ``shards``, ingest runs the ``path``'s per-stream stages itself and hands their
-    output to ``workers``: one hop less, for paths whose per-stream work is light."""
+    """``endpoint``: external PULL to bind; ``command``: ipc PULL for the supervisor's
+    commands; ``shards``/``publisher``: ipc endpoints to connect; ``max_message_bytes``: ZeroMQ
+    ``MAXMSGSIZE`` (a bigger frame disconnects its sender before anything is allocated);
+    ``door``: the bounded queue behind the socket. With no ``shards``, ingest runs the
+    ``path``'s per-stream stages itself and hands their output on through ``dispatch``."""
 
     name: str
     wiring: StageWiring
@@ -209,59 +217,67 @@ class IngestConfig:
     input_kind: str
     limits: WireLimits
     max_message_bytes: int
-    rcvhwm: int = 1024
+    door: DoorConfig
+    drain_s: float = 10.0
     path: Any = None  # a Path; used when there are no shards
-    workers: tuple[str, ...] = ()
+    dispatch: DispatchConfig | None = None
+    security: ServerSecurity | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class ShardConfig:
-    """``endpoint``: ipc PULL to bind; ``workers``/``publisher``: ipc endpoints to connect."""
+    """``endpoint``: ipc PULL to bind; ``command``: ipc PULL for the supervisor's commands;
+    ``dispatch``: the worker hand-off; ``publisher``: ipc endpoint to connect."""
 
     name: str
     wiring: StageWiring
     path: Any  # a Path
     endpoint: str
-    workers: tuple[str, ...]
+    command: str
+    dispatch: DispatchConfig
     publisher: str
+    drain_s: float = 10.0
 
 
 @dataclass(frozen=True, kw_only=True)
 class WorkerConfig:
-    """``endpoint``: ipc PULL to bind; ``upstream``: how many stages send to it, the shards or
-    else ingest (end markers to wait for); ``queue_depth``/``queue_policy``: its bounded
-    queue; ``max_batch`` (engine rows) and ``max_wait_us`` (counted from the capture time of
-    the oldest message waiting): the batcher's bounds; ``threads``: intra-op threads of the
-    engine."""
+    """``endpoint``: ipc PULL to bind; ``origins``: the dispatchers' answer endpoints, by
+    origin index (their end markers tell it to stop); ``queue_depth``: its bounded queue (the
+    dispatchers' credit keeps it from overflowing); ``max_batch`` (engine rows) and
+    ``max_wait_us`` (counted from the capture time of the oldest message waiting): the
+    batcher's bounds; ``threads``: intra-op threads of the engine."""
 
     name: str
     wiring: StageWiring
     path: Any  # a Path
     endpoint: str
-    publisher: str
-    upstream: int
+    origins: tuple[str, ...]
     backend: str
     cache_dir: FsPath | None
     max_batch: int
     max_wait_us: int
     queue_depth: int
-    queue_policy: str
     threads: int | None
 
 
 @dataclass(frozen=True, kw_only=True)
 class PublisherConfig:
     """``endpoint``: external PUB to bind; ``inputs``: ipc PULL to bind; ``upstream``: how
-    many stages send to it (end markers to wait for); ``sndhwm``: messages queued per
-    subscriber before ZeroMQ drops for that subscriber; ``linger_ms``: time to flush at close."""
+    many stages send it end markers (ingest and the shards); ``sndhwm``: messages queued per
+    subscriber before ZeroMQ drops for that subscriber (with answers of at most a few KB this
+    bounds a slow subscriber's cost in bytes); ``linger_ms``: time to flush at close."""
 
     name: str
     wiring: StageWiring
     endpoint: str
     inputs: str
     upstream: int
-    sndhwm: int = 100_000
+    sndhwm: int = 10_000
     linger_ms: int = 2000
+    security: ServerSecurity | None = None
+
+
+StageConfig = IngestConfig | ShardConfig | WorkerConfig | PublisherConfig
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,17 +317,20 @@ class _Stage:
         return sock
 
     def report(self, event: str, **fields: Any) -> None:
-        """Tell the supervisor. Never blocks the stage for long: control messages are small and
-        the supervisor reads them continuously."""
-        payload = msgpack.packb({"event": event, "stage": self.name, "pid": os.getpid(),
-                                 **fields}, use_bin_type=True)
+        """Tell the supervisor. Never blocks the stage for long, and never raises: a stage's
+        own bookkeeping must not take it down."""
         try:
+            payload = msgpack.packb({"event": event, "stage": self.name, "pid": os.getpid(),
+                                     **fields}, use_bin_type=True)
             self._control.send(payload, flags=zmq.NOBLOCK)
         except zmq.Again:
             log.warning("%s: control socket full, %s report lost", self.name, event)
+        except Exception:
+            log.exception("%s: %s report failed", self.name, event)
 
     def tick(self) -> None:
-        """Periodic duties: stats to the supervisor, and exit when the supervisor is gone."""
+        """Periodic duties: stats to the supervisor (also its sign of life for the watchdog),
+        and exit when the supervisor is gone."""
         now = time.monotonic()
         if now < self._next_stats:
             return
@@ -323,14 +342,24 @@ class _Stage:
     def answer_error(
         self, code: str, reason: str, stream: str | None, seq: int | None
     ) -> None:
-        """Publish an ``error`` for one input and count it."""
-        self.stats.ledger.error(stream, code)
-        msg = error_message(code, reason, stream=stream, seq=seq, stage=self.name)
-        self.send_publisher(encode(msg, topic=True))
+        """Publish an ``error`` for one input (the publisher counts it)."""
+        self.send_publisher(encode(self._error(code, reason, stream, seq), topic=True))
+
+    def _error(self, code: str, reason: str, stream: str | None, seq: int | None) -> Message:
+        return error_message(code, reason, stream=stream, seq=seq, stage=self.name)
 
     def send_publisher(self, frames: Sequence[Any]) -> None:
-        assert self._to_publisher is not None
-        self._to_publisher.send_multipart(frames, copy=False)
+        """Send to the publisher; while it is full or away (being restarted) wait, still
+        reporting to the supervisor, so a publisher restart does not look like a stall here."""
+        sock = self._to_publisher
+        assert sock is not None
+        while True:
+            try:
+                sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                return
+            except zmq.Again:
+                sock.poll(_POLL_IDLE_MS, zmq.POLLOUT)
+                self.tick()
 
     def open(self) -> dict[str, Any]:
         """Bind and connect (and, for workers, load the engine). Returns ready info."""
@@ -358,85 +387,202 @@ def _bind(sock: zmq.Socket[Any], endpoint: str, what: str) -> str:
     return str(sock.getsockopt_string(zmq.LAST_ENDPOINT))
 
 
+class _DispatchingStage(_Stage):
+    """A stage that owns per-stream stages and a :class:`Dispatcher` (ingest without shards,
+    or a shard), and obeys the supervisor's worker notices."""
+
+    dispatcher: Dispatcher | None = None
+
+    def _make_dispatcher(self, path: Any, config: DispatchConfig) -> Dispatcher:
+        return Dispatcher(
+            self, path, workers=config.workers, results=config.results, origin=config.origin,
+            credit=config.credit, make_socket=self._socket, tick=self.tick,
+            max_streams=self.wiring.max_streams,
+        )
+
+    def on_command(self, command: bytes) -> bool:
+        """Apply one supervisor command; True for ``stop``."""
+        verb, _, arg = command.partition(b" ")
+        if verb == b"stop":
+            return True
+        if self.dispatcher is not None and arg.isdigit():
+            j = int(arg)
+            if verb == b"lost":
+                n = self.dispatcher.worker_lost(j)
+                log.warning("%s: worker-%d lost; %d messages it held answered worker_lost",
+                            self.name, j, n)
+            elif verb == b"up":
+                self.dispatcher.worker_up(j)
+        return False
+
+    def drain_dispatcher(self, deadline: float, poll: Any) -> None:
+        """Flush the stream stages, wait for every answer (until ``deadline``), then tell the
+        workers to stop."""
+        dispatcher = self.dispatcher
+        if dispatcher is None:
+            return
+        dispatcher.finish()
+        dispatcher.wait_idle(deadline, poll)
+        if dispatcher.inflight:
+            log.warning("%s: %d messages unanswered at the drain deadline", self.name,
+                        dispatcher.inflight)
+            dispatcher.answer_all_lost("the service stopped before the engine answered")
+        dispatcher.end_workers(END)
+
+
 # ---------------------------------------------------------------------------------------------
 # Ingest
 
 
-class IngestStage(_Stage):
-    """External PULL -> validation -> shard by stream id (or, without shards, the per-stream
-    stages here and on to the workers). See the module docstring."""
+class IngestStage(_DispatchingStage):
+    """External PULL -> validation -> door -> shard by stream id (or, without shards, the
+    per-stream stages here and on to the workers). See the module docstring."""
 
     def __init__(self, config: IngestConfig, ctx: zmq.Context[Any]) -> None:
         super().__init__(config.name, config.wiring, ctx)
         self.config = config
-        self._pull = self._socket(zmq.PULL, linger_ms=0, hwm=config.rcvhwm)
+        self._pull = self._socket(zmq.PULL, linger_ms=0, hwm=config.door.depth)
         self._pull.setsockopt(zmq.MAXMSGSIZE, config.max_message_bytes)
         self._command = self._socket(zmq.PULL, linger_ms=0)
         self._shards = [self._socket(zmq.PUSH) for _ in config.shards]
-        self._streams = (
-            None if config.shards else _StreamStages(self, config.path, config.workers)
-        )
+        if not config.shards:
+            assert config.dispatch is not None
+            self.dispatcher = self._make_dispatcher(config.path, config.dispatch)
         self._to_publisher = self._socket(zmq.PUSH)
         self._input_kind = config.input_kind
+        self.door = Door(config.door, self)
+        self._poller = zmq.Poller()
+        self._reading = False
+        self._guard: ServerGuard | None = None
+
+    def close(self) -> None:
+        super().close()
+        if self._guard is not None:
+            self._guard.close()
 
     def open(self) -> dict[str, Any]:
         cfg = self.config
         _bind(self._command, cfg.command, "command socket")
         for sock, endpoint in zip(self._shards, cfg.shards, strict=True):
             sock.connect(endpoint)
-        if self._streams is not None:
-            self._streams.connect()
+        if self.dispatcher is not None:
+            self.dispatcher.connect()
+            self._poller.register(self.dispatcher.results, zmq.POLLIN)
         assert self._to_publisher is not None
         self._to_publisher.connect(cfg.publisher)
+        self._poller.register(self._command, zmq.POLLIN)
+        self._guard = secure_server(self._pull, cfg.security)
         bound = _bind(self._pull, cfg.endpoint, "ingest")
         return {"endpoint": bound}
 
     def run(self) -> None:
-        # Block in recv (with a timeout for the periodic duties) rather than poll-then-recv:
-        # one wake-up per message instead of two. The command socket is looked at between
-        # messages, at most every _COMMAND_CHECK_S.
-        pull, command = self._pull, self._command
-        pull.rcvtimeo = _POLL_IDLE_MS
-        next_check = 0.0
         while True:
-            try:
-                frames = pull.recv_multipart(copy=False)
-            except zmq.Again:
-                frames = None
-            if frames is not None:
-                self._handle(frames)
-                self._read(_RECV_BURST)
-            now = time.monotonic()
-            if now >= next_check:
-                next_check = now + _COMMAND_CHECK_S
-                if command.poll(0) and command.recv() == b"stop":
-                    break
+            if self._poll(self._timeout_ms()):
+                break
             self.tick()
         self._drain()
 
+    def _poll(self, timeout_ms: int) -> bool:
+        """Wait for and handle every socket once; True when told to stop."""
+        # A ``block`` door that is full stops reading: the senders feel back-pressure.
+        want = not (self.door.policy is QueuePolicy.BLOCK and self.door.full())
+        if want != self._reading:
+            if want:
+                self._poller.register(self._pull, zmq.POLLIN)
+            else:
+                self._poller.unregister(self._pull)
+            self._reading = want
+        events = dict(self._poller.poll(timeout_ms))
+        if self._pull in events:
+            self._read(_RECV_BURST)
+        if self.dispatcher is not None and self.dispatcher.results in events:
+            self.dispatcher.pump()
+        stop = False
+        if self._command in events:
+            while True:
+                try:
+                    command = self._command.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                stop = self.on_command(command) or stop
+        now = time.monotonic_ns()
+        self.door.expire(now)
+        self._forward()
+        self.stats.queue = self.door.statistics()
+        return stop
+
+    def _timeout_ms(self) -> int:
+        if self.door and self._has_room():
+            return 0
+        expiry = self.door.next_expiry_ns()
+        if expiry is None:
+            return _POLL_IDLE_MS
+        return max(0, min(_POLL_IDLE_MS, -(-(expiry - time.monotonic_ns()) // 1_000_000)))
+
+    def _has_room(self) -> bool:
+        if self.dispatcher is not None:
+            return self.dispatcher.can_take(self.door.peek()[0].header["stream"])
+        return True  # shards: _forward tries, and stops at the first full one
+
+    def _forward(self) -> None:
+        """Move messages from the door downstream while there is room."""
+        door = self.door
+        dispatcher = self.dispatcher
+        stats = self.stats
+        while door:
+            msg, frames = door.peek()
+            stream = msg.header["stream"]
+            if dispatcher is not None:
+                if not dispatcher.can_take(stream):
+                    return
+                door.pop()
+                dispatcher.handle(msg, frames)
+                continue
+            shard = self._shards[shard_of(stream, len(self._shards))]
+            try:
+                shard.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return  # that shard is full: the door holds the rest
+            door.pop()
+            stats.frame_out(stream)
+
     def _drain(self) -> None:
-        """Stop: answer what senders already delivered, then send the end marker."""
+        """Stop: answer what senders already delivered, then send the end markers."""
+        cfg = self.config
         deadline = time.monotonic() + _DRAIN_MAX_S
         while time.monotonic() < deadline and self._pull.poll(_DRAIN_QUIET_MS, zmq.POLLIN):
             self._read(_RECV_BURST)
+        self._poller.unregister(self._pull) if self._reading else None
+        self._reading = False
         self._pull.close(linger=0)
+        end = time.monotonic() + cfg.drain_s
+        while self.door and time.monotonic() < end:
+            self._poll(20)
+            self.tick()
+        self.door.drop_all("the service stopped before this message could be served")
         for sock in self._shards:
             sock.send(END)
-        if self._streams is not None:
-            self._streams.finish()
+        self.drain_dispatcher(end, self._poll)
         self.send_publisher([END])
         log.info("%s: drained, end marker sent", self.name)
 
     def _read(self, budget: int) -> None:
         pull = self._pull
         for _ in range(budget):
+            if self.door.policy is QueuePolicy.BLOCK and self.door.full():
+                return
             try:
                 frames = pull.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            self._handle(frames)
+            try:
+                self._admit(frames)
+            except Exception as exc:  # decode raises only WireError; no bug may take ingest down
+                log.exception("%s: unexpected failure on a message", self.name)
+                self.stats.ledger.received(None)
+                self.answer_error("internal", f"ingest failed: {type(exc).__name__}", None, None)
 
-    def _handle(self, frames: list[Any]) -> None:
+    def _admit(self, frames: list[Any]) -> None:
         stats = self.stats
         try:
             msg = decode(frames, limits=self.config.limits)
@@ -456,164 +602,84 @@ class IngestStage(_Stage):
                 stream, seq,
             )
             return
-        if self._streams is not None:
-            self._streams.handle(msg, frames)
-            return
-        self._shards[zlib.crc32(stream.encode()) % len(self._shards)].send_multipart(
-            frames, copy=False
-        )
-        stats.frame_out(stream)
-
-
-# ---------------------------------------------------------------------------------------------
-# Per-stream stages (in a shard, or in ingest)
-
-
-class _StreamStages:
-    """The per-stream stages of the streams one process owns, run in order, and the round-robin
-    hand-off of their output to the engine workers. Used by a shard, or by ingest when the
-    service runs without shards."""
-
-    def __init__(self, owner: _Stage, path: Path, workers: Sequence[str]) -> None:
-        self.owner = owner
-        self.path = path
-        self._endpoints = tuple(workers)
-        self._workers = [owner._socket(zmq.PUSH) for _ in workers]
-        self._stages: OrderedDict[str, StreamStage] = OrderedDict()
-        self._next_worker = 0
-        self.sticky = bool(path.sticky_streams)
-        self._out_poller = zmq.Poller()
-        for sock in self._workers:
-            self._out_poller.register(sock, zmq.POLLOUT)
-
-    def connect(self) -> None:
-        for sock, endpoint in zip(self._workers, self._endpoints, strict=True):
-            sock.connect(endpoint)
-
-    def handle(self, msg: Message, frames: Sequence[Any]) -> None:
-        """Run ``msg`` (whose received ``frames`` these are) through its stream's stage."""
-        owner = self.owner
-        stream, seq = msg.header["stream"], msg.header.get("seq")
-        try:
-            outs = self._stage(stream).process(msg)
-        except InputError as exc:
-            owner.answer_error(exc.code, exc.reason, stream, seq)
-            return
-        except Exception as exc:  # a bug in a stage must not take the other streams down
-            log.exception("%s: stream stage failed on %s seq %s", owner.name, stream, seq)
-            owner.answer_error("internal", f"stream stage failed: {exc!r}", stream, seq)
-            return
-        if not any(out is msg for out in outs):
-            owner.stats.ledger.consumed(stream)
-        self._send(stream, outs, msg, frames)
-
-    def finish(self) -> None:
-        """End of input: flush every stage, then send the end marker to every worker."""
-        for stream, stage in self._stages.items():
-            self._send(stream, stage.flush())
-        for sock in self._workers:
-            sock.send(END)
-
-    def _send(self, stream: str, outs: Sequence[Message], msg: Message | None = None,
-              frames: Sequence[Any] = ()) -> None:
-        """Hand a stage's output on: its input unchanged (``msg`` itself: the received
-        ``frames``), a message it made to a worker, or a result it made to the publisher."""
-        owner = self.owner
-        for out in outs:
-            if out is msg:
-                self._dispatch(stream, frames)
-            else:
-                owner.stats.ledger.emitted(stream)
-                if out.header["kind"].startswith(RESULT_PREFIX):
-                    owner.send_publisher(encode(out, topic=True))
-                else:
-                    self._dispatch(stream, encode(out))
-            owner.stats.frame_out(stream)
-
-    def _stage(self, stream: str) -> StreamStage:
-        stage = self._stages.get(stream)
-        if stage is None:
-            if len(self._stages) >= self.owner.wiring.max_streams:
-                # The least recently seen stream gives up its state (a restart for it).
-                old_stream, old = self._stages.popitem(last=False)
-                self._send(old_stream, old.flush())
-            stage = self._stages[stream] = self.path.stream_stage(stream)
-        else:
-            self._stages.move_to_end(stream)
-        return stage
-
-    def _dispatch(self, stream: str, frames: Sequence[Any]) -> None:
-        """To a worker: the stream's own one if the path keeps per-stream state in its workers
-        (:attr:`Path.sticky_streams`), else round robin skipping full ones. Blocks while the
-        chosen worker (or every worker) is full."""
-        workers = self._workers
-        n = len(workers)
-        if self.sticky:
-            sock = workers[shard_of(stream, n)]
-            while True:
-                try:
-                    sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
-                    return
-                except zmq.Again:
-                    sock.poll(_POLL_IDLE_MS, zmq.POLLOUT)
-                    self.owner.tick()
-        while True:
-            for _ in range(n):
-                sock = workers[self._next_worker]
-                self._next_worker = (self._next_worker + 1) % n
-                try:
-                    sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
-                    return
-                except zmq.Again:
-                    continue
-            self._out_poller.poll(_POLL_IDLE_MS)
-            self.owner.tick()
+        # Only the ZAP-authenticated key may name the sender; nothing a sender writes can.
+        frames = stamp_peer(header, frames, self.config.security is not None)
+        self.door.put(msg, frames, time.monotonic_ns())
 
 
 # ---------------------------------------------------------------------------------------------
 # Shard
 
 
-class ShardStage(_Stage):
+class ShardStage(_DispatchingStage):
     """Per-stream stages of the streams that hash here, in order; output to the workers."""
 
     def __init__(self, config: ShardConfig, ctx: zmq.Context[Any]) -> None:
         super().__init__(config.name, config.wiring, ctx)
         self.config = config
         self._pull = self._socket(zmq.PULL)
-        self._streams = _StreamStages(self, config.path, config.workers)
+        self._command = self._socket(zmq.PULL, linger_ms=0)
+        self.dispatcher = self._make_dispatcher(config.path, config.dispatch)
         self._to_publisher = self._socket(zmq.PUSH)
+        self._poller = zmq.Poller()
+        self._ended = False
 
     def open(self) -> dict[str, Any]:
+        _bind(self._command, self.config.command, "command socket")
         _bind(self._pull, self.config.endpoint, "shard input")
-        self._streams.connect()
+        assert self.dispatcher is not None
+        self.dispatcher.connect()
         assert self._to_publisher is not None
         self._to_publisher.connect(self.config.publisher)
+        self._poller.register(self.dispatcher.results, zmq.POLLIN)
+        self._poller.register(self._command, zmq.POLLIN)
         return {}
 
     def run(self) -> None:
-        pull = self._pull
-        pull.rcvtimeo = _POLL_IDLE_MS
-        while True:
-            try:
-                frames = pull.recv_multipart(copy=False)
-            except zmq.Again:
-                self.tick()
-                continue
-            for _ in range(_RECV_BURST):
-                if len(frames) == 1:  # the end marker: ingest is the only upstream
-                    self._streams.finish()
-                    self.send_publisher([END])
-                    log.info("%s: drained, end marker sent", self.name)
-                    return
-                msg = _trusted(frames)
-                self.stats.frame_in(msg.header["stream"])
-                self._streams.handle(msg, frames)
+        while not self._ended:
+            self._poll(_POLL_IDLE_MS)
+            self.tick()
+        self.drain_dispatcher(time.monotonic() + self.config.drain_s, self._poll)
+        self.send_publisher([END])
+        log.info("%s: drained, end marker sent", self.name)
+
+    def _poll(self, timeout_ms: int) -> None:
+        dispatcher = self.dispatcher
+        assert dispatcher is not None
+        # Read only while a worker has room: otherwise the backlog waits at ingest's door.
+        reading = not self._ended and dispatcher.can_take()
+        if reading:
+            self._poller.register(self._pull, zmq.POLLIN)
+        events = dict(self._poller.poll(timeout_ms))
+        if reading:
+            self._poller.unregister(self._pull)
+        if dispatcher.results in events:
+            dispatcher.pump()
+        if self._command in events:
+            while True:
                 try:
-                    frames = pull.recv_multipart(zmq.NOBLOCK, copy=False)
+                    self.on_command(self._command.recv(zmq.NOBLOCK))
                 except zmq.Again:
                     break
-            self.tick()
+        if self._pull in events:
+            self._read()
+
+    def _read(self) -> None:
+        dispatcher = self.dispatcher
+        assert dispatcher is not None
+        for _ in range(_RECV_BURST):
+            if not dispatcher.can_take():
+                return
+            try:
+                frames = self._pull.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            if len(frames) == 1:  # the end marker: ingest is the only upstream
+                self._ended = True
+                return
+            msg = _trusted(frames)
+            self.stats.frame_in(msg.header["stream"])
+            dispatcher.handle(msg, frames)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -621,16 +687,18 @@ class ShardStage(_Stage):
 
 
 class _Item:
-    __slots__ = ("msg", "plan", "rows")
+    __slots__ = ("msg", "plan", "rows", "tag")
 
-    def __init__(self, msg: Message, rows: np.ndarray, plan: Any) -> None:
+    def __init__(self, tag: bytes, msg: Message, rows: np.ndarray, plan: Any) -> None:
+        self.tag = tag
         self.msg = msg
         self.rows = rows
         self.plan = plan
 
 
 class WorkerStage(_Stage):
-    """Bounded queue (policy) -> prepare -> batch across streams -> engine -> finish."""
+    """Queue -> prepare -> batch across streams -> engine -> finish; every answer goes back,
+    tagged, to the dispatcher that sent the message."""
 
     def __init__(self, config: WorkerConfig, ctx: zmq.Context[Any]) -> None:
         super().__init__(config.name, config.wiring, ctx)
@@ -638,9 +706,11 @@ class WorkerStage(_Stage):
 
         self.config = config
         self.path = config.path
-        self._pull = self._socket(zmq.PULL)
-        self._to_publisher = self._socket(zmq.PUSH)
-        self.queue: BoundedQueue[Message] = BoundedQueue(config.queue_depth, config.queue_policy)
+        self._pull = self._socket(zmq.PULL, hwm=0)  # the dispatchers' credit bounds it
+        self._origins = [self._socket(zmq.PUSH, hwm=0) for _ in config.origins]
+        self.queue: BoundedQueue[tuple[bytes, Message]] = BoundedQueue(
+            config.queue_depth, QueuePolicy.DROP_OLDEST
+        )
         self.batcher: DynamicBatcher[_Item] = DynamicBatcher(
             BatcherConfig(max_batch=config.max_batch, max_wait_us=config.max_wait_us)
         )
@@ -651,8 +721,8 @@ class WorkerStage(_Stage):
     def open(self) -> dict[str, Any]:
         cfg = self.config
         _bind(self._pull, cfg.endpoint, "worker input")
-        assert self._to_publisher is not None
-        self._to_publisher.connect(cfg.publisher)
+        for sock, endpoint in zip(self._origins, cfg.origins, strict=True):
+            sock.connect(endpoint)
         t0 = time.perf_counter()
         self.worker = self.path.load_worker(
             backend=cfg.backend, max_batch=cfg.max_batch, cache_dir=cfg.cache_dir,
@@ -666,7 +736,7 @@ class WorkerStage(_Stage):
 
     def run(self) -> None:
         pull, queue, batcher = self._pull, self.queue, self.batcher
-        upstream = self.config.upstream
+        upstream = len(self.config.origins)
         while True:
             ending = self._ends >= upstream
             now = time.monotonic_ns()
@@ -678,11 +748,8 @@ class WorkerStage(_Stage):
                     _POLL_IDLE_MS if deadline is None
                     else max(0, min(_POLL_IDLE_MS, -(-(deadline - now) // 1_000_000)))
                 )
-            # A full queue under ``block`` leaves messages in the socket (back-pressure); the
-            # queue is then non-empty, so this iteration runs a batch and makes room.
-            if not ending and (not queue.full() or queue.policy is not QueuePolicy.BLOCK):
-                if pull.poll(timeout_ms, zmq.POLLIN):
-                    self._read()
+            if not ending and pull.poll(timeout_ms, zmq.POLLIN):
+                self._read()
             self._fill()
             now = time.monotonic_ns()
             if batcher.due(now) or (ending and not queue and len(batcher)):
@@ -691,16 +758,11 @@ class WorkerStage(_Stage):
                 break
             self.stats.queue = queue.statistics()
             self.tick()
-        self.send_publisher([END])
-        log.info("%s: drained, end marker sent", self.name)
+        log.info("%s: drained", self.name)
 
     def _read(self) -> None:
-        """Move what the socket holds into the bounded queue, applying its policy."""
         pull, queue = self._pull, self.queue
-        block = queue.policy is QueuePolicy.BLOCK
         for _ in range(_RECV_BURST):
-            if block and queue.full():
-                return  # back-pressure: leave the rest in the socket
             try:
                 frames = pull.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -708,23 +770,21 @@ class WorkerStage(_Stage):
             if len(frames) == 1:
                 self._ends += 1
                 continue
-            msg = _trusted(frames)
+            tag = frames[0].bytes
+            msg = _trusted(frames[1:])
             self.stats.frame_in(msg.header["stream"])
-            lost = queue.put(msg)
-            if lost is not None:
-                self._give_up(lost)
+            lost = queue.put((tag, msg))
+            if lost is not None:  # more than the credit: a dispatcher bug, still answered
+                old_tag, old = lost
+                self._answer_error(old_tag, old, "dropped", f"{self.name} queue full")
 
-    def _give_up(self, msg: Message) -> None:
-        """A message the queue policy sacrificed: count it and tell its sender."""
-        stream, seq = msg.header["stream"], msg.header.get("seq")
-        cap = self.queue.capacity
-        if self.queue.policy is QueuePolicy.REJECT:
-            code, reason = "overloaded", f"{self.name} queue full ({cap}): rejected"
-        else:
-            code, reason = "dropped", f"{self.name} queue full ({cap}): oldest dropped"
-        self.stats.ledger.dropped(stream, code)
-        msg_out = error_message(code, reason, stream=stream, seq=seq, stage=self.name)
-        self.send_publisher(encode(msg_out, topic=True))
+    def _answer(self, tag: bytes, frames: list[bytes]) -> None:
+        self._origins[origin_of(tag)].send_multipart([tag, *frames], copy=False)
+
+    def _answer_error(self, tag: bytes, msg: Message, code: str, reason: str) -> None:
+        h = msg.header
+        self._answer(tag, encode(self._error(code, reason, h["stream"], h.get("seq")),
+                                 topic=True))
 
     def _fill(self) -> None:
         """Prepare queued messages into the batcher until it holds a full batch."""
@@ -732,19 +792,17 @@ class WorkerStage(_Stage):
         assert worker is not None
         max_batch = self.config.max_batch
         while queue and batcher.pending_rows < max_batch:
-            msg = queue.get()
+            tag, msg = queue.get()
             try:
                 rows, plan = worker.prepare(msg)
             except InputError as exc:
-                self.answer_error(exc.code, exc.reason, msg.header["stream"],
-                                  msg.header.get("seq"))
+                self._answer_error(tag, msg, exc.code, exc.reason)
                 continue
             except Exception as exc:
                 log.exception("%s: prepare failed", self.name)
-                self.answer_error("internal", f"prepare failed: {exc!r}",
-                                  msg.header["stream"], msg.header.get("seq"))
+                self._answer_error(tag, msg, "internal", f"prepare failed: {type(exc).__name__}")
                 continue
-            batcher.add(_Item(msg, rows, plan), int(rows.shape[0]),
+            batcher.add(_Item(tag, msg, rows, plan), int(rows.shape[0]),
                         now_ns=self._arrival_ns(msg.header.get("t_ns")))
 
     @staticmethod
@@ -770,9 +828,8 @@ class WorkerStage(_Stage):
         except Exception as exc:
             log.exception("%s: engine failed on a batch of %d rows", self.name, rows.shape[0])
             for item in items:
-                h = item.msg.header
-                self.answer_error("engine_failed", f"engine failed: {exc!r}", h["stream"],
-                                  h.get("seq"))
+                self._answer_error(item.tag, item.msg, "engine_failed",
+                                   f"engine failed: {type(exc).__name__}")
             return
         self.stats.observe_batch(int(rows.shape[0]), time.perf_counter() - t0)
         offset = 0
@@ -781,16 +838,15 @@ class WorkerStage(_Stage):
             header = item.msg.header
             try:
                 body = worker.finish(item.msg, outputs[offset:offset + n], item.plan)
+                frames = encode(result_message(self._result_path, header, body), topic=True)
             except InputError as exc:
-                self.answer_error(exc.code, exc.reason, header["stream"], header.get("seq"))
+                self._answer_error(item.tag, item.msg, exc.code, exc.reason)
             except Exception as exc:
                 log.exception("%s: finish failed", self.name)
-                self.answer_error("internal", f"finish failed: {exc!r}", header["stream"],
-                                  header.get("seq"))
+                self._answer_error(item.tag, item.msg, "internal",
+                                   f"finish failed: {type(exc).__name__}")
             else:
-                self.send_publisher(
-                    encode(result_message(self._result_path, header, body), topic=True)
-                )
+                self._answer(item.tag, frames)
                 self.stats.frame_out(header["stream"])
             offset += n
 
@@ -818,22 +874,29 @@ class WorkerStage(_Stage):
 
 
 class PublisherStage(_Stage):
-    """Internal PULL -> external PUB; capture-to-result latency and deliveries counted here."""
+    """Internal PULL -> external PUB. Every answer is counted here, where it leaves: results
+    delivered, errors and drops by code, and capture-to-result latency."""
 
     def __init__(self, config: PublisherConfig, ctx: zmq.Context[Any]) -> None:
         super().__init__(config.name, config.wiring, ctx)
         self.config = config
         self._pull = self._socket(zmq.PULL)
         self._pub = self._socket(zmq.PUB, linger_ms=config.linger_ms, hwm=config.sndhwm)
+        self._guard: ServerGuard | None = None
 
     def open(self) -> dict[str, Any]:
         _bind(self._pull, self.config.inputs, "publisher input")
+        self._guard = secure_server(self._pub, self.config.security)
         bound = _bind(self._pub, self.config.endpoint, "publish")
         return {"endpoint": bound}
 
+    def close(self) -> None:
+        super().close()
+        if self._guard is not None:
+            self._guard.close()
+
     def run(self) -> None:
         pull, pub = self._pull, self._pub
-        stats = self.stats
         ends = 0
         pull.rcvtimeo = _POLL_IDLE_MS
         while ends < self.config.upstream:
@@ -845,7 +908,7 @@ class PublisherStage(_Stage):
             for _ in range(_RECV_BURST):
                 if len(frames) == 1:
                     ends += 1
-                else:
+                elif len(frames) == 3:
                     pub.send_multipart(frames, copy=False)
                     self._count(frames)
                 try:
@@ -853,33 +916,45 @@ class PublisherStage(_Stage):
                 except zmq.Again:
                     break
             self.tick()
-        stats.queue = None
         log.info("%s: every upstream stage ended; closing", self.name)
 
     def _count(self, frames: list[Any]) -> None:
-        header = msgpack.unpackb(frames[1].buffer)
-        stream = header.get("stream")
-        self.stats.frame_out(stream)
-        if header.get("kind") == ERROR_KIND:
+        try:
+            header = msgpack.unpackb(frames[1].buffer)
+            stream = header.get("stream")
+            stream = stream if isinstance(stream, str) else None
+        except Exception:  # our own stages wrote it; never let counting take the loop down
+            log.exception("%s: unreadable header of an answer", self.name)
             return
-        self.stats.ledger.delivered(stream)
+        stats = self.stats
+        stats.frame_out(stream)
+        if header.get("kind") == ERROR_KIND:
+            code = str(header.get("code", "error"))
+            if code in DROP_CODES:
+                stats.ledger.dropped(stream, code)
+            else:
+                stats.ledger.error(stream, code)
+            return
+        stats.ledger.delivered(stream) if stream is not None else None
         t_ns = header.get("t_ns")
-        if isinstance(t_ns, int):
-            self.stats.observe_latency(stream, max(0, time.time_ns() - t_ns) / 1e9)
+        if isinstance(t_ns, int) and stream is not None:
+            stats.observe_latency(stream, max(0, time.time_ns() - t_ns) / 1e9)
 
 
 # ---------------------------------------------------------------------------------------------
 # Process entry point
 
 
-def stage_main(config: IngestConfig | ShardConfig | WorkerConfig | PublisherConfig) -> None:
+def stage_main(config: StageConfig) -> None:
     """Entry point of a stage process (``multiprocessing`` spawn target).
 
-    Ctrl-C is ignored here: the terminal sends it to the whole process group, and it is the
-    supervisor that decides how to drain. Exits 0 after a clean drain, 1 on failure; either
-    way the supervisor hears ``failed``/``stopped`` first. Never returns.
+    SIGINT and SIGTERM are ignored here: a terminal or a service manager signals the whole
+    process group, and it is the supervisor that decides how to drain (it kills a stage with
+    SIGKILL when it must). Exits 0 after a clean drain, 1 on failure; either way the
+    supervisor hears ``failed``/``stopped`` first. Never returns.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(
         level=config.wiring.log_level,
         format="%(asctime)s %(processName)s %(name)s %(levelname)s: %(message)s",
@@ -927,9 +1002,7 @@ def stage_main(config: IngestConfig | ShardConfig | WorkerConfig | PublisherConf
     os._exit(status)
 
 
-def _make_stage(
-    config: IngestConfig | ShardConfig | WorkerConfig | PublisherConfig, ctx: zmq.Context[Any]
-) -> _Stage:
+def _make_stage(config: StageConfig, ctx: zmq.Context[Any]) -> _Stage:
     if isinstance(config, IngestConfig):
         return IngestStage(config, ctx)
     if isinstance(config, ShardConfig):

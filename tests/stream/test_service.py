@@ -268,7 +268,7 @@ def test_metrics_endpoint(service: Service, client: Client) -> None:
     assert 'sigstream_frames_in_total{stage="ingest",stream="e2e-metrics"} 1.0' in text
     assert 'sigstream_frames_out_total{stage="publisher",stream="e2e-metrics"} 1.0' in text
     assert 'sigstream_stage_up{stage="worker-0"} 1.0' in text
-    assert 'sigstream_queue_capacity{stage="worker-0"} 256.0' in text
+    assert 'sigstream_queue_capacity{stage="ingest"} 256.0' in text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,13 +398,13 @@ def test_bad_config_is_refused_before_any_io(weights: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_dead_stage_stops_the_service(weights: Path) -> None:
-    service = Service(make_config(weights))
+def test_deaths_beyond_the_restart_budget_stop_the_service(weights: Path) -> None:
+    service = Service(make_config(weights, restart_budget=0))
     service.start()
     try:
         os.kill(service.pids["worker-0"], signal.SIGKILL)
         assert service.wait(timeout_s=10), "the supervisor did not notice"
-        assert "worker-0" in str(service.failure)
+        assert "worker-0" in str(service.failure) and "budget" in str(service.failure)
         deadline = time.monotonic() + 15
         while _alive(service.pids.values()) and time.monotonic() < deadline:
             time.sleep(0.1)
