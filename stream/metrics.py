@@ -18,7 +18,10 @@ Exported families (labels in braces):
   published, in seconds; buckets :data:`LATENCY_BUCKETS_S` (0.5 ms .. 2.5 s)
 - ``sigstream_batch_rows{stage}`` (histogram): engine rows per batch;
   ``sigstream_engine_seconds{stage}`` (histogram): engine call time per batch
-- ``sigstream_stage_up{stage}``: 1 while the stage process is alive
+- ``sigstream_stage_up{stage}``: 1 while the stage process is alive;
+  ``sigstream_restarts_total{stage}``: times the supervisor restarted it
+- ``sigstream_refused_connections_total{stage}``: connection attempts a CURVE socket refused
+  (a key not listed): what such a client sends never arrives, so this is its only trace
 
 Stream ids are untrusted: each stage labels at most ``max_streams`` of them, the rest as
 :data:`~stream.accounting.OVERFLOW_STREAM`, so a scrape has at most stages x (``max_streams`` + 2)
@@ -152,6 +155,7 @@ class StageStats:
         self.batch_rows = Histogram(BATCH_BUCKETS)
         self.engine_s = Histogram(ENGINE_BUCKETS_S)
         self.queue: QueueStatistics | None = None
+        self.refused_connections = 0
         self._labels: set[str] = set()
 
     def label(self, stream: str | None) -> str:
@@ -195,6 +199,7 @@ class StageStats:
             "latency": {k: h.snapshot() for k, h in self.latency.items()},
             "batch_rows": self.batch_rows.snapshot(),
             "engine_s": self.engine_s.snapshot(),
+            "refused_connections": saturate(self.refused_connections),
             "queue": None if self.queue is None else {
                 "policy": self.queue.policy,
                 "capacity": self.queue.capacity,
@@ -218,6 +223,7 @@ class MetricsCollector(Collector):
         self._lock = threading.Lock()
         self._snapshots: dict[str, dict[str, Any]] = {}
         self._up: dict[str, bool] = {}
+        self._restarts: dict[str, int] = {}
 
     def update(self, snapshot: Mapping[str, Any]) -> None:
         with self._lock:
@@ -226,6 +232,10 @@ class MetricsCollector(Collector):
     def set_up(self, stage: str, up: bool) -> None:
         with self._lock:
             self._up[stage] = up
+
+    def count_restart(self, stage: str) -> None:
+        with self._lock:
+            self._restarts[stage] = self._restarts.get(stage, 0) + 1
 
     def snapshots(self) -> dict[str, dict[str, Any]]:
         with self._lock:
@@ -255,6 +265,7 @@ class MetricsCollector(Collector):
         with self._lock:
             snaps = {k: dict(v) for k, v in self._snapshots.items()}
             up = dict(self._up)
+            restart_counts = dict(self._restarts)
         frames_in = CounterMetricFamily(
             "sigstream_frames_in", "Messages taken in by a stage.", labels=["stage", "stream"]
         )
@@ -293,6 +304,13 @@ class MetricsCollector(Collector):
         stage_up = GaugeMetricFamily(
             "sigstream_stage_up", "1 while the stage process is alive.", labels=["stage"]
         )
+        restarts = CounterMetricFamily(
+            "sigstream_restarts", "Times the supervisor restarted a stage.", labels=["stage"]
+        )
+        refused = CounterMetricFamily(
+            "sigstream_refused_connections", "Connection attempts a CURVE socket refused.",
+            labels=["stage"],
+        )
 
         def samples(stage: str, snap: Mapping[str, Any]) -> list[tuple[Any, list[str], tuple]]:
             """Every sample of one stage, converted first: a snapshot that does not convert
@@ -308,6 +326,8 @@ class MetricsCollector(Collector):
                     out.append((errors, [stage, str(stream), str(code)], (float(n),)))
                 if rec.get("gap_events") or rec.get("first_seq") is not None:
                     out.append((gaps, [str(stream)], (float(rec.get("gaps", 0)),)))
+            if snap.get("refused_connections"):
+                out.append((refused, [stage], (float(snap["refused_connections"]),)))
             queue = snap.get("queue")
             if queue:
                 for gauge, key in ((depth, "depth"), (max_depth, "max_depth"),
@@ -334,8 +354,10 @@ class MetricsCollector(Collector):
             latency.add_metric([stream], hist.buckets(), hist.sum)
         for stage, alive in sorted(up.items()):
             stage_up.add_metric([stage], 1.0 if alive else 0.0)
+        for stage, n in sorted(restart_counts.items()):
+            restarts.add_metric([stage], float(n))
         yield from (frames_in, frames_out, drops, errors, gaps, depth, max_depth, capacity,
-                    latency, batch, engine, stage_up)
+                    latency, batch, engine, stage_up, restarts, refused)
 
 
 class MetricsServer:

@@ -692,6 +692,7 @@ class Service:
                        f"{self.config.restart_budget}")
             return
         self._restarts[name] = self._restarts.get(name, 0) + 1
+        self._collector.count_restart(name)
         log.warning("restarting stage %s (restart %d)", name, self._restarts[name])
         self._launch(self._configs[name])
 

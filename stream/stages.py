@@ -67,7 +67,13 @@ from stream.dispatch import Dispatcher, Door, DoorConfig, origin_of, shard_of
 from stream.errors import InputError, StageError, WireError
 from stream.metrics import StageStats
 from stream.queues import BoundedQueue, QueuePolicy
-from stream.security import ServerGuard, ServerSecurity, secure_server, stamp_peer
+from stream.security import (
+    RefusedConnections,
+    ServerGuard,
+    ServerSecurity,
+    secure_server,
+    stamp_peer,
+)
 from stream.wire import (
     ERROR_KIND,
     Message,
@@ -306,6 +312,8 @@ class _Stage:
         self._control = self._socket(zmq.PUSH, linger_ms=wiring.linger_ms)
         self._control.connect(wiring.control)
         self._to_publisher: zmq.Socket[Any] | None = None
+        self._guard: ServerGuard | None = None
+        self._refused: RefusedConnections | None = None
 
     def _socket(self, kind: int, *, linger_ms: int | None = None, hwm: int | None = None
                 ) -> zmq.Socket[Any]:
@@ -328,6 +336,13 @@ class _Stage:
         except Exception:
             log.exception("%s: %s report failed", self.name, event)
 
+    def secure(self, sock: zmq.Socket[Any], security: ServerSecurity | None) -> None:
+        """With keys, make ``sock`` (external, not yet bound) a CURVE server that accepts the
+        listed clients only, and count the connections it refuses."""
+        self._guard = secure_server(sock, security)
+        if self._guard is not None:
+            self._refused = RefusedConnections(sock)
+
     def tick(self) -> None:
         """Periodic duties: stats to the supervisor (also its sign of life for the watchdog),
         and exit when the supervisor is gone."""
@@ -335,6 +350,8 @@ class _Stage:
         if now < self._next_stats:
             return
         self._next_stats = now + self.wiring.stats_interval_s
+        if self._refused is not None:
+            self.stats.refused_connections += self._refused.take()
         self.report("stats", stats=self.stats.snapshot())
         if os.getppid() != self.wiring.parent_pid:
             raise StageError(f"{self.name}: the supervisor (pid {self.wiring.parent_pid}) is gone")
@@ -373,10 +390,15 @@ class _Stage:
         self._control.close()
 
     def close(self) -> None:
-        """Close every socket but the control one (each with its linger). Safe twice."""
+        """Close every socket but the control one (each with its linger), and the ZAP handler.
+        Safe twice."""
+        if self._refused is not None:
+            self._refused.close()
         for sock in self._sockets:
             if sock is not self._control and not sock.closed:
                 sock.close()
+        if self._guard is not None:
+            self._guard.close()
 
 
 def _bind(sock: zmq.Socket[Any], endpoint: str, what: str) -> str:
@@ -453,12 +475,6 @@ class IngestStage(_DispatchingStage):
         self.door = Door(config.door, self)
         self._poller = zmq.Poller()
         self._reading = False
-        self._guard: ServerGuard | None = None
-
-    def close(self) -> None:
-        super().close()
-        if self._guard is not None:
-            self._guard.close()
 
     def open(self) -> dict[str, Any]:
         cfg = self.config
@@ -471,7 +487,7 @@ class IngestStage(_DispatchingStage):
         assert self._to_publisher is not None
         self._to_publisher.connect(cfg.publisher)
         self._poller.register(self._command, zmq.POLLIN)
-        self._guard = secure_server(self._pull, cfg.security)
+        self.secure(self._pull, cfg.security)
         bound = _bind(self._pull, cfg.endpoint, "ingest")
         return {"endpoint": bound}
 
@@ -552,8 +568,9 @@ class IngestStage(_DispatchingStage):
         deadline = time.monotonic() + _DRAIN_MAX_S
         while time.monotonic() < deadline and self._pull.poll(_DRAIN_QUIET_MS, zmq.POLLIN):
             self._read(_RECV_BURST)
-        self._poller.unregister(self._pull) if self._reading else None
-        self._reading = False
+        if self._reading:
+            self._poller.unregister(self._pull)
+            self._reading = False
         self._pull.close(linger=0)
         end = time.monotonic() + cfg.drain_s
         while self.door and time.monotonic() < end:
@@ -882,18 +899,12 @@ class PublisherStage(_Stage):
         self.config = config
         self._pull = self._socket(zmq.PULL)
         self._pub = self._socket(zmq.PUB, linger_ms=config.linger_ms, hwm=config.sndhwm)
-        self._guard: ServerGuard | None = None
 
     def open(self) -> dict[str, Any]:
         _bind(self._pull, self.config.inputs, "publisher input")
-        self._guard = secure_server(self._pub, self.config.security)
+        self.secure(self._pub, self.config.security)
         bound = _bind(self._pub, self.config.endpoint, "publish")
         return {"endpoint": bound}
-
-    def close(self) -> None:
-        super().close()
-        if self._guard is not None:
-            self._guard.close()
 
     def run(self) -> None:
         pull, pub = self._pull, self._pub
@@ -935,9 +946,11 @@ class PublisherStage(_Stage):
             else:
                 stats.ledger.error(stream, code)
             return
-        stats.ledger.delivered(stream) if stream is not None else None
+        if stream is None:
+            return
+        stats.ledger.delivered(stream)
         t_ns = header.get("t_ns")
-        if isinstance(t_ns, int) and stream is not None:
+        if isinstance(t_ns, int):
             stats.observe_latency(stream, max(0, time.time_ns() - t_ns) / 1e9)
 
 

@@ -257,6 +257,10 @@ def test_only_listed_keys_can_send_or_subscribe(gateway, keys: Path) -> None:  #
     time.sleep(0.3)  # stats reach the supervisor
     summary = service.summary()
     assert "s-good" in summary and "s-anon" not in summary and "s-stranger" not in summary
+    # Their only trace: the refused connection attempts, counted at the ingest socket.
+    stats = service.stats()
+    assert stats["ingest"]["refused_connections"] >= 2
+    assert stats["publisher"]["refused_connections"] >= 2
 
 
 def test_unknown_claim_is_answered_like_a_failed_claim(gateway, keys: Path) -> None:  # type: ignore[no-untyped-def]
