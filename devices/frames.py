@@ -1,10 +1,8 @@
 """Frames, and the small lifecycle every frame source shares.
 
-    DeviceError (RuntimeError)              a device or file source that cannot deliver
-    └── SourceFileError (DeviceError, ValueError)
-                                            a replay file that is corrupt, ragged or empty
-    EndOfStream (Exception)                 a finite source has delivered its last frame —
-                                            a clean signal, not an error
+:class:`EndOfStream` says a finite source has delivered its last frame: a clean signal, not
+an error. :class:`DeviceError` and :class:`SourceFileError` live in :mod:`devices.errors`
+(where the project's whole error tree is drawn) and are re-exported here.
 
 A source is opened, read and closed from one thread (the one that owns it); nothing here is
 thread-safe, on purpose. Sources that produce frames on a clock (simulators, file replays) pace
@@ -23,15 +21,9 @@ from typing import Self
 
 import numpy as np
 
+from devices.errors import DeviceError, SourceFileError
+
 __all__ = ["DeviceError", "EndOfStream", "Frame", "FrameSource", "Pacer", "SourceFileError"]
-
-
-class DeviceError(RuntimeError):
-    """A device or file source that cannot open or deliver frames."""
-
-
-class SourceFileError(DeviceError, ValueError):
-    """A replay file that cannot be used: corrupt, ragged, empty or of the wrong shape."""
 
 
 class EndOfStream(Exception):  # noqa: N818 - a signal, like trio.EndOfChannel, not an error

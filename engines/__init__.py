@@ -12,6 +12,8 @@ from engines.errors import (
     EngineError,
     InputContractError,
     WeightsError,
+    WeightsMismatchError,
+    WeightsNotFoundError,
 )
 from engines.spec import ModelSpec
 
@@ -26,6 +28,8 @@ __all__ = [
     "InputContractError",
     "ModelSpec",
     "WeightsError",
+    "WeightsMismatchError",
+    "WeightsNotFoundError",
     "load_engine",
     "resolve_backend",
 ]

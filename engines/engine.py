@@ -375,7 +375,8 @@ def load_engine(
     ``precision``: ``"fp32"`` or ``"fp16"`` (fp16 on tensorrt only).
     ``check``: run the accuracy gate against eager (see the module docstring).
 
-    Raises :class:`~engines.errors.WeightsError` (weights missing or not fitting),
+    Raises :class:`~engines.errors.WeightsNotFoundError` (weights missing),
+    :class:`~engines.errors.WeightsMismatchError` (weights that do not fit),
     :class:`~engines.errors.BackendUnavailableError` (library or device absent, precision not
     supported by the backend), :class:`~engines.errors.AccuracyGateError`.
     """
@@ -506,7 +507,7 @@ def cache_components(
     """What a compiled artifact of ``spec`` depends on; its :func:`~engines.cache.cache_key`
     names the cache entry. ``backend`` is a compiled backend (``onnxruntime``, ``tensorrt``).
 
-    Reads the weights file (sha256); raises WeightsError if it is missing.
+    Reads the weights file (sha256); raises WeightsNotFoundError if it is missing.
     """
     cls = _backend_class(backend)
     return {

@@ -1,29 +1,45 @@
-"""Errors raised by engines.
+"""Errors raised by :mod:`engines`: the ``EngineError`` branch of the project's one tree, which
+is drawn in :mod:`devices.errors` (its root, :class:`SigstreamError`, and :class:`ConfigError`
+are re-exported here so that engine code imports its errors from one place).
 
-    EngineError
-    ├── WeightsError (FileNotFoundError)     shipped weights missing or not matching the spec
-    ├── InputContractError (ValueError)      an array that breaks a model's input contract
-    ├── BackendUnavailableError (RuntimeError)  a backend whose library or device is absent
-    └── AccuracyGateError (RuntimeError)     a compiled engine that disagrees with eager
+A path's own errors live beside the path and derive from :class:`EngineError`
+(``engines.ecg.templates.TemplateStoreError``, ``engines.codec.bitstream.BitstreamError``,
+``engines.codec.container.ContainerError``).
 """
 
 from __future__ import annotations
 
+from devices.errors import ConfigError, SigstreamError
+
 __all__ = [
     "AccuracyGateError",
     "BackendUnavailableError",
+    "ConfigError",
     "EngineError",
     "InputContractError",
+    "SigstreamError",
     "WeightsError",
+    "WeightsMismatchError",
+    "WeightsNotFoundError",
 ]
 
 
-class EngineError(Exception):
+class EngineError(SigstreamError):
     """Base of every error raised by :mod:`engines`."""
 
 
-class WeightsError(EngineError, FileNotFoundError):
-    """Shipped weights are missing, unreadable or do not fit the model spec."""
+class WeightsError(EngineError):
+    """Weights that cannot be used. Raised as such only for a file that exists but cannot be
+    read (permissions); catch it to handle both of its subclasses."""
+
+
+class WeightsNotFoundError(WeightsError, FileNotFoundError):
+    """No weights (or no training card) where the model expects them: train them first."""
+
+
+class WeightsMismatchError(WeightsError, ValueError):
+    """Weights that exist but do not fit the model: a corrupt file, another model's weights,
+    tensors of the wrong shape, an unreadable card."""
 
 
 class InputContractError(EngineError, ValueError):

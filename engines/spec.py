@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engines.errors import WeightsError
+from engines.errors import WeightsError, WeightsMismatchError, WeightsNotFoundError
 
 if TYPE_CHECKING:
     import torch
@@ -49,6 +49,10 @@ class ModelSpec:
     def weights_sha256(self) -> str:
         try:
             return hashlib.sha256(self.weights_path.read_bytes()).hexdigest()
+        except FileNotFoundError as exc:
+            raise WeightsNotFoundError(
+                f"{self.name}: no weights at {self.weights_path}; train them with `sigstream train`"
+            ) from exc
         except OSError as exc:
             raise WeightsError(f"{self.name}: cannot read weights {self.weights_path}") from exc
 
@@ -67,13 +71,17 @@ class ModelSpec:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError as exc:
-            raise WeightsError(
+            raise WeightsNotFoundError(
                 f"{self.name}: no weights at {path}; train them with `sigstream train`"
             ) from exc
+        except OSError as exc:  # there, but not readable (permissions, a directory)
+            raise WeightsError(f"{self.name}: cannot read weights {path}: {exc}") from exc
         except Exception as exc:  # torch raises many types for a corrupt file
-            raise WeightsError(f"{self.name}: unreadable weights {path}: {exc}") from exc
+            raise WeightsMismatchError(f"{self.name}: unreadable weights {path}: {exc}") from exc
         try:
             module.load_state_dict(state)
         except RuntimeError as exc:
-            raise WeightsError(f"{self.name}: weights {path} do not fit the model: {exc}") from exc
+            raise WeightsMismatchError(
+                f"{self.name}: weights {path} do not fit the model: {exc}"
+            ) from exc
         return module.eval()

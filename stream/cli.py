@@ -18,11 +18,12 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from stream.errors import SecurityError
+from stream.errors import SecurityError, SigstreamError
 from stream.queues import QueuePolicy
 from stream.security import ClientSecurity, ServerSecurity, client_context, read_public_key
 from stream.service import BACKENDS, PATHS, ServiceConfig
@@ -248,36 +249,23 @@ def _kbps_list(text: str) -> tuple[float, ...]:
     return values
 
 
-def _link_errors(name: str, run: Any) -> int:
-    """A link end that cannot start (bad file, no such device, unknown bitrate) says why in
-    one line and exits with status 2."""
-    from devices.frames import DeviceError
-    from engines.errors import WeightsError
-
-    try:
-        return int(run())
-    except (FileNotFoundError, DeviceError, WeightsError, ValueError) as exc:
-        print(f"sigstream run {name}: {exc}", file=sys.stderr)
-        return 2
-
-
 def _cmd_codec_tx(args: argparse.Namespace) -> int:
     from stream.codec_link import TxConfig, run_codec_tx
 
-    return _link_errors("codec-tx", lambda: run_codec_tx(TxConfig(
+    return run_codec_tx(TxConfig(
         input=args.input, connect=args.connect, stream=args.stream, start_at=args.start_at,
         codec=args.codec,
         kbps=args.kbps, backend=args.backend, device=args.device,
         device_latency=args.device_latency, seconds=args.seconds,
         cache_dir=_cache_dir(), metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
         report=args.report, security=_client_security(args),
-    )))
+    ))
 
 
 def _cmd_codec_rx(args: argparse.Namespace) -> int:
     from stream.codec_link import RxConfig, run_codec_rx
 
-    return _link_errors("codec-rx", lambda: run_codec_rx(RxConfig(
+    return run_codec_rx(RxConfig(
         bind=args.bind, output=args.output, codec=args.codec, backend=args.backend,
         device=args.device, device_latency=args.device_latency, stream=args.stream,
         jitter_ms=args.jitter_ms, seconds=args.seconds,
@@ -285,7 +273,7 @@ def _cmd_codec_rx(args: argparse.Namespace) -> int:
         metrics_addr=args.metrics_addr, report=args.report, security=_server_security(args),
         sender=None if args.sender_key is None else read_public_key(args.sender_key),
         insecure=args.insecure,
-    )))
+    ))
 
 
 def _cmd_codec(args: argparse.Namespace) -> int:
@@ -403,7 +391,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sigstream", description="Real-time signal processing over ZeroMQ."
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and an error's traceback")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a service or a codec link end until Ctrl-C / SIGTERM")
@@ -663,7 +652,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _reason(exc: BaseException) -> str:
+    """``exc`` as the user reads it: ``PATH: no such file`` for an OS error about a file."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc) or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``sigstream`` command and return its exit status.
+
+    A refusal the user can act on (any :class:`~stream.errors.SigstreamError`, or an
+    ``OSError`` such as a missing file) prints ``sigstream: <why>`` on stderr and returns 2;
+    with ``-v`` its traceback comes first. Any other exception is a bug: it propagates.
+    """
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -671,8 +673,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except SecurityError as exc:  # keys or a bind that cannot be used: one line, before any I/O
-        print(f"sigstream: error: {exc}", file=sys.stderr)
+    except (SigstreamError, OSError) as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"sigstream: {_reason(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

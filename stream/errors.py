@@ -1,23 +1,18 @@
-"""Errors raised by :mod:`stream`.
+"""Errors raised by :mod:`stream`: its branch of the project's one tree, which is drawn in
+:mod:`devices.errors` (the root, :class:`SigstreamError`, lives there because every layer may
+import :mod:`devices`; it and :class:`ConfigError` are re-exported here).
 
-    SigstreamError
-    ├── MessageError (ValueError)       a message answered with an `error` result; carries a
-    │   │                               `code` and, where they could be read, `stream` and `seq`
-    │   ├── WireError                   it breaks wire format v1
-    │   └── InputError                  well-formed, but its content breaks the path's input
-    │                                   contract (wrong kind, 2-D, empty, NaN)
-    ├── SecurityError (ValueError)      keys missing, unreadable or too open; an endpoint that
-    │                                   would be exposed without keys (see stream.security)
-    ├── StageError (RuntimeError)       a pipeline stage that failed to start or died
-    └── ServiceError (RuntimeError)     a service that cannot start (endpoint in use, bad config)
-
-Errors from :mod:`engines` (``engines.errors``) are translated at the boundary: an input that
-breaks a model's contract becomes an ``error`` result for its sender, never a crash.
+Errors from :mod:`engines` and :mod:`devices` are already :class:`SigstreamError`; at the
+service boundary an input that breaks a model's contract becomes an ``error`` result for its
+sender, never a crash. ``stream.queues.QueueClosed`` lives beside its queue.
 """
 
 from __future__ import annotations
 
+from devices.errors import ConfigError, SigstreamError
+
 __all__ = [
+    "ConfigError",
     "InputError",
     "MessageError",
     "SecurityError",
@@ -26,10 +21,6 @@ __all__ = [
     "StageError",
     "WireError",
 ]
-
-
-class SigstreamError(Exception):
-    """Base of every error raised by :mod:`stream`."""
 
 
 class MessageError(SigstreamError, ValueError):

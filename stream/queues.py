@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, TypeVar
 
+from stream.errors import SigstreamError
+
 __all__ = [
     "BoundedQueue",
     "EndOfQueue",
@@ -57,7 +59,7 @@ class EndOfQueue(Exception):  # noqa: N818 - a clean signal, like trio.EndOfChan
     """The queue was closed and everything put before the close has been taken."""
 
 
-class QueueClosed(RuntimeError):
+class QueueClosed(SigstreamError, RuntimeError):
     """An item was put after :meth:`BoundedQueue.close` (a bug in the producer)."""
 
 

@@ -15,6 +15,8 @@ import math
 
 import numpy as np
 
+from engines.errors import EngineError
+
 __all__ = ["BitstreamError", "LatentCoder", "measured_kbps"]
 
 
@@ -25,7 +27,7 @@ def measured_kbps(packets: list[bytes], seconds: float) -> float:
     return sum(len(p) for p in packets) * 8 / seconds / 1000
 
 
-class BitstreamError(ValueError):
+class BitstreamError(EngineError, ValueError):
     """Bytes that do not decode to a frame of this codec (corrupt or foreign)."""
 
 

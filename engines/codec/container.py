@@ -47,6 +47,8 @@ from typing import Any
 
 import msgpack
 
+from engines.errors import EngineError
+
 __all__ = ["MAGIC", "MAX_BYTES", "MAX_LOST", "MAX_SAMPLES", "ContainerError", "SgcReader",
            "read_sgc", "write_sgc"]
 
@@ -65,7 +67,7 @@ MAX_LOST = 16
 _WORD = 4  # bytes: a coded frame is whole 32-bit words of the range coder
 
 
-class ContainerError(ValueError):
+class ContainerError(EngineError, ValueError):
     """A file that is not a complete, intact ``.sgc`` file."""
 
 

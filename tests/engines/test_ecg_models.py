@@ -190,9 +190,9 @@ def test_training_is_reproducible_from_its_seed(tmp_path: Path) -> None:
 
 def test_classifier_needs_the_embedding_first(tmp_path: Path) -> None:
     from engines.ecg.train import train_ecg
-    from engines.errors import WeightsError
+    from engines.errors import WeightsNotFoundError
 
-    with pytest.raises(WeightsError, match="train the embedding"):
+    with pytest.raises(WeightsNotFoundError, match="train the embedding"):
         train_ecg(model="cnn", seed=0, out_dir=tmp_path, config=_tiny("cnn"),  # type: ignore[arg-type]
                   progress=False)
 

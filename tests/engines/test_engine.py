@@ -30,6 +30,8 @@ from engines.errors import (
     EngineError,
     InputContractError,
     WeightsError,
+    WeightsMismatchError,
+    WeightsNotFoundError,
 )
 from engines.spec import ModelSpec
 
@@ -222,17 +224,25 @@ def test_fp16_needs_tensorrt(built) -> None:
         load_engine(spec, "eager", precision="int4")
 
 
-def test_missing_weights_raise_weights_error(tmp_path: Path) -> None:
-    spec = ModelSpec(
-        name="ghost",
-        build=TinyNet,
-        input_shape=(1, LENGTH),
-        output_shape=(1, LENGTH),
-        weights=str(tmp_path / "missing.pt"),
-    )
+def test_missing_weights_are_not_weights_that_do_not_fit(tmp_path: Path) -> None:
+    def spec(weights: Path) -> ModelSpec:
+        return ModelSpec(name="ghost", build=TinyNet, input_shape=(1, LENGTH),
+                         output_shape=(1, LENGTH), weights=str(weights))
+
     for backend in ("eager", "onnxruntime"):
-        with pytest.raises(WeightsError):
-            load_engine(spec, backend)
+        with pytest.raises(WeightsNotFoundError) as missing:
+            load_engine(spec(tmp_path / "missing.pt"), backend)
+        assert isinstance(missing.value, FileNotFoundError)
+    other = tmp_path / "other.pt"  # another model's weights: a file that exists, wrong tensors
+    torch.save(torch.nn.Linear(3, 2).state_dict(), other)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    for weights in (other, garbage):
+        with pytest.raises(WeightsMismatchError) as mismatch:
+            load_engine(spec(weights), "eager")
+        assert isinstance(mismatch.value, ValueError)
+        assert not isinstance(mismatch.value, FileNotFoundError)
+        assert isinstance(mismatch.value, WeightsError)  # one clause catches both
 
 
 def test_engine_checks_the_backend_output_shape(built) -> None:
