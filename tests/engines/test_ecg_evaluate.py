@@ -16,14 +16,15 @@ from typing import Any
 import numpy as np
 import pytest
 
+import engines.ecg.evaluate
 from engines.ecg.evaluate import (
     DETECTION_FS_HZ,
     DETECTION_NOISE,
     EvalSizes,
-    _fused,
-    _windows,
     evaluate_ecg,
+    format_table,
 )
+from engines.ecg.evaluate.identity import _fused, _windows
 
 TINY = EvalSizes(
     test_fs_hz=(128.0, 500.0),
@@ -34,6 +35,49 @@ TINY = EvalSizes(
     detection_subjects=(0,),
     detection_s=10.0,
 )
+
+
+SHIPPED_REPORT = Path(__file__).resolve().parents[2] / "engines" / "weights" / "ecg_eval.json"
+
+
+def test_public_names() -> None:
+    assert sorted(engines.ecg.evaluate.__all__) == [
+        "CLOSED_SET_SUBJECTS",
+        "DEFAULT_SEED",
+        "DETECTION_FS_HZ",
+        "DETECTION_NOISE",
+        "DETECTION_SNR_DB",
+        "EvalSizes",
+        "IMPOSTOR_SUBJECTS",
+        "OPEN_SET_SUBJECTS",
+        "PAPER_FIGURES",
+        "SECTIONS",
+        "TARGETS",
+        "ecg_report",
+        "evaluate_ecg",
+        "format_table",
+        "task_metric",
+    ]
+    for name in engines.ecg.evaluate.__all__:
+        assert getattr(engines.ecg.evaluate, name) is not None
+
+
+def test_table_of_the_shipped_report() -> None:
+    """The table is read from the report alone: the shipped report's figures, as printed."""
+    if not SHIPPED_REPORT.is_file():
+        pytest.skip("no shipped ECG report")
+    report = json.loads(SHIPPED_REPORT.read_text())
+    lines = format_table(report).splitlines()
+    assert lines[0] == f"ECG evaluation — cohort seed {report['seeds']['cohort']}"
+    cs = report["closed_set"]
+    ours, paper = 100 * cs["accuracy"], 100 * cs["paper"]["accuracy"]
+    assert f"  {'accuracy':<10}{ours:>8.2f} %{paper:>8.1f} %" in lines
+    r_peaks = next(i for i, x in enumerate(lines) if x.startswith("R peaks"))
+    assert lines[r_peaks + 1].split() == ["fs", *report["r_peaks"]["by_noise"]]
+    for key, target in report["targets"].items():
+        state = "met" if target["met"] else "NOT met"
+        assert any(x.startswith(f"target {key} ") and x.endswith(f"-> {state}") for x in lines)
+    assert lines[-1] == f"total {report['timing_s']['total']:.0f} s"
 
 
 def test_windows_never_straddle_records() -> None:
@@ -55,11 +99,13 @@ def test_fused_probes_are_the_matchers_fusion() -> None:
     np.testing.assert_array_equal(probes[1], fuse(emb[1:6]))
 
 
-def test_r_peak_section(tmp_path: Path) -> None:
+def test_r_peak_section(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "ecg.json"
     report = evaluate_ecg(json_path=path, sections=("r_peaks",), sizes=TINY, progress=False)
     on_disk = json.loads(path.read_text())
     assert on_disk == report
+    # computed first, then formatted: what is printed is the table of the returned report
+    assert capsys.readouterr().out == format_table(report) + "\n"
     rp = report["r_peaks"]
     assert len(rp["cells"]) == len(DETECTION_FS_HZ) * len(DETECTION_NOISE)
     mix = {f"mix_{v}dB" for v in (30, 20, 15, 10)}

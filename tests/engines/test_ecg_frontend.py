@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import engines.ecg
-import engines.ecg.frontend as frontend_module
+import engines.ecg.frontend.filters as filters_module
 from devices.ecg_sim import EcgRecord, cohort_subject, simulate_record, subject_session
 from engines.ecg.frontend import (
     BEAT_FS_HZ,
@@ -247,14 +247,14 @@ def test_filters_are_designed_once_per_rate(monkeypatch: pytest.MonkeyPatch) -> 
     """A new stream designs no filter: streams at one rate share one design (counted by the
     calls to scipy's filter design, not timed)."""
     calls: list[object] = []
-    real = frontend_module.butter
+    real = filters_module.butter
 
     def counting_butter(*args: object, **kwargs: object) -> object:
         calls.append(args)
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(frontend_module, "butter", counting_butter)
-    frontend_module._design.cache_clear()
+    monkeypatch.setattr(filters_module, "butter", counting_butter)
+    filters_module.design_filters.cache_clear()
     first = BeatFrontend(250.0)
     first.push(np.zeros(62))
     per_rate = len(calls)
@@ -266,7 +266,7 @@ def test_filters_are_designed_once_per_rate(monkeypatch: pytest.MonkeyPatch) -> 
     assert len(calls) == per_rate
     BeatFrontend(500.0)
     assert len(calls) == 2 * per_rate
-    frontend_module._design.cache_clear()  # no design made with the counting wrapper stays
+    filters_module.design_filters.cache_clear()  # no design made with the counting wrapper stays
 
 
 def test_extract_beats_and_detect_r_peaks_are_the_stream() -> None:

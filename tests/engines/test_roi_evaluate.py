@@ -8,7 +8,46 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines.roi.evaluate import DEFAULT_SEED, _rng, _simulate, evaluate_roi, ood_groups
+import engines.roi.evaluate
+from engines.roi.evaluate import DEFAULT_SEED, evaluate_roi, format_table, ood_groups
+from engines.roi.evaluate.protocol import simulate_spectra, stream_rng
+
+SHIPPED_REPORT = Path(__file__).resolve().parents[2] / "engines" / "weights" / "roi_eval.json"
+
+
+def test_public_names() -> None:
+    assert sorted(engines.roi.evaluate.__all__) == [
+        "DEFAULT_SEED",
+        "MODEL_NAMES",
+        "evaluate_roi",
+        "format_table",
+        "ood_groups",
+        "roi_report",
+        "task_metric",
+    ]
+    for name in engines.roi.evaluate.__all__:
+        assert getattr(engines.roi.evaluate, name) is not None
+
+
+def test_table_of_the_shipped_report() -> None:
+    """The table is read from the report alone: the shipped report's figures, as printed."""
+    if not SHIPPED_REPORT.is_file():
+        pytest.skip("no shipped ROI report")
+    report = json.loads(SHIPPED_REPORT.read_text())
+    lines = format_table(report).splitlines()
+    sizes = report["sizes"]
+    assert lines[0] == (
+        f"ROI evaluation — {sizes['n_test']} paper-protocol test spectra "
+        f"(baselines: first {sizes['n_baseline_subset']}), seed {report['seeds']['root']}"
+    )
+    rows = lines[3 : 3 + len(report["models"])]
+    assert [r.split()[0] for r in rows] == list(report["models"])
+    for row, m in zip(rows, report["models"].values(), strict=True):
+        assert row.split()[1] == f"{m['roi_loss']:.4f}" and row.split()[6] == f"{m['peak_f1']:.3f}"
+    loss = report["targets"]["resnet_unet_roi_loss"]
+    state = "met" if loss["met"] else "NOT met"
+    assert f"target ResNet+UNet ROI loss <= 0.0032: {loss['value']:.4f} -> {state}" in lines
+    assert lines[-1] == f"total {report['timing_s']['total']:.0f} s"
 
 
 def test_test_stream_is_the_training_modules_test_stream() -> None:
@@ -16,7 +55,7 @@ def test_test_stream_is_the_training_modules_test_stream() -> None:
     from engines.roi.train import ROI_TEST_SEED, roi_data_rng
 
     assert DEFAULT_SEED == ROI_TEST_SEED
-    ours = _simulate(5, SpectrumSimConfig(), _rng(DEFAULT_SEED, "test"), "test")
+    ours = simulate_spectra(5, SpectrumSimConfig(), stream_rng(DEFAULT_SEED, "test"), "test")
     theirs = simulate(5, rng=roi_data_rng("test"))
     assert np.array_equal(np.stack(ours.spectra), theirs.spectra)
 
@@ -24,8 +63,8 @@ def test_test_stream_is_the_training_modules_test_stream() -> None:
 def test_smaller_test_sets_are_prefixes() -> None:
     from devices.spectra_sim import SpectrumSimConfig
 
-    big = _simulate(1500, SpectrumSimConfig(), _rng(1, "test"), "test")
-    small = _simulate(1000, SpectrumSimConfig(), _rng(1, "test"), "test")
+    big = simulate_spectra(1500, SpectrumSimConfig(), stream_rng(1, "test"), "test")
+    small = simulate_spectra(1000, SpectrumSimConfig(), stream_rng(1, "test"), "test")
     assert np.array_equal(np.stack(big.spectra[:1000]), np.stack(small.spectra))
 
 
@@ -59,5 +98,6 @@ def test_tiny_report_without_weights(tmp_path: Path, capsys: pytest.CaptureFixtu
     for entry in on_disk["models"].values():
         assert {"roi_loss", "peak_f1", "by_snr"} <= set(entry)
         assert set(entry["by_snr"]) == {"low", "mid", "high"}
-    assert "ROI evaluation" in capsys.readouterr().out
+    # computed first, then formatted: what is printed is the table of the returned report
+    assert capsys.readouterr().out == format_table(report) + "\n"
     assert report["seeds"]["root"] == DEFAULT_SEED

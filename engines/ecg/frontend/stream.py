@@ -1,430 +1,25 @@
-"""Streaming ECG front end: band-pass, Pan–Tompkins R peaks, beats and signal quality.
-
-One :class:`BeatFrontend` per stream (per wearable). :meth:`BeatFrontend.push` takes the next
-samples of the stream (mV, any length, any chunking) and returns the beats and quality blocks
-that became complete; all state (filter states, detector thresholds, a ring buffer of recent
-samples) is carried between calls. Pure numpy/scipy, no torch. One thread drives one frontend
-(the stream's shard); frontends are independent.
-
-Signal path (``fs_hz`` 100..2048 Hz, everything causal and stateful):
-
-- Non-finite input samples (NaN/Inf) are replaced by the last finite value before anything
-  else (0.0 if the stream starts with them), so no filter state is ever poisoned; they are
-  remembered and mark the quality of everything that overlaps them ``"nan"``.
-- Morphology band (the beats): Butterworth high-pass ``morph_band_hz[0]`` (baseline wander),
-  Butterworth low-pass ``morph_band_hz[1]`` (capped at 0.45 fs; it is also the anti-alias
-  filter of the resampling to :data:`BEAT_FS_HZ`) and mains notches (``notch_hz``), one
-  ``sosfilt`` cascade with carried state.
-- Pan–Tompkins detection signal: Butterworth band-pass ``qrs_band_hz`` (5–15 Hz) -> the
-  five-point derivative ``(fs/8)(x[n] + 2x[n-1] - 2x[n-3] - x[n-4])`` (mV/s) -> squaring ->
-  moving-window integration over ``mwi_s`` (150 ms): ``(mV/s)^2``, independent of fs.
-- Filter states start at the steady state of the first sample, so a DC offset at the start
-  makes no transient.
-
-Detection (Pan & Tompkins 1985, on the integrated signal). A *candidate* is a sample of the
-integrated signal that is higher than the ``peak_window_s`` before it and not lower than the
-``peak_window_s`` after it; it is decided once those following samples have arrived, so no
-decision depends on where a chunk ended. Candidates are classified in time order with the
-adaptive levels SPKI/NPKI (signal/noise peak levels, updated 1/8 towards each peak),
-THRESHOLD I = NPKI + 0.25 (SPKI - NPKI) and THRESHOLD II = THRESHOLD I / 2:
-
-- learning phase: the first ``learn_s`` seconds set SPKI = max/3 and NPKI = mean/2 of the
-  integrated signal, then their candidates are classified; while those seconds hold no
-  candidate (a lead still off, a flat line) the learning phase starts again after them;
-- refractory period ``refractory_s`` (200 ms): a candidate that close to the last QRS is
-  ignored (it is the same complex);
-- T-wave discrimination: a candidate within ``twave_s`` (360 ms) of the last QRS whose
-  steepest slope is below ``twave_slope_ratio`` (1/2) of that QRS's is a T wave (noise);
-- search-back: when no QRS came for ``searchback_rr`` (1.66) x the RR average, the highest
-  noise candidate since the last QRS above THRESHOLD II (and not a T wave) becomes a QRS
-  (SPKI updated 1/4); the RR average is the mean of the last 8 RR intervals that were
-  92..116 % of it (``rr_initial_s`` until there is one; after 8 irregular intervals in a
-  row it restarts from those, so a lasting change of rate is followed);
-- an artefact far above the QRS level counts at most ``spki_step_max`` x SPKI in SPKI's
-  update, so the beats after it still cross THRESHOLD II;
-- relearning (the "reset"): after ``relearn_s`` with no QRS (lead off, a gain change), the
-  levels are learnt again from the last ``learn_s`` seconds and the candidates there are
-  classified again.
-
-R peak. The R peak is the largest deflection of the morphology-band signal in
-``r_window_s`` before the candidate, in the stream's current polarity (the sign of the
-dominant QRS deflection, voted over the last ``polarity_beats`` beats with hysteresis
-``polarity_hysteresis``): an inverted lead gives negative R peaks, which are located as
-minima and flipped back (``Beat.inverted``). A parabola through the peak and its neighbours
-refines it below one sample. The filter's delay for a QRS-shaped pulse (measured once at
-construction) is subtracted, so ``Beat.r_index + Beat.r_offset_s * fs`` is the R peak in
-the input's time base.
-
-Beats. ``BEAT_PRE_S`` before to ``BEAT_POST_S`` after the refined R, taken from the
-morphology-band signal with cubic (Catmull-Rom) interpolation at :data:`BEAT_FS_HZ`:
-float32 ``(BEAT_SAMPLES,)`` in mV, R at sample 64. A beat is emitted by the ``push`` that
-delivers its last needed sample (``Beat.end_index``: about ``BEAT_POST_S`` + 10 ms after R),
-unless the detection itself came later (a search-back detection comes up to 1.66 RR after
-its R). A beat that would need samples before the first one is not emitted.
-
-Quality. Statuses, worst first:
-
-- ``"nan"``: non-finite input samples in the window;
-- ``"lead_off"``: a constant line (peak-to-peak <= ``lead_off_ptp_mV``), or the input pinned
-  at its maximum or minimum for ``lead_off_fraction`` of the window;
-- ``"saturated"``: clipping, the window's maximum or minimum value held for ``clip_min_s``
-  in all (a peak of a real signal reaches its exact extreme value in one or two samples);
-- ``"flat"``: peak-to-peak of the morphology band below ``flat_ptp_mV``;
-- ``"noisy"``: (a) muscle noise: the median absolute curvature of the morphology band
-  (second difference over steps of ~1/128 s, per s^2, so it reads the same at any fs),
-  relative to the band's peak-to-peak amplitude, above ``curvature_max_per_s2``. The
-  waves of a clean ECG are smooth, so over a window (mostly the quiet parts between waves)
-  it stays at 10-90 /s^2 for every simulated person, while EMG-like noise of rms ``s`` in
-  the band reads about 24,000 x ``s`` / peak-to-peak: the default 400 /s^2 flags EMG above
-  ~1.7 % of the peak-to-peak amplitude (about 15 dB SNR of EMG alone); (b) artefacts: the
-  band's peak-to-peak above ``artefact_ratio_max`` times the median QRS amplitude of the
-  beats detected in the window (electrode motion; at most 1.6 x on simulated records,
-  with noise or not); (c) no QRS detected in the window;
-- else ``"ok"``.
-
-- Blocks (:class:`QualityBlock`) tile the stream on a fixed grid of ``block_s`` (2 s);
-  a block is assessed once ``block_lag_s`` has passed after its end (so the detections
-  inside it are decided) and counts only detections decided by then.
-- A beat is assessed on the ``block_s`` window of the stream that ends at its
-  ``end_index`` (it covers the whole beat and the time before it), with the same tests,
-  counting the detections up to and including its own — so it is emitted without waiting
-  for its block to close, and its status never depends on the chunking.
-
-Chunk invariance: ``push`` in chunks of 1, 7, 250 or 10,000 samples gives bitwise identical
-beats and blocks (tests pin it): filters run sample-recursively with carried state, every
-decision is tied to a sample index, and ring-buffer positions depend only on the sample
-index. Cost: a few tens of microseconds per 62-sample chunk (no per-sample Python loops;
-per-candidate and per-beat Python work only).
-"""
+"""The streaming front end itself (:class:`BeatFrontend`: ring buffers, the Pan-Tompkins
+detector, R peaks, beats and quality blocks) and its whole-record forms."""
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
-from scipy.signal import butter, iirnotch, lfilter, sosfilt, sosfilt_zi, tf2sos
 
-try:  # scipy's own kernels: the public wrappers' argument checks cost more than the work
-    from scipy.signal._sigtools import _linear_filter  # type: ignore[attr-defined]
-    from scipy.signal._sosfilt import _sosfilt  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - other scipy layouts fall back to the public API
-    _sosfilt = _linear_filter = None
+from engines.ecg.frontend.config import Beat, FrontendConfig, FrontendOutput, QualityBlock
+from engines.ecg.frontend.filters import (
+    catmull_rom,
+    check_fs,
+    design_filters,
+    median_lower,
+    run_fir,
+    run_sos,
+)
+from engines.ecg.frontend.quality import CURVATURE_FS_HZ, QRS_HALF_S, assess
 
-__all__ = [
-    "BEAT_FS_HZ",
-    "BEAT_POST_S",
-    "BEAT_PRE_S",
-    "BEAT_SAMPLES",
-    "QUALITY_OK",
-    "Beat",
-    "BeatFrontend",
-    "FrontendConfig",
-    "FrontendOutput",
-    "QualityBlock",
-    "detect_r_peaks",
-    "extract_beats",
-]
-
-BEAT_FS_HZ = 256.0  # beats are resampled to this rate
-BEAT_PRE_S = 0.25  # R peak at sample 64 of the beat
-BEAT_POST_S = 0.5
-BEAT_SAMPLES = 192  # round(BEAT_FS_HZ * (BEAT_PRE_S + BEAT_POST_S))
-QUALITY_OK = "ok"
-
-_FS_RANGE_HZ = (100.0, 2048.0)
-_CURVATURE_FS_HZ = 128.0  # the "noisy" curvature is taken at about this sample rate
-_QRS_HALF_S = 0.06  # half-width of the window a QRS amplitude is measured in
-
-
-
-@dataclass(frozen=True, slots=True)
-class Beat:
-    """One heartbeat cut around its R peak.
-
-    ``r_index``: stream sample index (0 = first sample pushed) nearest the R peak;
-    ``r_offset_s``: the sub-sample rest, seconds (R time = ``r_index / fs + r_offset_s``);
-    ``end_index``: index of the last stream sample the beat needed (latency reference);
-    ``samples``: float32 ``(BEAT_SAMPLES,)`` at :data:`BEAT_FS_HZ`, band-passed,
-    polarity-corrected, mV, R at sample ``round(BEAT_PRE_S * BEAT_FS_HZ)``;
-    ``quality``: :data:`QUALITY_OK` or why it cannot be trusted; ``inverted``: the lead is
-    inverted (the samples were flipped back); ``rr_s``: seconds since the previous detected
-    R peak (``None`` for the first).
-    """
-
-    r_index: int
-    r_offset_s: float
-    end_index: int
-    samples: np.ndarray
-    quality: str
-    inverted: bool
-    rr_s: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class QualityBlock:
-    """Quality of the stream samples ``[start_index, stop_index)``: ``status`` is
-    :data:`QUALITY_OK` or one of ``"flat"``, ``"saturated"``, ``"lead_off"``, ``"noisy"``,
-    ``"nan"``; ``detail`` says what was measured, for people."""
-
-    start_index: int
-    stop_index: int
-    status: str
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class FrontendOutput:
-    """What one ``push``/``flush`` produced: ``beats`` in R order, ``blocks`` in time order."""
-
-    beats: list[Beat] = field(default_factory=list)
-    blocks: list[QualityBlock] = field(default_factory=list)
-
-
-@dataclass(frozen=True, kw_only=True)
-class FrontendConfig:
-    """Parameters of :class:`BeatFrontend` (see the module docstring for their roles).
-
-    Filters: ``morph_band_hz`` (Hz) morphology band, Butterworth high-pass order
-    ``morph_hp_order`` and low-pass order ``morph_lp_order`` (the high edge is capped at
-    0.45 fs); ``notch_hz`` mains notches (quality factor ``notch_q``; those at or above
-    0.45 fs are left out); ``qrs_band_hz``/``qrs_order`` the Pan–Tompkins band; ``mwi_s``
-    integration window (s).
-
-    Detector (s unless stated): ``peak_window_s`` candidate dominance half-window;
-    ``learn_s``; ``refractory_s``; ``twave_s``; ``twave_slope_ratio``; ``searchback_rr``
-    (multiple of the RR average); ``rr_initial_s``; ``relearn_s``; ``r_window_s`` (start,
-    end) of the R search window relative to the candidate, the end negative = before it;
-    ``polarity_beats``; ``polarity_hysteresis`` (vote in [-1, 1]); ``min_qrs_mV`` the
-    smallest QRS looked at (integrated-signal peaks below that of a QRS this high are ignored:
-    a flat line has no beats); ``spki_step_max``: a QRS peak counts at most this many times
-    SPKI in SPKI's update (an artefact does not lift the thresholds over the next beats).
-
-    Quality: ``block_s`` block length and beat assessment window; ``block_lag_s`` wait
-    after a block before assessing it; ``flat_ptp_mV``; ``lead_off_fraction`` (of the
-    window's samples at one extreme value); ``lead_off_ptp_mV`` (a window this still is a
-    constant line); ``clip_min_s`` (time at the extreme value, at least
-    ``clip_min_samples``); ``curvature_max_per_s2`` (median |curvature| / peak-to-peak,
-    1/s^2); ``artefact_ratio_max`` (band peak-to-peak / median QRS peak-to-peak).
-
-    ``history_s``: length of the ring buffer of past samples (s).
-    """
-
-    morph_band_hz: tuple[float, float] = (0.5, 40.0)
-    morph_hp_order: int = 2
-    morph_lp_order: int = 4
-    notch_hz: tuple[float, ...] = (50.0, 60.0)
-    notch_q: float = 30.0
-    qrs_band_hz: tuple[float, float] = (5.0, 15.0)
-    qrs_order: int = 2
-    mwi_s: float = 0.15
-    peak_window_s: float = 0.15
-    learn_s: float = 2.0
-    refractory_s: float = 0.2
-    twave_s: float = 0.36
-    twave_slope_ratio: float = 0.5
-    searchback_rr: float = 1.66
-    rr_initial_s: float = 1.0
-    relearn_s: float = 3.0
-    r_window_s: tuple[float, float] = (-0.25, 0.0)
-    min_qrs_mV: float = 0.02
-    spki_step_max: float = 3.0
-    polarity_beats: int = 8
-    polarity_hysteresis: float = 0.2
-    block_s: float = 2.0
-    block_lag_s: float = 1.0
-    flat_ptp_mV: float = 0.05
-    lead_off_fraction: float = 0.5
-    lead_off_ptp_mV: float = 1e-6
-    clip_min_s: float = 0.02
-    clip_min_samples: int = 4
-    curvature_max_per_s2: float = 400.0
-    artefact_ratio_max: float = 2.0
-    history_s: float = 12.0
-
-    def __post_init__(self) -> None:
-        lo, hi = self.morph_band_hz
-        if not 0 < lo < hi:
-            raise ValueError(f"morph_band_hz must be 0 < low < high, got {self.morph_band_hz}")
-        qlo, qhi = self.qrs_band_hz
-        if not 0 < qlo < qhi:
-            raise ValueError(f"qrs_band_hz must be 0 < low < high, got {self.qrs_band_hz}")
-        positive = {
-            "mwi_s": self.mwi_s,
-            "peak_window_s": self.peak_window_s,
-            "learn_s": self.learn_s,
-            "refractory_s": self.refractory_s,
-            "block_s": self.block_s,
-            "rr_initial_s": self.rr_initial_s,
-            "notch_q": self.notch_q,
-        }
-        for name, value in positive.items():
-            if not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"{name} must be > 0, got {value}")
-        if self.twave_s < self.refractory_s:
-            raise ValueError("twave_s must be >= refractory_s")
-        if self.searchback_rr <= 1.0:
-            raise ValueError(f"searchback_rr must be > 1, got {self.searchback_rr}")
-        if self.relearn_s < self.learn_s:
-            raise ValueError("relearn_s must be >= learn_s")
-        if not self.r_window_s[0] < self.r_window_s[1] <= 0.0:
-            raise ValueError(f"r_window_s must be (start < end <= 0), got {self.r_window_s}")
-        if self.polarity_beats < 1 or self.morph_hp_order < 1 or self.morph_lp_order < 1:
-            raise ValueError("polarity_beats and filter orders must be >= 1")
-        if self.block_lag_s < 0:
-            raise ValueError("block_lag_s must be >= 0")
-        # the ring buffer must hold a search-back interval, a beat and a quality window
-        need_s = self.relearn_s + self.learn_s + BEAT_PRE_S + BEAT_POST_S + self.block_s + 1.0
-        if self.history_s < need_s:
-            raise ValueError(f"history_s must be >= {need_s:g} with these settings")
-
-
-# -- filters ----------------------------------------------------------------------------------
-
-
-def _check_fs(fs_hz: float) -> float:
-    fs = float(fs_hz)
-    if not (math.isfinite(fs) and _FS_RANGE_HZ[0] <= fs <= _FS_RANGE_HZ[1]):
-        raise ValueError(
-            f"fs_hz must be in {_FS_RANGE_HZ[0]:g}..{_FS_RANGE_HZ[1]:g} Hz, got {fs_hz!r}"
-        )
-    return fs
-
-
-def _morph_sos(fs: float, cfg: FrontendConfig) -> np.ndarray:
-    lo, hi = cfg.morph_band_hz
-    hi = min(hi, 0.45 * fs)
-    parts = [
-        butter(cfg.morph_hp_order, lo, "highpass", fs=fs, output="sos"),
-        butter(cfg.morph_lp_order, hi, "lowpass", fs=fs, output="sos"),
-    ]
-    for f0 in cfg.notch_hz:
-        if 0 < f0 < 0.45 * fs:
-            b, a = iirnotch(f0, cfg.notch_q, fs=fs)
-            parts.append(tf2sos(b, a))
-    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float64)
-
-
-def _qrs_sos(fs: float, cfg: FrontendConfig) -> np.ndarray:
-    band = butter(cfg.qrs_order, cfg.qrs_band_hz, "bandpass", fs=fs, output="sos")
-    # Pan-Tompkins five-point derivative made causal (2 samples late), in mV/s:
-    # (fs/8)(1 + 2z^-1 - 2z^-3 - z^-4) = (fs/8)(1 - z^-2)(1 + z^-1)^2, two biquads
-    deriv = np.array([[fs / 8.0, 0.0, -fs / 8.0, 1.0, 0.0, 0.0], [1.0, 2.0, 1.0, 1.0, 0.0, 0.0]])
-    return np.ascontiguousarray(np.concatenate([band, deriv]), dtype=np.float64)
-
-
-def _run_sos(sos: np.ndarray, row: np.ndarray, zi: np.ndarray) -> None:
-    """Filter ``row`` ((1, n) C-contiguous float64) in place, updating ``zi`` ((1, s, 2))."""
-    if _sosfilt is not None:
-        _sosfilt(sos, row, zi)
-    else:  # pragma: no cover
-        out, zf = sosfilt(sos, row[0], zi=zi[0])
-        row[0] = out
-        zi[0] = zf
-
-
-def _run_fir(b: np.ndarray, x: np.ndarray, zi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if _linear_filter is not None:
-        return _linear_filter(b, _ONE, x, -1, zi)  # type: ignore[no-any-return]
-    return lfilter(b, _ONE, x, zi=zi)  # type: ignore[no-any-return]  # pragma: no cover
-
-
-_ONE = np.ones(1)
-
-
-def _qrs_pulse(fs: float) -> tuple[np.ndarray, int]:
-    """A QRS-like pulse (mV, 2 s at ``fs``) and the index of its R peak: an ECGSYN-like R
-    wave (Gaussian, sd 12 ms, 1 mV) flanked by small Q and S waves."""
-    n = round(2.0 * fs)
-    t = (np.arange(n) - n // 2) / fs
-    pulse = (
-        np.exp(-0.5 * (t / 0.012) ** 2)
-        - 0.1 * np.exp(-0.5 * ((t + 0.04) / 0.012) ** 2)
-        - 0.25 * np.exp(-0.5 * ((t - 0.04) / 0.012) ** 2)
-    )
-    return pulse, n // 2
-
-
-def _peak_delay(sos: np.ndarray, fs: float) -> float:
-    """Delay (samples, fractional) of the R peak of :func:`_qrs_pulse` through ``sos``: the
-    delay the morphology filter gives an R peak, which beats are aligned on."""
-    pulse, r = _qrs_pulse(fs)
-    out = sosfilt(sos, pulse)
-    k = int(np.argmax(out))
-    a, b, c = out[k - 1], out[k], out[k + 1]
-    denom = a - 2.0 * b + c
-    frac = 0.5 * (a - c) / denom if denom < 0 else 0.0
-    return float(k + frac - r)
-
-
-def _mwi_peak(sos_q: np.ndarray, b_mwi: np.ndarray, fs: float) -> float:
-    """Peak of the integrated signal for the 1-mV :func:`_qrs_pulse`, (mV/s)^2."""
-    pulse, _ = _qrs_pulse(fs)
-    d = sosfilt(sos_q, pulse)
-    return float(np.max(lfilter(b_mwi, _ONE, d * d)))
-
-
-# -- helpers -----------------------------------------------------------------------------------
-
-
-def _catmull_rom(y: np.ndarray, k: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Cubic (Catmull-Rom) interpolation of ``y`` between samples ``k`` and ``k + 1`` at
-    fraction ``t`` in [0, 1); ``y`` has a sample before ``k.min()`` and two after
-    ``k.max()``."""
-    p0, p1, p2, p3 = y[k - 1], y[k], y[k + 1], y[k + 2]
-    return p1 + 0.5 * t * (
-        p2 - p0 + t * (2.0 * p0 - 5.0 * p1 + 4.0 * p2 - p3 + t * (3.0 * (p1 - p2) + p3 - p0))
-    )
-
-
-def _median(a: np.ndarray) -> float:
-    """Median (the lower one for even sizes) without np.median's overhead."""
-    k = (a.size - 1) // 2
-    return float(np.partition(a, k)[k])
-
-
-@dataclass(frozen=True, eq=False)
-class _Design:
-    """What a front end derives from ``(fs, config)`` alone: filters and their unit steady
-    states, the morphology filter's R delay, the smallest peak looked at, and every length in
-    samples. Designed once per rate (:func:`_design`) and shared by every stream at that rate;
-    nothing writes to its arrays (scipy's fast kernels need them writable, so they are not
-    flagged read-only)."""
-
-    sos_m: np.ndarray
-    sos_q: np.ndarray
-    zi_m_unit: np.ndarray  # (1, sections, 2)
-    zi_q_unit: np.ndarray
-    b_mwi: np.ndarray
-    delay_m: float
-    min_peak: float
-    keep: int  # samples the ring holds once full: history_s of the stream
-    max_piece: int
-    beat_offsets: np.ndarray
-
-
-@lru_cache(maxsize=16)  # a few rates in practice; a stranger's odd rates only evict
-def _design(fs: float, cfg: FrontendConfig) -> _Design:
-    sos_m = _morph_sos(fs, cfg)
-    sos_q = _qrs_sos(fs, cfg)
-    n_mwi = max(1, round(cfg.mwi_s * fs))
-    b_mwi = np.full(n_mwi, 1.0 / n_mwi)
-    keep = math.ceil(cfg.history_s * fs)
-    return _Design(
-        sos_m=sos_m,
-        sos_q=sos_q,
-        zi_m_unit=sosfilt_zi(sos_m)[None],
-        zi_q_unit=sosfilt_zi(sos_q)[None],
-        b_mwi=b_mwi,
-        delay_m=_peak_delay(sos_m, fs),
-        # integrated-signal peaks below that of a min_qrs_mV QRS are not even noise peaks
-        min_peak=_mwi_peak(sos_q, b_mwi, fs) * cfg.min_qrs_mV**2,
-        keep=keep,
-        max_piece=keep // 4,
-        beat_offsets=(np.arange(BEAT_SAMPLES) / BEAT_FS_HZ - BEAT_PRE_S) * fs,
-    )
+__all__ = ["BeatFrontend", "detect_r_peaks", "extract_beats"]
 
 
 class BeatFrontend:
@@ -444,13 +39,13 @@ class BeatFrontend:
 
     def __init__(self, fs_hz: float, config: FrontendConfig | None = None) -> None:
         cfg = FrontendConfig() if config is None else config
-        fs = _check_fs(fs_hz)
+        fs = check_fs(fs_hz)
         self.fs_hz = fs
         self.config = cfg
         self.samples_seen = 0
         self._flushed = False
 
-        design = _design(fs, cfg)
+        design = design_filters(fs, cfg)
         self._sos_m = design.sos_m
         self._sos_q = design.sos_q
         self._zi_m_unit = design.zi_m_unit
@@ -487,7 +82,7 @@ class BeatFrontend:
         self._relearn_n = round(cfg.relearn_s * fs)
         self._r_lo = round(cfg.r_window_s[0] * fs)
         self._r_hi = round(cfg.r_window_s[1] * fs)
-        self._qrs_half = max(1, round(_QRS_HALF_S * fs))
+        self._qrs_half = max(1, round(QRS_HALF_S * fs))
         self._scan_next = 1  # first integrated-signal index not yet examined for a local max
         # recent local maxima and confirmed candidates waiting for classification:
         # (index, integrated-signal value, steepest slope in the mwi window before it)
@@ -521,7 +116,7 @@ class BeatFrontend:
         self._block_lag_n = round(cfg.block_lag_s * fs)
         self._next_block = 0
         self._clip_n = max(cfg.clip_min_samples, round(cfg.clip_min_s * fs))
-        self._curv_step = max(1, round(fs / _CURVATURE_FS_HZ))
+        self._curv_step = max(1, round(fs / CURVATURE_FS_HZ))
         self._curv_scale = (fs / self._curv_step) ** 2
         self._beat_offsets = design.beat_offsets
 
@@ -605,11 +200,11 @@ class BeatFrontend:
         self._last_valid = float(xs[-1])
         y = self._y[p : p + n]
         y[:] = xs
-        _run_sos(self._sos_m, y[None], self._zi_m)
+        run_sos(self._sos_m, y[None], self._zi_m)
         d = xs.copy()[None]
-        _run_sos(self._sos_q, d, self._zi_q)
+        run_sos(self._sos_q, d, self._zi_q)
         d = d[0]
-        self._m[p : p + n], self._zi_mwi = _run_fir(self._b_mwi, d * d, self._zi_mwi)
+        self._m[p : p + n], self._zi_mwi = run_fir(self._b_mwi, d * d, self._zi_mwi)
         self.samples_seen = n0 + n
         self._find_candidates(self.samples_seen - self._w, d)
         self._classify(horizon=self.samples_seen - self._w, final=False)
@@ -865,7 +460,7 @@ class BeatFrontend:
         if hi - lo < 3:
             return  # the window is taken by the previous beat: the same complex
         seg = self._view(self._y, lo, hi)
-        base = _median(seg)
+        base = median_lower(seg)
         top = float(seg.max()) - base
         bottom = base - float(seg.min())
         vote = (top - bottom) / (top + bottom) if top + bottom > 0 else 0.0
@@ -890,7 +485,7 @@ class BeatFrontend:
         rr_s = None if self._prev_r is None else (t_in - self._prev_r) / self.fs_hz
         self._prev_r = t_in
         self._prev_t_y = t_y
-        # QRS amplitude: peak-to-peak within _QRS_HALF_S of R (what has arrived of it)
+        # QRS amplitude: peak-to-peak within QRS_HALF_S of R (what has arrived of it)
         h = self._qrs_half
         qrs = seg[max(k - h, 0) : k + h + 1]
         self._detections.append((r_index, self._clock, float(qrs.max() - qrs.min())))
@@ -912,7 +507,7 @@ class BeatFrontend:
             k = np.floor(pos)
             start = int(k[0]) - 1
             y = self._view(self._y, start, end_index + 1)
-            samples = _catmull_rom(y, k.astype(np.intp) - start, pos - k)
+            samples = catmull_rom(y, k.astype(np.intp) - start, pos - k)
             if inverted:
                 samples = -samples
             w_start = end_index + 1 - self._block_n
@@ -967,41 +562,18 @@ class BeatFrontend:
     def _assess(self, start: int, stop: int, amps: list[float]) -> tuple[str, str]:
         """Quality of samples ``[start, stop)`` (clipped to the stream and the ring), given
         the QRS peak-to-peak amplitudes ``amps`` (mV) of the beats detected there."""
-        cfg = self.config
         start = max(start, self._oldest())
-        n = stop - start
         nonfinite = self._nonfinite
-        n_nan = 0 if nonfinite is None else np.count_nonzero(self._view(nonfinite, start, stop))
-        if n_nan:
-            return "nan", f"{n_nan} non-finite samples"
-        x = self._view(self._x, start, stop)
-        xmax, xmin = float(x.max()), float(x.min())
-        at_max = int(np.count_nonzero(x == xmax))
-        at_min = int(np.count_nonzero(x == xmin))
-        if xmax - xmin <= cfg.lead_off_ptp_mV:
-            return "lead_off", f"constant at {xmax:.4g} mV"
-        if max(at_max, at_min) >= cfg.lead_off_fraction * n:
-            value = xmax if at_max >= at_min else xmin
-            return "lead_off", f"pinned at {value:.4g} mV for {max(at_max, at_min)}/{n} samples"
-        if max(at_max, at_min) >= self._clip_n:
-            return "saturated", f"{at_max} samples at max {xmax:.4g}, {at_min} at min {xmin:.4g}"
-        y = self._view(self._y, start, stop)
-        ptp = float(y.max() - y.min())
-        if ptp < cfg.flat_ptp_mV:
-            return "flat", f"band peak-to-peak {ptp:.3g} mV"
-        # second difference at a fixed time step (~1/128 s), so noise reads the same at any fs
-        yd = y[:: self._curv_step]
-        curv = np.abs(yd[2:] + yd[:-2] - 2.0 * yd[1:-1])
-        curvature = _median(curv) * self._curv_scale / ptp
-        if curvature > cfg.curvature_max_per_s2:
-            return "noisy", f"median curvature / peak-to-peak {curvature:.3g} /s^2"
-        if not amps:
-            return "noisy", "no QRS detected"
-        ratio = ptp / _median(np.asarray(amps))
-        if ratio > cfg.artefact_ratio_max:
-            return "noisy", f"band peak-to-peak {ratio:.3g} x the QRS amplitude (artefacts)"
-        return QUALITY_OK, f"median curvature / peak-to-peak {curvature:.3g} /s^2"
-
+        return assess(
+            self._view(self._x, start, stop),
+            self._view(self._y, start, stop),
+            None if nonfinite is None else self._view(nonfinite, start, stop),
+            amps,
+            self.config,
+            clip_n=self._clip_n,
+            curv_step=self._curv_step,
+            curv_scale=self._curv_scale,
+        )
 
 # -- whole records ------------------------------------------------------------------------------
 

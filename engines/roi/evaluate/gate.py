@@ -1,0 +1,31 @@
+"""The task metric the engine gate of the ROI models checks (:mod:`engines.gates`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from devices.spectra_sim import SpectrumSimConfig
+from engines.roi.detector import RoiDetector
+from engines.roi.evaluate.protocol import simulate_spectra, stream_rng
+from engines.roi.evaluate.scoring import run_model, score
+from engines.roi.metrics import peak_summary
+
+__all__ = ["task_metric"]
+
+
+def task_metric(infer: Callable[[np.ndarray], np.ndarray], *, batch: int, n: int = 300,
+                seed: int = 0) -> float:
+    """Peak F1 of the shipped detector on ``n`` test spectra when the model's windows
+    ``(B, 1, 512) -> (B, 1, 512)`` logits are computed by ``infer`` (batches of at most
+    ``batch``): the task metric an engine must leave unchanged (:mod:`engines.gates`)."""
+    data = simulate_spectra(n, SpectrumSimConfig(), stream_rng(seed, "test"), "test")
+
+    def module(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(infer(np.ascontiguousarray(x.numpy())))
+
+    run = run_model(module, RoiDetector(), data, batch)  # type: ignore[arg-type]
+    f1 = peak_summary(score(data, run).peaks)["peak_f1"]
+    return float("nan") if f1 is None else float(f1)

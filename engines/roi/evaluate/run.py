@@ -1,0 +1,216 @@
+"""The ROI evaluation run: compute every section into one report, its targets and timings;
+then print its table and write its JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engines.roi.detector import RoiDetectorConfig
+from engines.roi.evaluate.protocol import (
+    BASELINE_NAMES,
+    DEFAULT_SEED,
+    MODEL_NAMES,
+    TARGETS,
+    log_progress,
+)
+from engines.roi.evaluate.sections import (
+    ablation_section,
+    baseline_entries,
+    context_section,
+    model_entries,
+    ood_section,
+    report_header,
+    simulate_sets,
+    windowing_report,
+)
+from engines.roi.evaluate.table import format_table
+
+__all__ = ["evaluate_roi", "roi_report"]
+
+
+def evaluate_roi(
+    *,
+    json_path: Path | None,
+    n_test: int = 30_000,
+    seed: int = DEFAULT_SEED,
+    backend: str = "eager",
+    models: Sequence[str] = MODEL_NAMES,
+    n_ood: int = 1_400,
+    n_baseline: int = 5_000,
+    n_validation: int = 300,
+    n_peak_free_per_band: int = 200,
+    n_windowing_per_length: int = 100,
+    detector_config: RoiDetectorConfig | None = None,
+    threads: int | None = None,
+    batch: int = 512,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the ROI evaluation, print a table to stdout, write the JSON report; return it.
+
+    The arguments other than ``json_path`` are those of :func:`roi_report`.
+    """
+    report = roi_report(
+        n_test=n_test,
+        seed=seed,
+        backend=backend,
+        models=models,
+        n_ood=n_ood,
+        n_baseline=n_baseline,
+        n_validation=n_validation,
+        n_peak_free_per_band=n_peak_free_per_band,
+        n_windowing_per_length=n_windowing_per_length,
+        detector_config=detector_config,
+        threads=threads,
+        batch=batch,
+        progress=progress,
+    )
+    print(format_table(report))
+    if json_path is not None:
+        json_path = Path(json_path)
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+        log_progress(progress, f"wrote {json_path}")
+    return report
+
+
+def roi_report(
+    *,
+    n_test: int = 30_000,
+    seed: int = DEFAULT_SEED,
+    backend: str = "eager",
+    models: Sequence[str] = MODEL_NAMES,
+    n_ood: int = 1_400,
+    n_baseline: int = 5_000,
+    n_validation: int = 300,
+    n_peak_free_per_band: int = 200,
+    n_windowing_per_length: int = 100,
+    detector_config: RoiDetectorConfig | None = None,
+    threads: int | None = None,
+    batch: int = 512,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Compute the ROI evaluation report (JSON-ready; nothing printed but progress lines).
+
+    ``n_test`` paper-protocol test spectra (first ``n_test`` of the fixed test stream);
+    baselines on the first ``min(n_baseline, n_test)`` of them; ``n_ood`` spectra spread over
+    :func:`~engines.roi.evaluate.protocol.ood_groups`; baselines tuned on ``n_validation``
+    validation spectra. ``backend``: only ``"eager"`` (this report does not depend on
+    compiled backends). ``threads``: torch intra-op threads (default: the CPUs this process
+    may use).
+    """
+    if backend != "eager":
+        raise ValueError(f"evaluate_roi runs models eagerly; backend {backend!r} not supported")
+    unknown = sorted(set(models) - set(MODEL_NAMES))
+    if unknown:
+        raise ValueError(f"unknown models {unknown}; choose from {MODEL_NAMES}")
+    if n_test < 1:
+        raise ValueError("n_test must be >= 1")
+
+    t_start = time.perf_counter()
+    timing: dict[str, float] = {}
+    n_threads = threads or len(os.sched_getaffinity(0))
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        det_cfg = detector_config or RoiDetectorConfig()
+
+        t0 = time.perf_counter()
+        sets = simulate_sets(
+            seed=seed,
+            n_test=n_test,
+            n_baseline=n_baseline,
+            n_validation=n_validation,
+            n_peak_free_per_band=n_peak_free_per_band,
+            n_ood=n_ood,
+            n_windowing_per_length=n_windowing_per_length,
+            progress=progress,
+        )
+        timing["simulate"] = time.perf_counter() - t0
+        report = report_header(
+            sets,
+            seed=seed,
+            n_test=n_test,
+            n_validation=n_validation,
+            n_windowing_per_length=n_windowing_per_length,
+            det_cfg=det_cfg,
+            n_threads=n_threads,
+            backend=backend,
+        )
+
+        t0 = time.perf_counter()
+        report["context"] = context_section(sets, det_cfg)
+        timing["context"] = time.perf_counter() - t0
+
+        entries, skipped, neural = model_entries(models, sets, det_cfg, batch, progress, timing)
+        report["models"].update(entries)
+        report["skipped"].update(skipped)
+        if "resnet_unet" in neural.runs:
+            report["postprocessing_ablation_resnet_unet"] = ablation_section(
+                neural.runs["resnet_unet"], sets, det_cfg
+            )
+
+        entries, base_dets = baseline_entries(sets, progress, timing)
+        report["models"].update(entries)
+
+        t0 = time.perf_counter()
+        report["ood"] = ood_section(sets, det_cfg, neural.modules, base_dets, batch, progress)
+        timing["ood"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        report["windowing_vs_resampling"] = windowing_report(
+            neural.modules, det_cfg, sets.wr, sets.paper.snr_db, batch, progress
+        )
+        timing["windowing_vs_resampling"] = time.perf_counter() - t0
+
+        report["targets"] = _targets(report)
+        timing["total"] = time.perf_counter() - t_start
+        report["timing_s"] = timing
+    finally:
+        torch.set_num_threads(old_threads)
+    return report
+
+
+def _targets(report: dict[str, Any]) -> dict[str, Any]:
+    """The report's figures against :data:`~engines.roi.evaluate.protocol.TARGETS`."""
+    models = report["models"]
+    out: dict[str, Any] = {"targets": dict(TARGETS)}
+    ru = models.get("resnet_unet")
+    if ru is None or "skipped" in ru:
+        out["note"] = "resnet_unet not evaluated"
+        return out
+    loss = ru["roi_loss"]
+    out["resnet_unet_roi_loss"] = {
+        "value": loss,
+        "target_max": TARGETS["resnet_unet_roi_loss_max"],
+        "met": loss is not None and loss <= TARGETS["resnet_unet_roi_loss_max"],
+    }
+    f1 = ru["peak_f1"]
+    out["resnet_unet_peak_f1"] = {
+        "value": f1,
+        "target_min": TARGETS["peak_f1_min"],
+        "met": f1 is not None and f1 >= TARGETS["peak_f1_min"],
+    }
+    low_model = ru["baseline_subset"]["by_snr"]["low"]["peak_f1"]
+    base_low = {b: models[b]["by_snr"]["low"]["peak_f1"] for b in BASELINE_NAMES if b in models}
+    if base_low:
+        best = max(base_low, key=lambda k: base_low[k] or -1.0)
+        margin = None if low_model is None or base_low[best] is None else low_model - base_low[best]
+        out["low_snr_margin_over_best_baseline"] = {
+            "resnet_unet_low_snr_f1": low_model,
+            "best_baseline": best,
+            "best_baseline_low_snr_f1": base_low[best],
+            "margin": margin,
+            "target_min": TARGETS["low_snr_f1_margin_over_best_baseline"],
+            "met": margin is not None
+            and margin >= TARGETS["low_snr_f1_margin_over_best_baseline"],
+            "note": "both on the same baseline subset of the test set",
+        }
+    return out
+
