@@ -33,9 +33,9 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python bench/engine_latency.py
-	$(BIN)/python bench/pipeline.py
-	$(BIN)/python bench/codec_link.py
+	$(BIN)/python -m bench.engine_latency
+	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.codec_link
 
 eval: $(STAMP)
 	$(BIN)/sigstream eval roi --json engines/weights/roi_eval.json

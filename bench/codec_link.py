@@ -1,8 +1,8 @@
 """Codec benchmark: real-time factor per stream beside Opus, latency through the link, and how
 many simultaneous links two cores sustain. Prints JSON.
 
-    python bench/codec_link.py                                  # all three parts
-    python bench/codec_link.py --links 10,20,30 --seconds 20 --json runs/codec_bench.json
+    python -m bench.codec_link                                  # all three parts
+    python -m bench.codec_link --links 10,20,30 --seconds 20 --json runs/codec_bench.json
 
 1. ``rtf``: per codec and operating point, the real held-out speech (``alsa-utils`` clips, one
    after the other) pushed through :class:`~engines.codec.codec.StreamEncoder` in 10 ms blocks
@@ -37,14 +37,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-_BENCH = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH]
-sys.path.insert(0, str(_BENCH.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
+if not __package__:  # run as a file
+    import _script
 
-from bench.pipeline import emit  # noqa: E402 - shared with the other benches
-from devices.audio import CODEC_FS, write_audio  # noqa: E402
+    _script.rerun_as_module()
+
+from bench.harness import emit
+from devices.audio import CODEC_FS, write_audio
 
 
 def _speech() -> np.ndarray:

@@ -1,8 +1,8 @@
 """ECG gateway benchmark: N simulated wearables -> ECG service -> subscriber, through real
 sockets and processes on this machine. Prints JSON.
 
-    python bench/ecg_pipeline.py --streams 200 --seconds 30
-    python bench/ecg_pipeline.py --sweep 200,400,600,800,1000 --seconds 20 --json runs/ecg.json
+    python -m bench.ecg_pipeline --streams 200 --seconds 30
+    python -m bench.ecg_pipeline --sweep 200,400,600,800,1000 --seconds 20 --json runs/ecg.json
 
 - Users: the first ``--users`` cohort subjects are enrolled (20 beats of session 0, offline)
   into a fresh template store, so every beat is matched against real templates.
@@ -38,15 +38,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-_BENCH = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH]
-sys.path.insert(0, str(_BENCH.parent))
+import numpy as np
+import zmq
 
-import numpy as np  # noqa: E402
-import zmq  # noqa: E402
+if not __package__:  # run as a file
+    import _script
 
-from bench.pipeline import cpu_seconds, emit  # noqa: E402 - shared with the spectral bench
-from engines.ecg.frontend import BEAT_POST_S, BEAT_PRE_S  # noqa: E402
+    _script.rerun_as_module()
+
+from bench import harness
+from engines.ecg.frontend import BEAT_POST_S, BEAT_PRE_S
+from stream.results import ResultsClient
 
 
 def _signals(streams: int, users: int, fs_hz: float, seconds: float, seed: int
@@ -78,20 +80,14 @@ def source_main(*, endpoint: str, signals: list[np.ndarray], fs_hz: float, chunk
     streams = len(signals)
     period_ns = n * 1e9 / fs_hz
     ctx = zmq.Context()
-    push = ctx.socket(zmq.PUSH)
-    push.sndhwm = 0
-    push.linger = 10_000
-    push.connect(endpoint)
+    push = harness.push_socket(ctx, endpoint)
     start_ns = time.time_ns() + 200_000_000
     max_lag = 0
     span_ns = round((n - 1) * 1e9 / fs_hz)
     for k in range(chunks):
         for i in range(streams):
             due = start_ns + int((k + 1 + i / streams) * period_ns)
-            now = time.time_ns()
-            if due > now:
-                time.sleep((due - now) / 1e9)
-                now = time.time_ns()
+            now = harness.wait_until(due)
             max_lag = max(max_lag, now - due)
             chunk = signals[i][k * n:(k + 1) * n]
             push.send_multipart(encode(data_message(
@@ -102,8 +98,9 @@ def source_main(*, endpoint: str, signals: list[np.ndarray], fs_hz: float, chunk
     report.close()
 
 
-def _collect(sub: zmq.Socket[Any], source: Any, report: Any, quiet_s: float) -> dict[str, Any]:
-    from stream.wire import ERROR_KIND, decode
+def _collect(results: ResultsClient, source: Any, report: Any, quiet_s: float
+             ) -> dict[str, Any]:
+    from stream.wire import ERROR_KIND
 
     latencies: list[float] = []
     capture: list[float] = []
@@ -119,16 +116,8 @@ def _collect(sub: zmq.Socket[Any], source: Any, report: Any, quiet_s: float) -> 
             break
         if src is None and not source.is_alive() and not report.poll():
             raise RuntimeError(f"the source process died (exit code {source.exitcode})")
-        if not sub.poll(100):
-            continue
-        while True:
-            try:
-                frames = sub.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            now = time.time_ns()
+        for msg, now in results.receive(0.1):
             last_rx = time.monotonic()
-            msg = decode(frames, topic=True)
             body = msg.payload
             if msg.kind == ERROR_KIND:
                 code = str(body.get("code"))
@@ -163,29 +152,13 @@ def run_once(args: argparse.Namespace, streams: int, db: Path, mp: Any) -> dict[
     )
     with Service(config) as service:
         pids = service.pids
-        cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        ctx = zmq.Context()
-        sub = ctx.socket(zmq.SUB)
-        sub.rcvhwm = 0
-        sub.linger = 0
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.connect(service.bound_publish)
-        time.sleep(0.5)
-        report, child_end = mp.Pipe(duplex=False)
-        source = mp.Process(target=source_main, name="bench-ecg-source", kwargs={
-            "endpoint": service.bound_ingest, "signals": signals, "fs_hz": args.fs,
-            "chunk_ms": args.chunk_ms, "report": child_end})
-        source.start()
-        child_end.close()
-        try:
-            got = _collect(sub, source, report, quiet_s=args.drain)
-        finally:
-            source.join(10)
-            if source.is_alive():
-                source.kill()
-            sub.close()
-            ctx.term()
-        cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
+        cpu0 = {name: harness.cpu_seconds(pid) for name, pid in pids.items()}
+        with ResultsClient(service.bound_publish, lossless=True, settle_s=0.5) as results, \
+                harness.load_process(mp, source_main, name="bench-ecg-source",
+                             endpoint=service.bound_ingest, signals=signals, fs_hz=args.fs,
+                             chunk_ms=args.chunk_ms) as (source, report):
+            got = _collect(results, source, report, quiet_s=args.drain)
+        cpu = {name: harness.cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
         service.stop()
         summary = service.summary()
     sent_samples = got["source"]["chunks"] * got["source"]["chunk_samples"]
@@ -250,17 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-ms", type=float, default=250.0)
     parser.add_argument("--users", type=int, default=18)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backend", default="auto")
-    parser.add_argument("--shards", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--max-batch", type=int, default=32)
-    parser.add_argument("--max-wait-us", type=int, default=2000)
-    parser.add_argument("--queue-depth", type=int, default=256)
+    harness.add_service_options(parser, workers=1, queue_depth=256)
     parser.add_argument("--drain", type=float, default=3.0,
                         help="stop listening this long after the last result")
     parser.add_argument("--target-ms", type=float, default=100.0)
-    parser.add_argument("--cache-dir", default=None)
-    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     counts = [int(n) for n in args.sweep.split(",")] if args.sweep else [args.streams]
     mp = multiprocessing.get_context("spawn")
@@ -288,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         "largest_streams_p99_within_target": largest(args.target_ms),
         "largest_streams_p99_within_50ms": largest(50.0),
     }
-    emit(result, args.json)
+    harness.emit(result, args.json)
     return 0
 
 

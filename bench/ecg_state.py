@@ -1,8 +1,8 @@
 """Per-stream state of the ECG path: bytes per stream, cost of a new stream, RSS for N
 streams. Pure CPU, no sockets; prints JSON (under a minute with the defaults).
 
-    python bench/ecg_state.py
-    python bench/ecg_state.py --streams 4096 --seconds 13 --json runs/ecg_state.json
+    python -m bench.ecg_state
+    python -m bench.ecg_state --streams 4096 --seconds 13 --json runs/ecg_state.json
 
 - ``new_stream_us``: ``EcgPath.stream_stage(id)`` plus its first ``process`` call (one chunk),
   mean over ``--new`` fresh stream ids (the front end's filters are designed once per rate,
@@ -18,19 +18,21 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if not __package__:  # run as a file
+    import _script
 
-from bench.pipeline import emit  # noqa: E402
-from devices.ecg_sim import cohort_subject, simulate_record  # noqa: E402
-from stream.ecg import EcgPath, EcgStreamStage  # noqa: E402
-from stream.wire import Message, data_message  # noqa: E402
+    _script.rerun_as_module()
+
+from bench.harness import emit
+from devices.ecg_sim import cohort_subject, simulate_record
+from stream.ecg import EcgPath, EcgStreamStage
+from stream.wire import Message, data_message
 
 
 def _rss_bytes() -> int:

@@ -1,9 +1,9 @@
 """End-to-end pipeline benchmark: simulated instruments -> service -> subscriber, through real
 sockets and processes, side by side with a naive one-process pipeline. Prints JSON.
 
-    python bench/pipeline.py --streams 10 --rate 100 --seconds 30 --json runs/pipeline.json
+    python -m bench.pipeline --streams 10 --rate 100 --seconds 30 --json runs/pipeline.json
 
-For each pipeline (the :class:`~stream.service.Service`, then ``bench/naive_pipeline.py``):
+For each pipeline (the :class:`~stream.service.Service`, then :mod:`bench.naive_pipeline`):
 
 - a **source** process plays ``--streams`` instruments at ``--rate`` spectra/s each (512-sample
   spectra from :func:`devices.spectra_sim.simulate`), on a fixed schedule; each message's
@@ -31,7 +31,6 @@ If the shipped weights are missing, an untrained model of the same architecture 
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import sys
@@ -40,15 +39,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-# Run as a script, Python puts bench/ first on sys.path; the naive baseline is imported as
-# `bench.naive_pipeline` from the repository root (spawned children inherit sys.path).
-_BENCH = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH]
-sys.path.insert(0, str(_BENCH.parent))
+import numpy as np
+import zmq
 
-import numpy as np  # noqa: E402
-import zmq  # noqa: E402
+if not __package__:  # run as a file
+    import _script
 
+    _script.rerun_as_module()
+
+from bench.harness import (
+    add_service_options,
+    cpu_seconds,
+    emit,
+    load_process,
+    push_socket,
+    roi_weights,
+    wait_until,
+)
+from stream.results import ResultsClient
+
+_weights = roi_weights  # the name soak, overload and faults import from here
 _DROP_CODES = frozenset({"dropped", "overloaded"})
 _POOL = 256  # distinct simulated spectra, cycled
 
@@ -71,19 +81,13 @@ def source_main(
     per_stream = max(1, round(rate_hz * seconds))
     period_ns = 1e9 / rate_hz
     ctx = zmq.Context()
-    push = ctx.socket(zmq.PUSH)
-    push.sndhwm = 0  # the source never blocks: a slow pipeline shows as latency
-    push.linger = 10_000
-    push.connect(endpoint)
+    push = push_socket(ctx, endpoint)
     max_lag = 0
     k_total = 0
     for k in range(per_stream):
         for i, stream in enumerate(ids):
             due = start_ns + int((k + i / streams) * period_ns)
-            now = time.time_ns()
-            if due > now:
-                time.sleep((due - now) / 1e9)
-                now = time.time_ns()
+            now = wait_until(due)
             max_lag = max(max_lag, now - due)
             spectrum = pool[k_total % _POOL]
             k_total += 1
@@ -101,10 +105,11 @@ def source_main(
 # Subscriber (this process)
 
 
-def _collect(sub: zmq.Socket[Any], source: Any, report: Any, drain_s: float) -> dict[str, Any]:
+def _collect(results: ResultsClient, source: Any, report: Any, drain_s: float
+             ) -> dict[str, Any]:
     """Receive until the source reported and every seq is answered, or ``drain_s`` after the
     source ended. Returns the raw tallies."""
-    from stream.wire import ERROR_KIND, decode
+    from stream.wire import ERROR_KIND
 
     answers: dict[str, dict[int, str]] = {}
     latencies: list[float] = []
@@ -124,15 +129,7 @@ def _collect(sub: zmq.Socket[Any], source: Any, report: Any, drain_s: float) -> 
                 break
         if sent is None and not source.is_alive() and not report.poll():
             raise RuntimeError(f"the source process died (exit code {source.exitcode})")
-        if not sub.poll(100):
-            continue
-        while True:
-            try:
-                frames = sub.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            now = time.time_ns()
-            msg = decode(frames, topic=True)
+        for msg, now in results.receive(0.1):
             stream, seq = msg.header.get("stream"), msg.header.get("seq")
             if seq is None:
                 continue  # an error about an unreadable message: not one of ours
@@ -178,31 +175,13 @@ def _collect(sub: zmq.Socket[Any], source: Any, report: Any, drain_s: float) -> 
 def _run_load(
     publish: str, ingest: str, args: argparse.Namespace, mp: Any, seed: int
 ) -> dict[str, Any]:
-    ctx = zmq.Context()
-    sub = ctx.socket(zmq.SUB)
-    sub.rcvhwm = 0  # the measuring end must not lose anything itself
-    sub.linger = 0
-    sub.setsockopt(zmq.SUBSCRIBE, b"")
-    sub.connect(publish)
-    time.sleep(0.5)  # the subscription must reach the publisher before data flows
-    report, child_end = mp.Pipe(duplex=False)
-    source = mp.Process(
-        target=source_main, name="bench-source",
-        kwargs={"endpoint": ingest, "streams": args.streams, "rate_hz": args.rate,
-                "seconds": args.seconds, "seed": seed, "start_ns": time.time_ns() + 500_000_000,
-                "report": child_end},
-    )
-    source.start()
-    child_end.close()
-    try:
-        return _collect(sub, source, report, drain_s=args.drain)
-    finally:
-        source.join(10)
-        if source.is_alive():
-            source.kill()
-            source.join()
-        sub.close()
-        ctx.term()
+    # lossless: the measuring end must not lose anything itself
+    with ResultsClient(publish, lossless=True, settle_s=0.5) as results, load_process(
+        mp, source_main, name="bench-source", endpoint=ingest, streams=args.streams,
+        rate_hz=args.rate, seconds=args.seconds, seed=seed,
+        start_ns=time.time_ns() + 500_000_000,
+    ) as (source, report):
+        return _collect(results, source, report, drain_s=args.drain)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,25 +238,6 @@ def run_service(args: argparse.Namespace, weights: Path | None, mp: Any) -> dict
     return out
 
 
-def emit(result: dict[str, Any], json_path: Path | None) -> None:
-    """Print a bench's JSON result, and write it to ``json_path`` if given."""
-    text = json.dumps(result, indent=2)
-    print(text)
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(text + "\n")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc; 0 elsewhere)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def run_naive(args: argparse.Namespace, weights: Path | None, mp: Any) -> dict[str, Any]:
     from bench.naive_pipeline import naive_main
 
@@ -323,22 +283,6 @@ def cwt_throughput(n: int = 100, seed: int = 2) -> dict[str, Any]:
             "widths": "1..31", "spectra": n}
 
 
-def _weights(args: argparse.Namespace, tmp: Path) -> tuple[Path | None, str]:
-    from engines.roi.specs import ROI_SPECS
-
-    if args.weights:
-        return Path(args.weights), f"file {args.weights}"
-    spec = ROI_SPECS[args.model]
-    if spec.weights_path.is_file():
-        return None, f"shipped {spec.weights}"
-    import torch
-
-    torch.manual_seed(0)
-    path = tmp / f"untrained_{args.model}.pt"
-    torch.save(spec.build().state_dict(), path)
-    return path, "untrained (shipped weights missing; timing does not depend on weights)"
-
-
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a is not None and b else None
 
@@ -350,26 +294,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--drain", type=float, default=10.0,
                         help="s to wait for answers after the source ends")
-    parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
-    parser.add_argument("--backend", default="auto")
     parser.add_argument("--model", default="resnet_unet")
     parser.add_argument("--weights", default=None)
-    parser.add_argument("--shards", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=2,
-                        help="engine workers (2: one per core of the 2-core target)")
+    add_service_options(
+        parser, workers=2, workers_help="engine workers (2: one per core of the 2-core target)",
+        queue_depth=64,
+        queue_help="per worker; bounds the backlog (and so the latency) under overload",
+    )
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per worker")
-    parser.add_argument("--max-batch", type=int, default=32)
-    parser.add_argument("--max-wait-us", type=int, default=2000)
-    parser.add_argument("--queue-depth", type=int, default=64,
-                        help="per worker; bounds the backlog (and so the latency) under overload")
     parser.add_argument("--queue-policy", default="drop-oldest")
-    parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--skip-naive", action="store_true")
     args = parser.parse_args(argv)
 
     mp = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
-        weights, weights_note = _weights(args, Path(tmp))
+        weights, weights_note = roi_weights(args, Path(tmp))
         result: dict[str, Any] = {
             "config": {
                 "streams": args.streams, "rate_hz": args.rate, "seconds": args.seconds,

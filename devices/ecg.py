@@ -28,20 +28,29 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import itertools
 import json
 import math
 import sys
 import zipfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 import numpy as np
 
 from devices.ecg_sim import EcgRecord, EcgSimulator, cohort_subject
-from devices.files import MAX_FILE_BYTES, check_file, excerpt, read_table, split_row, text_lines
+from devices.files import (
+    MAX_FILE_BYTES,
+    check_file,
+    excerpt,
+    load_npy,
+    numeric,
+    open_table,
+    read_table,
+    text_lines,
+)
 from devices.frames import DeviceError, EndOfStream, Frame, FrameSource, Pacer, SourceFileError
 
 __all__ = [
@@ -186,34 +195,13 @@ def _is_opensignals(path: Path) -> bool:
         return f.readline(64).startswith(b"# OpenSignals")  # (bounded: any file may come)
 
 
-def _is_number(value: str) -> bool:
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True
-
-
 def _load_text(path: Path, column: int | str | None, max_bytes: int) -> np.ndarray:
-    lines = text_lines(path, max_bytes=max_bytes)
-    first = next(lines, None)
-    if first is None:
-        raise SourceFileError(f"{path}: no samples (empty file)")
-    delimiter = "," if "," in first[1] else ("\t" if "\t" in first[1] else None)
-    header: list[str] | None = None
-    if not all(_is_number(v) for v in split_row(first[1], delimiter)):
-        header = split_row(first[1], delimiter)
-        first = next(lines, None)
-        if first is None:
-            raise SourceFileError(f"{path}: a header and no samples")
-    width = len(split_row(first[1], delimiter))
-    index = _column_index(path, column, header, width)
-    return read_table(path, itertools.chain([first], lines), delimiter=delimiter, width=width,
-                      column=index)
+    table = open_table(path, max_bytes=max_bytes, sniff=(",", "\t"), what="samples")
+    return table.read(_column_index(path, column, table.header, table.width))
 
 
 def _column_index(
-    path: Path, column: int | str | None, header: list[str] | None, width: int
+    path: Path, column: int | str | None, header: Sequence[str] | None, width: int
 ) -> int:
     if column is None:
         if width == 1:
@@ -236,26 +224,14 @@ def _column_index(
     return column % width
 
 
-def _numeric(path: Path, array: object) -> np.ndarray:
-    if not isinstance(array, np.ndarray) or array.dtype.kind not in "iuf":
-        raise SourceFileError(
-            f"{path}: dtype {getattr(array, 'dtype', type(array))} is not a real number type"
-        )
-    return array
-
-
-def _names(names: list[str] | None) -> str:
+def _names(names: Sequence[str] | None) -> str:
     """A header's names for an error message, cut short (a file may name anything)."""
     return "none" if names is None else excerpt(", ".join(names), 120)
 
 
 def _load_npy(path: Path, column: int | str | None) -> np.ndarray:
     # memory-mapped: a sample is read when it is converted, never the whole file at once
-    try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise SourceFileError(f"{path}: not a valid .npy file: {exc}") from exc
-    array = _numeric(path, array)
+    array = load_npy(path)
     if array.ndim == 1:
         if column not in (None, 0):
             raise SourceFileError(f"{path}: a 1-D array has no column {column!r}")
@@ -265,7 +241,7 @@ def _load_npy(path: Path, column: int | str | None) -> np.ndarray:
             raise SourceFileError(
                 f"{path}: a 2-D array {array.shape}; pass column= (an index) to pick a lead"
             )
-        return _numeric(path, array[:, _column_index(path, column, None, array.shape[1])])
+        return array[:, _column_index(path, column, None, array.shape[1])]
     raise SourceFileError(f"{path}: expected a 1-D array (samples,), got shape {array.shape}")
 
 
@@ -315,7 +291,7 @@ def _load_npz(path: Path, column: int | str | None, max_bytes: int) -> np.ndarra
         if isinstance(exc, SourceFileError):
             raise
         raise SourceFileError(f"{path}: not a valid .npz file: {exc}") from exc
-    array = _numeric(path, array)
+    array = numeric(path, array)
     if array.ndim != 1:
         raise SourceFileError(f"{path}: array {name!r} has shape {array.shape}, not (samples,)")
     return array
@@ -428,23 +404,23 @@ class RealRecording:
     """A real ECG recording that ships inside a PyPI package.
 
     ``package``/``version``: the pinned distribution; ``member``: the file's path inside its
-    wheel; ``filename``: its name in the data folder; ``sha256``: of that file. ``fs_hz``,
-    ``fmt``, ``column``, ``offset``, ``scale`` are :func:`load_ecg`'s arguments that give mV
-    (or the stated ``units``). ``duration_s``: length. ``description``: what it is.
+    wheel (:attr:`filename`, its last part, is its name in the data folder); ``sha256``: of
+    that file. ``fs_hz``, ``fmt``, ``column``, ``offset``, ``scale`` are :func:`load_ecg`'s
+    arguments that give mV (or the stated ``units``). ``duration_s``: length.
+    ``description``: what it is.
     """
 
     name: str
     package: str
     version: str
     member: str
-    filename: str
     sha256: str
     fs_hz: float | None
     fmt: EcgFormat
     column: int | str | None
-    offset: float
-    scale: float
-    units: str
+    offset: float = 0.0
+    scale: float = 1.0
+    units: str = "mV"
     duration_s: float
     description: str
 
@@ -452,91 +428,53 @@ class RealRecording:
     def requirement(self) -> str:
         return f"{self.package}=={self.version}"
 
+    @property
+    def filename(self) -> str:
+        return PurePosixPath(self.member).name
 
+
+def _noise_detector_example(kind: str, sha256: str) -> RealRecording:
+    """One of the two examples ecg-noise-detector ships, alike but for ``kind``."""
+    return RealRecording(
+        name=f"noise_detector_{kind}", package="ecg-noise-detector", version="0.0.3",
+        member=f"ecg_noise_detector/data/{kind}_ecg.csv", sha256=sha256, fs_hz=500.0,
+        fmt="csv", column=0, units="normalised 0..1 (min-max, not mV)", duration_s=30.4,
+        description=f"{kind} ECG example of ecg-noise-detector",
+    )
+
+
+# One recording a block: where it ships, its digest, how to read it, what it is.
 REAL_RECORDINGS: dict[str, RealRecording] = {
     r.name: r
     for r in (
         RealRecording(
-            name="mitdb208",
-            package="scipy",
-            version="1.10.1",
-            member="scipy/misc/ecg.dat",
-            filename="ecg.dat",
+            name="mitdb208", package="scipy", version="1.10.1", member="scipy/misc/ecg.dat",
             sha256="f20ad3365fb9b7f845d0e5c48b6fe67081377ee466c3a220b7f69f35c8958baf",
-            fs_hz=360.0,
-            fmt="npz",
-            column="ecg",
-            offset=1024.0,
-            scale=1.0 / 200.0,
-            units="mV",
+            fs_hz=360.0, fmt="npz", column="ecg", offset=1024.0, scale=1.0 / 200.0,
             duration_s=300.0,
             description="MIT-BIH arrhythmia record 208, lead MLII; many ectopic beats",
         ),
         RealRecording(
-            name="pyhrv_sample",
-            package="pyhrv",
-            version="0.5.0",
+            name="pyhrv_sample", package="pyhrv", version="0.5.0",
             member="pyhrv/files/SampleECG.txt",
-            filename="SampleECG.txt",
             sha256="49159790819cb55cdb31422c7e6f792644122c2e80fa1c2da339b1dcdf1cd657",
-            fs_hz=None,
-            fmt="opensignals",
-            column="A2",
-            offset=0.0,
-            scale=1.0,
-            units="mV",
-            duration_s=22.35,
+            fs_hz=None, fmt="opensignals", column="A2", duration_s=22.35,
             description="BITalino ECG (OpenSignals text, channel A2, 10-bit ADC, gain 1100)",
         ),
         RealRecording(
-            name="pyphysio_medical",
-            package="pyphysio",
-            version="4.10.0",
+            name="pyphysio_medical", package="pyphysio", version="4.10.0",
             member="pyphysio/test_data/medical.txt.bz2",
-            filename="medical.txt.bz2",
             sha256="1836be3b3b11af2e87afe4e07502c220b361b5a0d5fa03c0f01af0cfaccd762a",
             # The package's info file says 1024 Hz, but its loader uses 2048 Hz and only
             # 2048 Hz gives a plausible heart rate (≈69 bpm) and QRS width: 120 s.
-            fs_hz=2048.0,
-            fmt="csv",
-            column=0,
-            offset=0.0,
-            scale=1.0,
-            units="mV",
-            duration_s=120.0,
+            fs_hz=2048.0, fmt="csv", column=0, duration_s=120.0,
             description="lab ECG with EDA, BVP and respiration (ECG column 0)",
         ),
-        RealRecording(
-            name="noise_detector_clean",
-            package="ecg-noise-detector",
-            version="0.0.3",
-            member="ecg_noise_detector/data/clean_ecg.csv",
-            filename="clean_ecg.csv",
-            sha256="341787b394f08263518d63274ff885444562206f13f823710be3c7910138618b",
-            fs_hz=500.0,
-            fmt="csv",
-            column=0,
-            offset=0.0,
-            scale=1.0,
-            units="normalised 0..1 (min-max, not mV)",
-            duration_s=30.4,
-            description="clean ECG example of ecg-noise-detector",
+        _noise_detector_example(
+            "clean", "341787b394f08263518d63274ff885444562206f13f823710be3c7910138618b"
         ),
-        RealRecording(
-            name="noise_detector_noisy",
-            package="ecg-noise-detector",
-            version="0.0.3",
-            member="ecg_noise_detector/data/noisy_ecg.csv",
-            filename="noisy_ecg.csv",
-            sha256="a1e0fd00caf65a612c58ded38067fbe94801194bfdffcfe6042e5f559ec9195d",
-            fs_hz=500.0,
-            fmt="csv",
-            column=0,
-            offset=0.0,
-            scale=1.0,
-            units="normalised 0..1 (min-max, not mV)",
-            duration_s=30.4,
-            description="noisy ECG example of ecg-noise-detector",
+        _noise_detector_example(
+            "noisy", "a1e0fd00caf65a612c58ded38067fbe94801194bfdffcfe6042e5f559ec9195d"
         ),
     )
 }

@@ -5,11 +5,13 @@ is a regular file, not a directory or a device, and holds at most ``max_bytes``)
 read one line at a time (:func:`text_lines`): a line may hold at most ``max_line_chars``
 characters, and compressed text (``.gz``, ``.bz2``) is decompressed as it is read and held to
 the same byte cap, so a small archive of a huge file is refused as soon as it passes the cap.
-Numbers are parsed a batch of lines at a time (:func:`read_table`), keeping only the values.
+Numbers are parsed a batch of lines at a time (:func:`read_table`), keeping only the values;
+:func:`open_table` reads a delimited table's head (its delimiter, an optional header row and the
+width of a row) the same way for every loader.
 
 So a text file of ``B`` bytes (at most ``max_bytes``) holds at most ``B / 2`` values and costs
 at most ``4 B`` bytes as float64 (about ``B`` for typical 8-character values), plus one batch.
-Binary arrays (``.npy``) are memory-mapped by their readers and never read past the file.
+Binary arrays (``.npy``, :func:`load_npy`) are memory-mapped and never read past the file.
 
 Errors are :class:`~devices.frames.SourceFileError`, one line naming the file and, where a
 line or value is to blame, its number and an excerpt of at most :data:`EXCERPT_CHARS`.
@@ -23,8 +25,10 @@ import bz2
 import errno
 import gzip
 import io
+import itertools
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -36,8 +40,13 @@ __all__ = [
     "EXCERPT_CHARS",
     "MAX_FILE_BYTES",
     "MAX_LINE_CHARS",
+    "TextTable",
     "check_file",
     "excerpt",
+    "is_number",
+    "load_npy",
+    "numeric",
+    "open_table",
     "read_table",
     "split_row",
     "text_lines",
@@ -146,6 +155,100 @@ def _open_binary(path: Path, suffix: str) -> IO[bytes]:
 def split_row(line: str, delimiter: str | None) -> list[str]:
     """Values of one line: split at ``delimiter`` (``None``: whitespace), stripped."""
     return [v.strip() for v in (line.split(delimiter) if delimiter else line.split())]
+
+
+def is_number(value: str) -> bool:
+    """Whether ``float()`` reads ``value`` (``"nan"`` and ``"inf"`` included)."""
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class TextTable:
+    """A delimited text table whose head has been read (:func:`open_table`).
+
+    ``delimiter``: what separates values (``None``: whitespace); ``header``: the names of a
+    first row that was not all numbers, else ``None``; ``width``: values in the first data row,
+    which every row must have; ``rows``: the ``(line number, text)`` data rows, read lazily
+    (once) by :meth:`read`.
+    """
+
+    path: Path
+    delimiter: str | None
+    header: tuple[str, ...] | None
+    width: int
+    rows: Iterator[tuple[int, str]]
+
+    def read(self, column: int | None = None) -> np.ndarray:
+        """The numbers: float64 ``(rows, width)``, or ``(rows,)`` of ``column``
+        (:func:`read_table`)."""
+        return read_table(self.path, self.rows, delimiter=self.delimiter, width=self.width,
+                          column=column)
+
+
+def open_table(
+    path: Path,
+    *,
+    max_bytes: int = MAX_FILE_BYTES,
+    skip_rows: int = 0,
+    delimiter: str | None = None,
+    sniff: Sequence[str] = (",",),
+    what: str = "rows",
+) -> TextTable:
+    """Read the head of the delimited text table ``path`` (:func:`text_lines`: blank lines and
+    ``#`` comments left out), after its first ``skip_rows`` lines.
+
+    ``delimiter``: ``None`` picks the first of ``sniff`` that the first row holds, else
+    whitespace; ``""`` is whitespace. A first row that is not all numbers is a header. ``what``
+    names the rows in errors (``"samples"``). Raises :class:`SourceFileError` for a file with
+    no data row.
+    """
+    lines = itertools.islice(text_lines(path, max_bytes=max_bytes), skip_rows, None)
+    first = next(lines, None)
+    if first is None:
+        raise SourceFileError(f"{path}: no {what} (empty file)")
+    if delimiter is None:
+        delimiter = next((d for d in sniff if d in first[1]), "")
+    sep = delimiter or None
+    header: tuple[str, ...] | None = None
+    if not all(is_number(v) for v in split_row(first[1], sep)):
+        header = tuple(split_row(first[1], sep))
+        first = next(lines, None)
+        if first is None:
+            raise SourceFileError(f"{path}: a header and no {what}")
+    width = len(split_row(first[1], sep))
+    return TextTable(path=path, delimiter=sep, header=header, width=width,
+                     rows=itertools.chain([first], lines))
+
+
+def numeric(path: Path, array: object) -> np.ndarray:
+    """``array`` if it is a numpy array of a real number dtype (integer or float), else
+    :class:`SourceFileError`."""
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "iuf":
+        raise SourceFileError(
+            f"{path}: dtype {getattr(array, 'dtype', type(array))} is not a real number type"
+        )
+    return array
+
+
+def load_npy(path: Path) -> np.ndarray:
+    """The array of the ``.npy`` file ``path``, memory-mapped read-only (a value is read when
+    it is used) and never unpickled; its dtype must be a real number type (:func:`numeric`).
+    The caller checks the file first (:func:`check_file`)."""
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        if "Python objects" in str(exc):  # numpy's words for an object array
+            raise SourceFileError(
+                f"{path}: holds Python objects (ragged rows?), not a plain numeric array"
+            ) from exc
+        raise SourceFileError(f"{path}: not a valid .npy file: {exc}") from exc
+    except (OSError, EOFError) as exc:
+        raise SourceFileError(f"{path}: not a valid .npy file: {exc}") from exc
+    return numeric(path, array)
 
 
 def read_table(

@@ -23,13 +23,12 @@ Pure numpy (and scipy through the simulator); no torch, no :mod:`stream`.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from devices.files import MAX_FILE_BYTES, check_file, read_table, split_row, text_lines
+from devices.files import MAX_FILE_BYTES, check_file, load_npy, open_table
 from devices.frames import DeviceError, EndOfStream, Frame, FrameSource, Pacer, SourceFileError
 from devices.spectra_sim import SpectrumSimConfig, simulate
 
@@ -188,9 +187,10 @@ def load_spectra(
     check_file(path, max_bytes=max_bytes, what="a spectrum file")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        spectra = _load_npy(path)
+        spectra = load_npy(path)
     elif suffix in (".csv", ".tsv", ".txt"):
-        spectra = _load_text(path, skip_rows=skip_rows, delimiter=delimiter, max_bytes=max_bytes)
+        spectra = open_table(path, max_bytes=max_bytes, skip_rows=skip_rows,
+                             delimiter=delimiter, what="spectra").read()
     else:
         raise SourceFileError(f"{path}: unsupported file type {suffix!r} (use .npy or .csv)")
     if spectra.ndim != 2:
@@ -206,55 +206,6 @@ def load_spectra(
                 row = start + int(np.flatnonzero(~finite)[0])
                 raise SourceFileError(f"{path}: spectrum {row} holds NaN or inf values")
     return spectra
-
-
-def _load_npy(path: Path) -> np.ndarray:
-    try:
-        spectra = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "Python objects" in str(exc):
-            raise SourceFileError(
-                f"{path}: holds Python objects (ragged rows?); a replay file must be a plain "
-                "numeric 2-D array"
-            ) from exc
-        raise SourceFileError(f"{path}: not a valid .npy file: {exc}") from exc
-    except (OSError, EOFError) as exc:
-        raise SourceFileError(f"{path}: not a valid .npy file: {exc}") from exc
-    if not isinstance(spectra, np.ndarray) or spectra.dtype.kind not in _NUMERIC_KINDS:
-        raise SourceFileError(
-            f"{path}: dtype {getattr(spectra, 'dtype', type(spectra))} is not a real number type"
-        )
-    return spectra
-
-
-def _load_text(
-    path: Path, *, skip_rows: int, delimiter: str | None, max_bytes: int
-) -> np.ndarray:
-    lines = itertools.islice(text_lines(path, max_bytes=max_bytes), skip_rows, None)
-    first = next(lines, None)
-    if first is None:
-        raise SourceFileError(f"{path}: no spectra (empty file)")
-    if delimiter is None:
-        delimiter = "," if "," in first[1] else ""
-    sep = delimiter or None
-    if not _all_numbers(split_row(first[1], sep)):
-        first = next(lines, None)  # a header row (column names)
-        if first is None:
-            raise SourceFileError(f"{path}: a header and no spectra")
-    width = len(split_row(first[1], sep))
-    return read_table(path, itertools.chain([first], lines), delimiter=sep, width=width)
-
-
-def _is_number(value: str) -> bool:
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _all_numbers(row: list[str]) -> bool:
-    return all(_is_number(v) for v in row)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -36,11 +36,10 @@ from pathlib import Path
 from typing import TextIO
 
 import numpy as np
-import zmq
 
-from stream.errors import WireError
+from stream.results import ResultsClient
 from stream.sources import interrupt_on_signals
-from stream.wire import ERROR_KIND, Message, decode
+from stream.wire import ERROR_KIND, Message
 
 __all__ = ["DemoStats", "StreamStats", "export_fermentation_run", "run_demo"]
 
@@ -405,17 +404,12 @@ def run_demo(
             ingest, publish = service.bound_ingest, service.bound_publish
             print(f"service: ingest {ingest}  publish {publish}", file=out, flush=True)
 
-            ctx = zmq.Context()
-            stack.callback(ctx.term)
-            sub = ctx.socket(zmq.SUB)
-            stack.callback(sub.close, 0)
-            sub.setsockopt(zmq.SUBSCRIBE, b"")
-            sub.connect(publish)
+            # settle_s: the subscription reaches the publisher before data flows
+            results = stack.enter_context(ResultsClient(publish, settle_s=0.2))
             # On the way out, after the sources stop: drain the service (it answers everything
             # it accepted) while we still listen, and count those answers too.
-            stack.callback(_receive_pending, sub, stats)
+            stack.callback(_receive_pending, results, stats)
             stack.callback(service.close)
-            time.sleep(0.2)  # let the subscription reach the publisher before data flows
 
             log_dir = Path(logs)
             sim_args = [
@@ -434,7 +428,7 @@ def run_demo(
                 stack.callback(_stop_child, children[-1])
 
             title = f"sigstream demo — spectral peaks ({model}, backend {backend})"
-            _watch(sub, stats, children, _LiveView(out, title, seconds), seconds=seconds,
+            _watch(results, stats, children, _LiveView(out, title, seconds), seconds=seconds,
                    refresh_s=refresh_s, drain_s=drain_s)
         except KeyboardInterrupt:
             print("\ninterrupted: stopping", file=out, flush=True)
@@ -452,27 +446,24 @@ def run_demo(
     return status or (0 if ok else 1)
 
 
-def _receive_pending(sub: zmq.Socket, stats: DemoStats, quiet_s: float = 0.3) -> None:
+def _receive_pending(results: ResultsClient, stats: DemoStats, quiet_s: float = 0.3) -> None:
     """Take what is still arriving until ``quiet_s`` seconds pass without a message."""
-    while sub.poll(int(quiet_s * 1000), zmq.POLLIN):
-        _receive_available(sub, stats)
+    while _receive(results, stats, quiet_s):
+        pass
 
 
-def _receive_available(sub: zmq.Socket, stats: DemoStats) -> None:
-    while True:
-        try:
-            frames = sub.recv_multipart(zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            return
-        received_ns = time.time_ns()
-        try:
-            stats.add(decode(frames, topic=True), received_ns, time.monotonic())
-        except WireError:
-            stats.invalid += 1
+def _receive(results: ResultsClient, stats: DemoStats, timeout_s: float) -> bool:
+    """Count what arrives within ``timeout_s`` seconds (a burst); ``False`` if nothing did."""
+    invalid = results.invalid
+    got = results.receive(timeout_s)
+    for msg, received_ns in got:
+        stats.add(msg, received_ns, time.monotonic())
+    stats.invalid = results.invalid
+    return bool(got) or results.invalid > invalid
 
 
 def _watch(
-    sub: zmq.Socket,
+    results: ResultsClient,
     stats: DemoStats,
     children: list[_Child],
     view: _LiveView,
@@ -497,8 +488,7 @@ def _watch(
                 break
         if now > hard_stop:
             break
-        if sub.poll(max(1, int((next_draw - now) * 1000)), zmq.POLLIN):
-            _receive_available(sub, stats)
+        _receive(results, stats, max(0.001, next_draw - now))
         now = time.monotonic()
         if now >= next_draw:
             view.draw(stats, now)

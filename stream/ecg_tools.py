@@ -29,16 +29,14 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-import zmq
 
-from stream.errors import WireError
-from stream.security import ClientSecurity, client_context
-from stream.wire import decode
+from stream.results import ResultsClient
+from stream.security import ClientSecurity
 
 __all__ = ["collect_beat_results", "run_ecg_command"]
 
 _LIVE_ENROL_BEATS = 20
-_POLL_MS = 100
+_POLL_S = 0.1
 
 
 def run_ecg_command(args: argparse.Namespace, *, db: Path, templates_key: Path | None = None,
@@ -221,27 +219,16 @@ def collect_beat_results(
     """Subscribe to ``result.ecg/<stream>`` at ``endpoint`` (a CURVE client with
     ``security``) and return the first ``count`` beat results for which ``usable(body)`` holds
     (fewer after ``timeout_s``)."""
-    ctx = client_context(security)
-    sock = ctx.socket(zmq.SUB)
-    sock.linger = 0
-    sock.setsockopt_string(zmq.SUBSCRIBE, f"result.ecg/{stream}")
-    sock.connect(endpoint)
     out: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout_s
-    try:
-        while len(out) < count and time.monotonic() < deadline:
-            if not sock.poll(_POLL_MS):
-                continue
-            try:
-                msg = decode(sock.recv_multipart(), topic=True)
-            except WireError:
-                continue
-            body = msg.payload
-            # The topic filter is a prefix: "w1" also matches "w10".
-            if msg.stream == stream and isinstance(body, dict) and body.get("type") == "beat" \
-                    and usable(body):
-                out.append(body)
-    finally:
-        sock.close()
-        ctx.term()
+    with ResultsClient(endpoint, topic=f"result.ecg/{stream}", security=security) as client:
+        while len(out) < count and (left_s := deadline - time.monotonic()) > 0:
+            for msg, _ in client.receive(min(left_s, _POLL_S)):
+                body = msg.payload
+                # The topic filter is a prefix: "w1" also matches "w10".
+                if msg.stream == stream and isinstance(body, dict) \
+                        and body.get("type") == "beat" and usable(body):
+                    out.append(body)
+                    if len(out) == count:
+                        break
     return out

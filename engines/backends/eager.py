@@ -1,7 +1,13 @@
-"""The eager backend: the model as torch runs it, the reference for every other backend."""
+"""The eager backend: the model as torch runs it, the reference for every other backend.
+
+:class:`EagerEngine` serves a model under the engine contract; :func:`eager_infer` and
+:func:`run_batched` are the same eager call for offline code (training, evaluation, task
+gates), which runs a module on any number of rows.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -13,7 +19,34 @@ from engines.errors import BackendUnavailableError
 if TYPE_CHECKING:
     from engines.spec import ModelSpec
 
-__all__ = ["EagerEngine"]
+__all__ = ["EagerEngine", "Infer", "eager_infer", "run_batched"]
+
+#: A model as a function: float32 batch ``(B, *input)`` -> float32 ``(B, *output)``.
+Infer = Callable[[np.ndarray], np.ndarray]
+
+
+def eager_infer(module: torch.nn.Module) -> Infer:
+    """``module`` as an :data:`Infer` under ``torch.inference_mode`` (the caller sets train or
+    eval mode). Runs on the calling thread."""
+
+    def infer(batch: np.ndarray) -> np.ndarray:
+        # torch.from_numpy shares memory and warns on read-only buffers (arrays decoded from
+        # wire frames are read-only), so those are copied once.
+        if not batch.flags.writeable:
+            batch = batch.copy()
+        with torch.inference_mode():
+            return module(torch.from_numpy(batch)).to(torch.float32).numpy()
+
+    return infer
+
+
+def run_batched(infer: Infer, rows: np.ndarray, *, batch: int) -> np.ndarray:
+    """``infer`` over ``rows`` ``(n, ...)``, ``batch`` rows at a time (``n >= 1``): the
+    outputs in order, ``(n, ...)``. The batch size may change a result's last bits, so
+    an offline figure records the batch it was computed with."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    return np.concatenate([infer(rows[i : i + batch]) for i in range(0, rows.shape[0], batch)])
 
 
 class EagerEngine(Engine):
@@ -44,6 +77,7 @@ class EagerEngine(Engine):
                 raise ValueError(f"threads must be >= 1, got {threads}")
             torch.set_num_threads(int(threads))
         self._module: torch.nn.Module | None = module.eval()
+        self._infer: Infer | None = eager_infer(module)
 
     @classmethod
     def from_spec(
@@ -53,14 +87,9 @@ class EagerEngine(Engine):
         return cls(spec, spec.load(), max_batch=max_batch, threads=threads)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        assert self._module is not None
-        # torch.from_numpy shares memory and warns on read-only buffers (arrays decoded from
-        # wire frames are read-only), so those are copied once.
-        if not batch.flags.writeable:
-            batch = batch.copy()
-        with torch.inference_mode():
-            out = self._module(torch.from_numpy(batch))
-        return out.to(torch.float32).numpy()
+        assert self._infer is not None
+        return self._infer(batch)
 
     def _release(self) -> None:
         self._module = None
+        self._infer = None

@@ -27,6 +27,7 @@ import numpy as np
 
 from engines.codec.bitstream import BitstreamError, LatentCoder
 from engines.codec.model import CodecConfig, synthesis_window
+from engines.errors import ConfigError
 from engines.registry import CODEC_MAX_BATCH
 
 if TYPE_CHECKING:
@@ -209,7 +210,7 @@ class Codec:
     def step_for(self, kbps: float) -> float:
         if kbps not in self.points:
             have = ", ".join(f"{k:g}" for k in sorted(self.points))
-            raise ValueError(f"codec {self.key} has no {kbps:g} kbps operating point; "
+            raise ConfigError(f"codec {self.key} has no {kbps:g} kbps operating point; "
                              f"choose from {have}")
         return self.points[kbps]
 
@@ -243,13 +244,14 @@ class Codec:
 def codec_tables(specs: CodecSpecs) -> tuple[np.ndarray, dict[float, float], str]:
     """``(scales, points, sha256)`` of a codec's weights: the entropy model's Laplace scales,
     its operating points (nominal kbps -> quantiser step, from the card) and the weights hash.
-    Raises :class:`~engines.errors.WeightsError` for missing or unreadable weights or card."""
+    Raises :class:`~engines.errors.WeightsNotFoundError` for missing weights or card and
+    :class:`~engines.errors.WeightsMismatchError` for an unreadable card."""
     import hashlib
     import json
 
     import torch
 
-    from engines.errors import WeightsError
+    from engines.errors import WeightsMismatchError, WeightsNotFoundError
 
     path = specs.encoder.weights_path
     try:
@@ -257,11 +259,11 @@ def codec_tables(specs: CodecSpecs) -> tuple[np.ndarray, dict[float, float], str
         card = json.loads(path.with_suffix(".json").read_text())
         points = {float(p["kbps"]): float(p["step"]) for p in card["operating_points"]}
     except FileNotFoundError as exc:
-        raise WeightsError(f"codec {specs.key}: no weights or card at {path}; train them with "
-                           "`sigstream train codec`") from exc
+        raise WeightsNotFoundError(f"codec {specs.key}: no weights or card at {path}; train "
+                                   "them with `sigstream train codec`") from exc
     except (KeyError, TypeError, ValueError) as exc:
-        raise WeightsError(f"codec {specs.key}: unreadable card {path.with_suffix('.json')}"
-                           ) from exc
+        raise WeightsMismatchError(
+            f"codec {specs.key}: unreadable card {path.with_suffix('.json')}") from exc
     scales = state["log_scale"].exp().numpy().astype(np.float64)
     return scales, points, hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -272,14 +274,14 @@ def load_codec(key: str = "wideband", *, backend: str = "auto", weights: Path | 
     """Load codec ``key`` (see :data:`engines.codec.specs.CODECS`) on ``backend``.
 
     ``weights``: a trained ``.pt`` to use instead of the shipped one (its ``.json`` card must
-    be beside it). Raises ``ValueError`` for an unknown key and
+    be beside it). Raises :class:`~engines.errors.ConfigError` for an unknown key and
     :class:`~engines.errors.WeightsError` for missing or unfitting weights.
     """
     from engines.codec.specs import CODECS
     from engines.engine import load_engine
 
     if key not in CODECS:
-        raise ValueError(f"unknown codec {key!r}; choose from {', '.join(CODECS)}")
+        raise ConfigError(f"unknown codec {key!r}; choose from {', '.join(CODECS)}")
     specs = CODECS[key]
     if weights is not None:
         specs = specs.with_weights(Path(weights))

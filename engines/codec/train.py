@@ -25,7 +25,6 @@ validation voices.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import time
@@ -37,6 +36,8 @@ import numpy as np
 import torch
 from torch.nn import functional
 
+from engines import training
+from engines.backends.eager import Infer, eager_infer
 from engines.codec.bitstream import LatentCoder, measured_kbps
 from engines.codec.codec import decode_signal, encode_signal, split_frames
 from engines.codec.losses import LOSSES, MultiBandLoss, band_filters, band_weights
@@ -64,16 +65,10 @@ def weights_name(config: str, loss: str) -> str:
     return f"codec_{config}_{loss}"
 
 
-def _transforms(net: CodecNet) -> tuple[Any, Any]:
-    def encode(frames: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return net.encoder(torch.from_numpy(frames)).numpy()
-
-    def decode(latents: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return net.decoder(torch.from_numpy(np.ascontiguousarray(latents))).numpy()
-
-    return encode, decode
+def _transforms(net: CodecNet) -> tuple[Infer, Infer]:
+    """The eager encoder and decoder as functions of arrays (frames -> latents -> frames)."""
+    decode = eager_infer(net.decoder)
+    return eager_infer(net.encoder), lambda latents: decode(np.ascontiguousarray(latents))
 
 
 def calibrate_step(latents: np.ndarray, scales: np.ndarray, seconds: float, kbps: float,
@@ -123,6 +118,8 @@ def train_codec(*, config: str = "wideband", loss: str = "mae",
     finally:
         torch.set_num_threads(previous)
     stem = weights_name(config, loss)
+    # Not training.save_weights: the archive inside a .pt is named after the file torch writes,
+    # and the shipped codec weights were written straight to <stem>.pt (their sha256 says so).
     torch.save(net.state_dict(), out / f"{stem}.pt")
     card = {
         "name": stem,
@@ -138,7 +135,7 @@ def train_codec(*, config: str = "wideband", loss: str = "mae",
         **card,
         "sha256": hashlib.sha256((out / f"{stem}.pt").read_bytes()).hexdigest(),
     }
-    (out / f"{stem}.json").write_text(json.dumps(card, indent=2) + "\n")
+    training.write_card(out / f"{stem}.json", card)
     log.info("wrote %s (%s)", out / f"{stem}.pt", ", ".join(
         f"{p['kbps']:g} kbps: step {p['step']:.4f}" for p in card["operating_points"]))
     return card

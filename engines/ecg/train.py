@@ -85,7 +85,6 @@ seed (the cohort is fixed, ``devices.ecg_sim`` seed 0).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import sys
 import time
@@ -98,8 +97,9 @@ import numpy as np
 import scipy.signal
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from engines import training
+from engines.backends.eager import eager_infer, run_batched
 from engines.ecg.cnn import EcgClassifier, EcgEmbedder
 from engines.ecg.data import (
     CALIBRATION_SUBJECTS,
@@ -112,7 +112,7 @@ from engines.ecg.data import (
 from engines.ecg.metrics import eer, frr_at_far, split_scores
 from engines.ecg.specs import ECG_SPECS
 from engines.ecg.spectrogram import BEAT_FS_HZ
-from engines.errors import WeightsError
+from engines.errors import WeightsMismatchError, WeightsNotFoundError
 from engines.spec import WEIGHTS_DIR
 
 __all__ = [
@@ -198,10 +198,6 @@ def default_config(model: str) -> EcgTrainConfig:
     raise ValueError(f"unknown ECG model {model!r}; choose from {sorted(ECG_SPECS)}")
 
 
-def _rng(seed: int, purpose: str) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(seed), _STREAM_TAG[purpose]]))
-
-
 class _CosFace(nn.Module):
     """Additive-margin softmax head: unit proxies, ``s * (cos - m * onehot)`` logits."""
 
@@ -280,19 +276,17 @@ def _balanced_sampler(
     return draw
 
 
-@torch.no_grad()
 def embed(model: nn.Module, beats: np.ndarray, chunk: int = 1024) -> np.ndarray:
     """Eager outputs of ``model`` for ``beats`` ``(n, 192)``: float32 ``(n, out)``."""
+    if beats.shape[0] == 0:
+        return np.zeros((0, 0), np.float32)
     was_training = model.training
     model.eval()
-    out = []
-    for i in range(0, beats.shape[0], chunk):
-        xb = torch.from_numpy(np.array(beats[i : i + chunk], dtype=np.float32))
-        out.append(model(xb[:, None, :]).numpy())
-    model.train(was_training)
-    if not out:
-        return np.zeros((0, 0), np.float32)
-    return np.concatenate(out).astype(np.float32)
+    try:
+        rows = np.ascontiguousarray(beats, np.float32)[:, None, :]
+        return run_batched(eager_infer(model), rows, batch=chunk)
+    finally:
+        model.train(was_training)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -476,17 +470,18 @@ def _init_trunk(net: EcgClassifier | EcgEmbedder, how: str, folder: Path) -> dic
     spec = ECG_SPECS["embedding"]
     path = folder / spec.weights
     if not path.exists():
-        raise WeightsError(
+        raise WeightsNotFoundError(
             f"trunk_init='embedding' needs {path}: train the embedding into the same folder"
             " first (sigstream train ecg --model embedding --seed N)"
         )
     donor = spec.load(path)
     if not isinstance(donor, EcgEmbedder):
-        raise WeightsError(f"{path}: not an EcgEmbedder")
+        raise WeightsMismatchError(f"{path}: not an EcgEmbedder")
     try:
         net.trunk.load_state_dict(donor.trunk.state_dict())
     except RuntimeError as exc:
-        raise WeightsError(f"{path}: its trunk does not fit the classifier: {exc}") from exc
+        raise WeightsMismatchError(
+            f"{path}: its trunk does not fit the classifier: {exc}") from exc
     return {"from": spec.weights, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
@@ -545,21 +540,15 @@ def _train(
     )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=cfg.steps)
     loss_fn = nn.CrossEntropyLoss()
-    draw = _balanced_sampler(labels, _rng(seed, "order"))
-    aug_rng = _rng(seed, "augment")
+    draw = _balanced_sampler(labels, training.data_rng(seed, _STREAM_TAG["order"]))
+    aug_rng = training.data_rng(seed, _STREAM_TAG["augment"])
     every = max(1, cfg.steps // max(1, cfg.history_points))
 
     history: list[dict[str, float]] = []
     running = float("nan")
     correct_ema = float("nan")
     t0 = time.perf_counter()
-    bar = tqdm(
-        range(1, cfg.steps + 1),
-        desc=f"ecg_{model}",
-        disable=not progress,
-        mininterval=5.0 if sys.stderr.isatty() else 30.0,
-        file=sys.stderr,
-    )
+    bar = training.progress_bar(cfg.steps, f"ecg_{model}", enabled=progress)
     for step in bar:
         idx = draw(cfg.batch_size)
         xb = beats[idx]
@@ -574,10 +563,9 @@ def _train(
         loss.backward()
         optimiser.step()
         scheduler.step()
-        value = loss.item()
-        acc = float((logits.argmax(dim=1) == y).float().mean())
-        running = value if math.isnan(running) else 0.98 * running + 0.02 * value
-        correct_ema = acc if math.isnan(correct_ema) else 0.98 * correct_ema + 0.02 * acc
+        running = training.ema(running, loss.item())
+        accuracy = float((logits.argmax(dim=1) == y).float().mean())
+        correct_ema = training.ema(correct_ema, accuracy)
         if step % every == 0 or step == cfg.steps:
             history.append(
                 {
@@ -590,7 +578,7 @@ def _train(
             )
             bar.set_postfix(loss=f"{running:.4f}", acc=f"{correct_ema:.3f}")
             if progress and not sys.stderr.isatty():
-                bar.write(json.dumps(history[-1]), file=sys.stderr)
+                training.log_line(bar, history[-1])
     train_s = time.perf_counter() - t0
     bar.close()
     net.eval()
@@ -604,9 +592,7 @@ def _train(
     eval_s = time.perf_counter() - t_eval
 
     weights_path = out / spec.weights
-    tmp = weights_path.with_suffix(".pt.tmp")
-    torch.save(net.state_dict(), tmp)
-    tmp.replace(weights_path)
+    training.save_weights(net, weights_path)
 
     command = f"sigstream train ecg --model {model} --seed {seed}"
     default = default_config(model)
@@ -668,14 +654,9 @@ def _train(
             "eval_s": eval_s,
             "wall_s": time.perf_counter() - t_start,
             "step_s": train_s / cfg.steps,
-            "threads": threads,
-            "params": sum(p.numel() for p in net.parameters() if p.requires_grad),
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "command": command,
+            **training.run_record(net, threads=threads, command=command),
         }
     )
-    card_path = weights_path.with_suffix(".json")
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    training.write_card(weights_path.with_suffix(".json"), card)
     return card
 

@@ -29,7 +29,6 @@ Protocol and where it departs from the paper:
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -39,10 +38,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from devices.spectra_sim import SpectrumSimConfig, simulate
-from engines.roi.blocks import count_parameters
+from engines import training
 from engines.roi.specs import ROI_LENGTH, ROI_SPECS
 from engines.spec import WEIGHTS_DIR
 
@@ -68,8 +66,7 @@ def roi_data_rng(
     """Random generator for one data purpose. ``seed`` is ignored for ``"test"``."""
     if purpose not in _STREAM_TAG:
         raise ValueError(f"unknown purpose {purpose!r}")
-    root = ROI_TEST_SEED if purpose == "test" else int(seed)
-    return np.random.default_rng(np.random.SeedSequence([root, _STREAM_TAG[purpose]]))
+    return training.data_rng(ROI_TEST_SEED if purpose == "test" else seed, _STREAM_TAG[purpose])
 
 
 def _batch(
@@ -142,13 +139,7 @@ def train_roi(
 
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
-    bar = tqdm(
-        range(1, steps + 1),
-        desc=f"roi_{model}",
-        disable=not progress,
-        mininterval=5.0 if sys.stderr.isatty() else 30.0,
-        file=sys.stderr,
-    )
+    bar = training.progress_bar(steps, f"roi_{model}", enabled=progress)
     running = float("nan")
     for step in bar:
         x, y = _batch(batch_size, config, train_rng)
@@ -157,8 +148,7 @@ def train_roi(
         loss.backward()
         optimiser.step()
         scheduler.step()
-        value = loss.item()
-        running = value if math.isnan(running) else 0.98 * running + 0.02 * value
+        running = training.ema(running, loss.item())
         if step % val_every == 0 or step == steps:
             metrics = _validate(net, x_val, y_val)
             history.append(
@@ -173,7 +163,7 @@ def train_roi(
             )
             bar.set_postfix(loss=f"{running:.4f}", val=f"{metrics['bce']:.4f}")
             if not progress or not sys.stderr.isatty():
-                bar.write(json.dumps(history[-1]), file=sys.stderr)
+                training.log_line(bar, history[-1])
         elif progress and step % 50 == 0:
             bar.set_postfix(loss=f"{running:.4f}")
     wall = time.perf_counter() - t0
@@ -181,9 +171,7 @@ def train_roi(
 
     net.eval()
     weights_path = out / spec.weights
-    tmp = weights_path.with_suffix(".pt.tmp")
-    torch.save(net.state_dict(), tmp)
-    tmp.replace(weights_path)
+    training.save_weights(net, weights_path)
 
     final = history[-1]
     command = f"sigstream train roi --model {model} --seed {seed}"
@@ -213,12 +201,7 @@ def train_roi(
         "history": history,
         "wall_s": wall,
         "step_s": wall / steps,
-        "threads": threads,
-        "params": count_parameters(net),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "command": command,
+        **training.run_record(net, threads=threads, command=command),
     }
-    card_path = weights_path.with_suffix(".json")
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    training.write_card(weights_path.with_suffix(".json"), card)
     return card

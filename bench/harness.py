@@ -1,0 +1,121 @@
+"""What the benches share: their JSON output, process readings, the load process that sends on
+a schedule, and the weights a spectral bench runs.
+
+The subscriber side is the project's own :class:`stream.results.ResultsClient`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+__all__ = [
+    "add_service_options",
+    "cpu_seconds",
+    "emit",
+    "load_process",
+    "push_socket",
+    "roi_weights",
+    "wait_until",
+]
+
+
+def add_service_options(parser: argparse.ArgumentParser, *, workers: int, queue_depth: int,
+                        workers_help: str | None = None, queue_help: str | None = None) -> None:
+    """The options of the service a bench starts (``ServiceConfig`` fields of the same names)
+    and of its output: ``--backend --shards --workers --max-batch --max-wait-us --queue-depth
+    --cache-dir --json``."""
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--shards", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=workers, help=workers_help)
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--max-wait-us", type=int, default=2000)
+    parser.add_argument("--queue-depth", type=int, default=queue_depth, help=queue_help)
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
+
+
+def emit(result: dict[str, Any], json_path: Path | None) -> None:
+    """Print a bench's JSON result, and write it to ``json_path`` if given."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(text + "\n")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def push_socket(ctx: zmq.Context[Any], endpoint: str) -> zmq.Socket[Any]:
+    """A PUSH socket connected to ``endpoint`` that queues without bound, so the load never
+    blocks (a service that falls behind shows it as latency), and that gets its backlog out
+    within 10 s of closing."""
+    push = ctx.socket(zmq.PUSH)
+    push.sndhwm = 0
+    push.linger = 10_000
+    push.connect(endpoint)
+    return push
+
+
+def wait_until(due_ns: int) -> int:
+    """Sleep until ``due_ns`` (Unix ns) unless it has passed; returns the time then (Unix ns),
+    which is later than ``due_ns`` by the lag of a load that fell behind its schedule."""
+    now = time.time_ns()
+    if due_ns > now:
+        time.sleep((due_ns - now) / 1e9)
+        now = time.time_ns()
+    return now
+
+
+@contextlib.contextmanager
+def load_process(mp: Any, target: Callable[..., None], *, name: str,
+                 **kwargs: Any) -> Iterator[tuple[Any, Any]]:
+    """Start ``target(**kwargs, report=<pipe end>)`` in a process of the multiprocessing
+    context ``mp``; yields ``(process, report)``, the end it reports its totals on. On the way
+    out the process gets 10 s to end, then it is killed."""
+    report, child_end = mp.Pipe(duplex=False)
+    process = mp.Process(target=target, name=name, kwargs={**kwargs, "report": child_end})
+    process.start()
+    child_end.close()
+    try:
+        yield process, report
+    finally:
+        process.join(10)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+def roi_weights(args: argparse.Namespace, tmp: Path) -> tuple[Path | None, str]:
+    """``(weights file or None for the shipped ones, what the JSON says about them)`` for
+    ``args.model``/``args.weights``: an untrained model of the same architecture when the
+    shipped weights are missing (latency and throughput do not depend on the weights)."""
+    from engines.roi.specs import ROI_SPECS
+
+    if args.weights:
+        return Path(args.weights), f"file {args.weights}"
+    spec = ROI_SPECS[args.model]
+    if spec.weights_path.is_file():
+        return None, f"shipped {spec.weights}"
+    import torch
+
+    torch.manual_seed(0)
+    path = tmp / f"untrained_{args.model}.pt"
+    torch.save(spec.build().state_dict(), path)
+    return path, "untrained (shipped weights missing; timing does not depend on weights)"
