@@ -2,6 +2,7 @@
 
     python bench/fuzz.py --path spectral --messages 20000 --json runs/fuzz-spectral.json
     python bench/fuzz.py --path ecg --messages 20000
+    python bench/fuzz.py --path codec --messages 20000     # a real codec-rx process
 
 One :class:`~stream.service.Service` (real stage processes, real sockets on 127.0.0.1) per run.
 A subscriber takes every answer; a raw PUSH socket sends ``--messages`` messages, each a valid
@@ -37,18 +38,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Run as a script, Python puts bench/ first on sys.path: use the repository root instead.
-_BENCH = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH]
-sys.path.insert(0, str(_BENCH.parent))
+import msgpack
+import numpy as np
+import zmq
 
-import msgpack  # noqa: E402
-import numpy as np  # noqa: E402
-import zmq  # noqa: E402
+if not __package__:  # run as a file
+    import _script
 
-from stream.wire import data_message, decode, encode  # noqa: E402
+    _script.rerun_as_module()
 
-__all__ = ["MUTATIONS", "LiveFuzzConfig", "killers", "live_fuzz", "main"]
+from stream.wire import data_message, decode, encode
+
+__all__ = ["MUTATIONS", "LiveFuzzConfig", "killers", "live_fuzz", "live_fuzz_codec", "main"]
 
 PROBE = "fuzz-probe"
 STREAMS = 8
@@ -392,9 +393,123 @@ def live_fuzz(cfg: LiveFuzzConfig) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------------------------------
+# The codec link: a real `sigstream run codec-rx` process
+
+
+SPEECH = Path("/usr/share/sounds/alsa/Front_Center.wav")  # Debian alsa-utils
+
+
+def live_fuzz_codec(cfg: LiveFuzzConfig) -> dict[str, Any]:
+    """Fuzz a real ``codec-rx`` process: the packets of real speech (its valid stream, played to
+    a WAV), each of ``cfg.messages`` messages either one of them or one put through a mutation,
+    the killers among them, then the end marker; 5 % are valid (the receiver plays in real
+    time: 20,000 messages are about a minute of audio). The receiver has no answer channel: its
+    report must count every message (``messages == packets_received + end_markers +
+    sum(errors)``), and it must exit 0 after playing to the end."""
+    import subprocess
+
+    from devices.audio import CODEC_FS, read_audio
+    from engines.codec.codec import encode_signal, load_codec
+
+    workdir = Path(cfg.workdir or tempfile.mkdtemp(prefix="sigstream-fuzz-"))
+    rng = np.random.default_rng(cfg.seed)
+    with load_codec("wideband", backend="eager") as codec:
+        packets = encode_signal(read_audio(SPEECH), codec.config, codec.encoder,
+                                codec.coder(kbps=16.0))
+        c = codec.config
+        common: dict[str, Any] = {
+            "fs": float(CODEC_FS), "codec": codec.key, "model": codec.model_id,
+            "step": codec.step_for(16.0), "kbps": 16.0, "frame": c.frame, "hop": c.hop}
+    ctx: zmq.Context[Any] = zmq.Context()
+    probe = ctx.socket(zmq.PULL)
+    port = probe.bind_to_random_port("tcp://127.0.0.1")
+    probe.close(0)
+    report_path = workdir / "rx.json"
+    cmd = [sys.executable, "-m", "stream.cli", "run", "codec-rx",
+           "--bind", f"tcp://127.0.0.1:{port}", "--output", str(workdir / "out.wav"),
+           "--stream", "link", "--backend", "eager", "--jitter-ms", "1000",
+           "--report", str(report_path)]
+    t_start = time.monotonic()
+    log_path = workdir / "rx.log"
+    log_file = log_path.open("w")
+    rx = subprocess.Popen(cmd, stderr=log_file, cwd=Path(__file__).resolve().parents[1])
+    push = ctx.socket(zmq.PUSH)
+    push.linger = 10_000
+    push.connect(f"tcp://127.0.0.1:{port}")
+    counts: Counter[str] = Counter()
+    seq = 0
+
+    def valid(*, advance: bool) -> Frames:
+        # Only valid packets advance the stream: the receiver plays in real time, so the
+        # mutated ones ride on the current seq rather than lengthen the audio.
+        nonlocal seq
+        packet = packets[seq % len(packets)]
+        frames = encode(data_message("codec", "link", seq, np.frombuffer(packet, np.uint8),
+                                     t_ns=time.time_ns(), **common))
+        seq += advance
+        return frames
+
+    try:
+        while "listening on" not in log_path.read_text():  # logged once its codec is loaded
+            if rx.poll() is not None:
+                raise RuntimeError(f"codec-rx exited before it listened: {log_path.read_text()}")
+            time.sleep(0.1)
+        killer_list = [(name, frames) for name, messages in killers(
+            "codec", "link", np.frombuffer(packets[0], np.uint8), fs=float(CODEC_FS)).items()
+            for frames in messages]
+        names = list(MUTATIONS)
+        for i in range(cfg.messages):
+            if i < len(killer_list):
+                name, frames = killer_list[i]
+            elif rng.random() < 0.05:
+                name, frames = "valid", valid(advance=True)
+            else:
+                name = names[int(rng.integers(len(names)))]
+                frames = MUTATIONS[name](valid(advance=False), rng)
+            push.send_multipart(frames)
+            counts[name] += 1
+            if i % 512 == 0:
+                time.sleep(0.01)  # a sender at about a link's pace, not a flood
+        end = data_message("codec", "link", seq, np.zeros(0, np.uint8), end=True, **common)
+        push.send_multipart(encode(end))
+        counts["end"] += 1
+        try:
+            status = rx.wait(timeout=cfg.timeout_s)
+        except subprocess.TimeoutExpired:
+            rx.kill()
+            status = rx.wait()
+    finally:
+        push.close()
+        ctx.term()
+        if rx.poll() is None:
+            rx.kill()
+        log_file.close()
+    sent = sum(counts.values())
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    explained = (report.get("packets_received", 0) + report.get("end_markers", 0)
+                 + sum(report.get("errors", {}).values()))
+    return {
+        "path": "codec",
+        "sent": sent,
+        "received": report.get("messages", 0),
+        "unexplained": report.get("messages", 0) - explained,
+        "played_frames": report.get("played", 0),
+        "packets_received": report.get("packets_received", 0),
+        "errors_by_code": report.get("errors", {}),
+        "exit_status": status,
+        "service_running": status == 0,  # it ran to the end marker and exited cleanly
+        "crashed_stages": [] if status == 0 else ["codec-rx"],
+        "max_rss_mb": report.get("max_rss_mb"),
+        "tracebacks_logged": log_path.read_text().count("Traceback"),
+        "mutations": dict(sorted(counts.items())),
+        "seconds": round(time.monotonic() - t_start, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--path", choices=["spectral", "ecg"], default="spectral")
+    parser.add_argument("--path", choices=["spectral", "ecg", "codec"], default="spectral")
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", default="eager")
@@ -413,7 +528,8 @@ def main(argv: list[str] | None = None) -> int:
             weights = Path(tmp) / "roi_untrained.pt"
             torch.manual_seed(0)
             torch.save(ROI_SPECS["resnet_unet"].build().state_dict(), weights)
-        report = live_fuzz(LiveFuzzConfig(
+        fuzz = live_fuzz_codec if args.path == "codec" else live_fuzz
+        report = fuzz(LiveFuzzConfig(
             path=args.path, messages=args.messages, seed=args.seed, weights=weights,
             workdir=Path(tmp), backend=args.backend, timeout_s=args.timeout,
         ))

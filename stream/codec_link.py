@@ -442,7 +442,14 @@ class CodecReceiver:
         """Take one message; ``peer``: its sender's authenticated key (z85), if any."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            self._receive(frames, now, peer)
+            # Every message is counted, then played or counted again as an end marker or an
+            # error by reason: messages == packets_received + end_markers + sum(errors).
+            self.stats.count("messages")
+            try:
+                self._receive(frames, now, peer)
+            except Exception as exc:  # no packet may stop the link
+                log.exception("codec-rx: a message could not be handled")
+                self.stats.error("internal", f"{type(exc).__name__}")
 
     def _receive(self, frames: Sequence[Any], now: float, peer: str | None) -> None:
         stats = self.stats
@@ -463,6 +470,7 @@ class CodecReceiver:
             stats.error("wrong_stream", f"stream {msg.stream!r}; playing {self.stream!r}")
             return
         if h.get("end") is True:
+            stats.count("end_markers")
             self._end_seq = int(h["seq"])
             return
         problem = self._check(h)
@@ -519,7 +527,10 @@ class CodecReceiver:
         if self._decoder is not None:
             self._emit(self._decoder.flush(), None)
         self._decoder = self.codec.stream_decoder(step)
-        self._buffer = {s: v for s, v in self._buffer.items() if s >= seq}
+        # Only what belongs to the new stream's window stays: a packet from far away (a
+        # hostile seq) must not hold the buffer or the playout clock.
+        self._buffer = {s: v for s, v in self._buffer.items()
+                        if seq <= s <= seq + self._resync_frames}
         self._next = self._base_seq = seq
         self._base = now + self.jitter_s
 
@@ -555,8 +566,8 @@ class CodecReceiver:
         newest = max(self._buffer, default=self._next)
         excess = newest - self._next + 1 - self._max_ahead
         if excess > 0:
-            for seq in range(self._next, self._next + excess):
-                self._buffer.pop(seq, None)
+            skip_to = self._next + excess  # never a loop over the seqs: they can be far apart
+            self._buffer = {s: v for s, v in self._buffer.items() if s >= skip_to}
             self.stats.count("skipped", excess)
             self._next += excess
             self._base_seq += excess  # the clock moves with the stream: no catch-up burst

@@ -119,6 +119,23 @@ def test_reordered_duplicated_late_and_lost_packets(codec: Codec, speech: np.nda
     np.testing.assert_allclose(sink.samples[:speech.size], expected, atol=1e-5)
 
 
+def test_a_packet_from_a_far_seq_neither_hangs_nor_holds_the_stream(codec: Codec,
+                                                                    speech: np.ndarray) -> None:
+    # A valid-looking packet with seq 2**63 - 1 amid a stream: a resync to it and back, then a
+    # backlog skip across the gap, must cost nothing (a loop over the seqs in between hung).
+    packets = _packets(codec, speech)[:12]
+    hop_s = codec.config.hop / CODEC_FS
+    arrivals = [(k * hop_s, _frames(codec, p, k)) for k, p in enumerate(packets)]
+    arrivals.insert(3, (3 * hop_s - 0.001, _frames(codec, packets[3], 2**63 - 1)))
+    arrivals.append((len(packets) * hop_s, _frames(codec, b"", len(packets), end=True)))
+    rx = CodecReceiver(codec, ListSink(), jitter_ms=40, stream="link")
+    _run(rx, arrivals, hop_s, len(packets) * hop_s + 0.5)
+    assert rx.ended
+    c = rx.stats.counters
+    assert c["messages"] == len(arrivals)
+    assert c["messages"] == c["packets_received"] + c["end_markers"] + sum(rx.stats.errors.values())
+
+
 def test_bad_messages_are_counted_and_never_played(codec: Codec, speech: np.ndarray) -> None:
     packets = _packets(codec, speech)[:6]
     good = [_frames(codec, p, k) for k, p in enumerate(packets)]
