@@ -246,10 +246,13 @@ class Dispatcher:
         return len(self._inflight)
 
     def can_take(self, stream: str | None = None) -> bool:
-        """Whether a worker has room for output of ``stream`` (any stream: ``None``)."""
+        """Whether a worker has room for output of ``stream`` (any stream: ``None``). A
+        sticky stream whose worker is down is taken all the same: its stage keeps its state,
+        and what it hands on is answered ``worker_lost`` at once, rather than every stream
+        behind it waiting at the door."""
         if self.sticky and stream is not None:
             j = shard_of(stream, len(self._workers))
-            return self._up[j] and self._load[j] < self._credit
+            return not self._up[j] or self._load[j] < self._credit
         return any(up and load < self._credit for up, load in zip(self._up, self._load,
                                                                   strict=True))
 

@@ -27,7 +27,8 @@ While it runs, a monitor thread of the supervisor reads the stages' reports (sta
 that stops reporting for ``watchdog_s`` (it is then killed), is restarted on the same endpoints.
 The messages a lost engine worker held are answered ``worker_lost`` by the dispatcher that
 handed them out (:mod:`stream.dispatch`); what an ingest, shard or publisher held when it died
-cannot be answered, and the final summary counts it as dropped ``lost_in_restart``. More than
+cannot be answered, and the final summary counts it as dropped ``lost_in_restart``. A stage
+that dies again soon is restarted after a growing delay (0.25 s, doubling, at most 5 s). More than
 ``restart_budget`` restarts within ``restart_window_s`` stop the whole service with
 :attr:`Service.failure` set (never half-dead, never restarting forever).
 
@@ -84,6 +85,7 @@ log = logging.getLogger(__name__)
 PATHS: tuple[str, ...] = ("spectral", "ecg")
 BACKENDS: tuple[str, ...] = ("auto", *ENGINE_BACKENDS)
 _MONITOR_POLL_MS = 50
+_BACKOFF_S = (0.25, 5.0)  # delay before restarting a stage that died again: first, most
 _FAILURE_GRACE_S = 3.0  # after the service failed: time the stages get to drain, then killed
 LOST_IN_RESTART = "lost_in_restart"
 
@@ -261,6 +263,7 @@ class Service:
         self._last_seen: dict[str, float] = {}
         self._restarts: dict[str, int] = {}
         self._restart_times: deque[float] = deque()
+        self._relaunch_at: dict[str, float] = {}  # stage -> monotonic time of its restart
         self._retired: list[Mapping[str, Any]] = []  # ledgers of stage incarnations that died
         self._lossy_death = False  # an ingest, shard or publisher died holding messages
         self._collector = MetricsCollector()
@@ -454,6 +457,9 @@ class Service:
             return DispatchConfig(workers=worker_inputs, results=results[origin],
                                   origin=origin, credit=credit)
 
+        # Stages end their drain (answering what they could not serve) before the supervisor's
+        # join gives up on them: ingest reads for up to 2 s more first.
+        drain_s = max(0.5, 0.7 * cfg.stop_timeout_s - 2.0)
         deadline_ms = cfg.deadline_ms if cfg.deadline_ms is not None else getattr(
             self.path, "deadline_ms", None)
         configs: list[StageConfig] = [
@@ -476,7 +482,7 @@ class Service:
             ShardConfig(
                 name=f"shard-{i}", wiring=wiring, path=self.path,
                 endpoint=f"{ipc}/shard-{i}", command=f"{ipc}/command-shard-{i}",
-                dispatch=dispatch(i), publisher=publisher_input, drain_s=cfg.stop_timeout_s,
+                dispatch=dispatch(i), publisher=publisher_input, drain_s=drain_s,
             )
             for i in range(cfg.shards)
         ]
@@ -489,7 +495,7 @@ class Service:
                 max_message_bytes=cfg.message_limit_bytes,
                 door=DoorConfig(depth=cfg.queue_depth, max_bytes=cfg.queue_bytes,
                                 policy=cfg.queue_policy, deadline_ms=deadline_ms),
-                drain_s=cfg.stop_timeout_s, path=self.path,
+                drain_s=drain_s, path=self.path,
                 dispatch=None if cfg.shards else dispatch(0), security=cfg.security,
             )
         )
@@ -631,6 +637,7 @@ class Service:
             self._pump(_MONITOR_POLL_MS)
             try:
                 self._watch()
+                self._relaunch_due()
             except Exception:  # supervision must outlive any one mistake
                 log.exception("supervision failed")
             if (self._failure_at is not None
@@ -693,8 +700,20 @@ class Service:
             return
         self._restarts[name] = self._restarts.get(name, 0) + 1
         self._collector.count_restart(name)
-        log.warning("restarting stage %s (restart %d)", name, self._restarts[name])
-        self._launch(self._configs[name])
+        recent = sum(1 for t in self._restart_times if now - t < 2 * _BACKOFF_S[1])
+        delay = min(_BACKOFF_S[0] * 2 ** (recent - 1), _BACKOFF_S[1])
+        log.warning("restarting stage %s in %.2f s (restart %d)", name, delay,
+                    self._restarts[name])
+        self._relaunch_at[name] = now + delay
+
+    def _relaunch_due(self) -> None:
+        now = time.monotonic()
+        for name, due in list(self._relaunch_at.items()):
+            if self._stop_requested.is_set():
+                self._relaunch_at.clear()
+            elif now >= due:
+                del self._relaunch_at[name]
+                self._launch(self._configs[name])
 
     def _kill_all(self, *, grace_s: float) -> None:
         """Kill every stage still alive after ``grace_s`` (they ignore SIGTERM: it is the
