@@ -37,17 +37,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-# Run as a script, Python puts bench/ first on sys.path: import the bench helpers as
-# `bench.pipeline` from the repository root (spawned children inherit sys.path).
-_BENCH = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH]
-sys.path.insert(0, str(_BENCH.parent))
+import msgpack
+import numpy as np
+import zmq
 
-import msgpack  # noqa: E402
-import numpy as np  # noqa: E402
-import zmq  # noqa: E402
+if not __package__:  # run as a file
+    import _script
 
-from bench.pipeline import _weights, cpu_seconds, emit  # noqa: E402
+    _script.rerun_as_module()
+
+from bench.pipeline import _weights, cpu_seconds, emit
 
 _POOL = 256  # distinct simulated spectra, cycled
 PHASES = ("warmup", "overload", "recovery")
