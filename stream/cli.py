@@ -26,7 +26,7 @@ from typing import Any
 from stream.errors import SecurityError, SigstreamError
 from stream.queues import QueuePolicy
 from stream.security import ClientSecurity, ServerSecurity, client_context, read_public_key
-from stream.service import BACKENDS, PATHS, ServiceConfig
+from stream.service_config import BACKENDS, PATHS, ServiceConfig
 from stream.sources import DEFAULT_BUFFER_BYTES
 
 __all__ = ["main"]

@@ -1,0 +1,138 @@
+"""Stage configurations: frozen and picklable, they cross the spawn boundary; and the markers
+the stages exchange.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path as FsPath
+from typing import Any
+
+from stream.dispatch import DoorConfig
+from stream.security import (
+    ServerSecurity,
+)
+from stream.wire import (
+    WireLimits,
+)
+
+log = logging.getLogger(__name__)
+
+
+END = b"END"
+"""The end marker: a one-frame message on an internal socket."""
+
+DROP_CODES = frozenset({"dropped", "expired", "overloaded"})
+"""Error codes of messages given up under load (counted as drops, not as errors)."""
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageWiring:
+    """What every stage process needs besides its own settings.
+
+    ``control``: the supervisor's PULL endpoint. ``parent_pid``: the supervisor; a stage whose
+    parent changed exits. ``hwm``: high-water mark (messages) of internal sockets.
+    ``linger_ms``: how long closing a socket may wait to deliver what is queued.
+    """
+
+    control: str
+    parent_pid: int
+    hwm: int = 1024
+    linger_ms: int = 2000
+    stats_interval_s: float = 0.5
+    max_streams: int = 4096
+    log_level: int = logging.INFO
+
+
+@dataclass(frozen=True, kw_only=True)
+class DispatchConfig:
+    """A dispatcher's side of the worker hand-off: the workers' input endpoints, the endpoint
+    it binds for their answers, its index among dispatchers, and the credit per worker."""
+
+    workers: tuple[str, ...]
+    results: str
+    origin: int
+    credit: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class IngestConfig:
+    """``endpoint``: external PULL to bind; ``command``: ipc PULL for the supervisor's
+    commands; ``shards``/``publisher``: ipc endpoints to connect; ``max_message_bytes``: ZeroMQ
+    ``MAXMSGSIZE`` (a bigger frame disconnects its sender before anything is allocated);
+    ``door``: the bounded queue behind the socket. With no ``shards``, ingest runs the
+    ``path``'s per-stream stages itself and hands their output on through ``dispatch``."""
+
+    name: str
+    wiring: StageWiring
+    endpoint: str
+    command: str
+    shards: tuple[str, ...]
+    publisher: str
+    input_kind: str
+    limits: WireLimits
+    max_message_bytes: int
+    door: DoorConfig
+    drain_s: float = 10.0
+    path: Any = None  # a Path; used when there are no shards
+    dispatch: DispatchConfig | None = None
+    security: ServerSecurity | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShardConfig:
+    """``endpoint``: ipc PULL to bind; ``command``: ipc PULL for the supervisor's commands;
+    ``dispatch``: the worker hand-off; ``publisher``: ipc endpoint to connect."""
+
+    name: str
+    wiring: StageWiring
+    path: Any  # a Path
+    endpoint: str
+    command: str
+    dispatch: DispatchConfig
+    publisher: str
+    drain_s: float = 10.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerConfig:
+    """``endpoint``: ipc PULL to bind; ``origins``: the dispatchers' answer endpoints, by
+    origin index (their end markers tell it to stop); ``queue_depth``: its bounded queue (the
+    dispatchers' credit keeps it from overflowing); ``max_batch`` (engine rows) and
+    ``max_wait_us`` (counted from the capture time of the oldest message waiting): the
+    batcher's bounds; ``threads``: intra-op threads of the engine."""
+
+    name: str
+    wiring: StageWiring
+    path: Any  # a Path
+    endpoint: str
+    origins: tuple[str, ...]
+    backend: str
+    cache_dir: FsPath | None
+    max_batch: int
+    max_wait_us: int
+    queue_depth: int
+    threads: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublisherConfig:
+    """``endpoint``: external PUB to bind; ``inputs``: ipc PULL to bind; ``upstream``: how
+    many stages send it end markers (ingest and the shards); ``sndhwm``: messages queued per
+    subscriber before ZeroMQ drops for that subscriber (with answers of at most a few KB this
+    bounds a slow subscriber's cost in bytes); ``linger_ms``: time to flush at close."""
+
+    name: str
+    wiring: StageWiring
+    endpoint: str
+    inputs: str
+    upstream: int
+    sndhwm: int = 10_000
+    linger_ms: int = 2000
+    security: ServerSecurity | None = None
+
+
+StageConfig = IngestConfig | ShardConfig | WorkerConfig | PublisherConfig
