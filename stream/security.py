@@ -313,7 +313,8 @@ class RefusedConnections:
     def close(self) -> None:
         monitor, self._monitor = self._monitor, None
         if monitor is not None:
-            self._sock.disable_monitor()
+            if not self._sock.closed:
+                self._sock.disable_monitor()
             monitor.close(linger=0)
 
 
