@@ -9,13 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from devices.ecg_sim import (
-    ECGSYN_WAVES,
-    EcgSimulator,
-    cohort_subject,
-    simulate_record,
-    subject_session,
-)
+from devices.ecg_cohort import ECGSYN_WAVES, cohort_subject, subject_session
+from devices.ecg_sim import EcgSimulator, simulate_record
 
 
 def _snr_db(noisy: np.ndarray, clean: np.ndarray) -> float:

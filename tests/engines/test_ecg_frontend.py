@@ -13,7 +13,7 @@ import pytest
 
 import engines.ecg
 import engines.ecg.frontend.filters as filters_module
-from devices.ecg_sim import EcgRecord, cohort_subject, simulate_record, subject_session
+from devices import EcgRecord, cohort_subject, simulate_record, subject_session
 from engines.ecg.frontend import (
     BEAT_FS_HZ,
     BEAT_POST_S,

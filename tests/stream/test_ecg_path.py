@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from devices.ecg_sim import cohort_subject, simulate_record
+from devices import cohort_subject, simulate_record
 from engines.ecg.frontend import BEAT_SAMPLES
 from engines.ecg.matcher import Matcher
 from engines.ecg.templates import TemplateStore

@@ -7,19 +7,19 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import zmq
+from service_client import TIMEOUT_S, Client, wait_until
 
-from devices.ecg_sim import cohort_subject, simulate_record
+from devices import cohort_subject, simulate_record
 from engines.ecg.specs import ECG_SPECS
 from stream.cli import main
 from stream.service import Service, ServiceConfig
-from stream.wire import Message, data_message, decode, encode
+from stream.wire import Message
 
 pytestmark = pytest.mark.skipif(
     not ECG_SPECS["embedding"].weights_path.exists(), reason="no shipped ECG embedding weights"
@@ -27,7 +27,6 @@ pytestmark = pytest.mark.skipif(
 
 FS = 250.0
 CHUNK = 62  # 248 ms at 250 Hz
-TIMEOUT_S = 60.0
 
 
 def _csv(tmp: Path, subject: int, session: int, seconds: float) -> Path:
@@ -57,45 +56,16 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service,
         service.stop(timeout_s=20)
 
 
-class _Client:
-    def __init__(self, service: Service, streams: tuple[str, ...]) -> None:
-        self.ctx = zmq.Context()
-        self.sub = self.ctx.socket(zmq.SUB)
-        self.sub.linger = 0
-        for stream in streams:
-            self.sub.setsockopt_string(zmq.SUBSCRIBE, f"result.ecg/{stream}")
-            self.sub.setsockopt_string(zmq.SUBSCRIBE, f"error/{stream}")
-        self.sub.connect(service.bound_publish)
-        self.push = self.ctx.socket(zmq.PUSH)
-        self.push.linger = 1000
-        self.push.connect(service.bound_ingest)
-        self.streams = set(streams)
-        time.sleep(0.3)  # the subscription reaches the publisher first
+def _client(clients: Callable[..., Client], service: Service, streams: tuple[str, ...]
+            ) -> Client:
+    """A client subscribed to the results and errors of ``streams``."""
+    topics = [f"{prefix}/{stream}" for stream in streams for prefix in ("result.ecg", "error")]
+    return clients(service.bound_ingest, service.bound_publish, topics=topics)
 
-    def send(self, stream: str, signal: np.ndarray, *, seq0: int = 0, **extra: Any) -> int:
-        t0 = time.time_ns() - round(len(signal) * 1e9 / FS)
-        for k, i in enumerate(range(0, len(signal), CHUNK)):
-            msg = data_message("ecg", stream, seq0 + k, signal[i:i + CHUNK],
-                               t_ns=t0 + round(i * 1e9 / FS), fs=FS, **extra)
-            self.push.send_multipart(encode(msg))
-        return seq0 + k + 1
 
-    def collect(self, quiet_s: float = 2.0) -> list[Message]:
-        out: list[Message] = []
-        deadline = time.monotonic() + TIMEOUT_S
-        last = time.monotonic()
-        while time.monotonic() < deadline and time.monotonic() - last < quiet_s:
-            if self.sub.poll(100):
-                msg = decode(self.sub.recv_multipart(), topic=True)
-                if msg.stream in self.streams:
-                    out.append(msg)
-                    last = time.monotonic()
-        return out
-
-    def close(self) -> None:
-        self.sub.close()
-        self.push.close()
-        self.ctx.term()
+def _send(client: Client, stream: str, signal: np.ndarray, **kwargs: Any) -> int:
+    """``signal`` in chunks of :data:`CHUNK`; returns the next seq."""
+    return client.send_signal("ecg", stream, signal, chunk=CHUNK, fs=FS, **kwargs)
 
 
 def _beats(msgs: list[Message], stream: str) -> list[dict[str, Any]]:
@@ -121,21 +91,17 @@ def test_users_are_listed_and_removed_with_the_cli(gateway, capsys) -> None:  # 
     assert "nobody" not in {u["user"] for u in json.loads(capsys.readouterr().out)}
 
 
-def test_gateway_recognises_verifies_and_reports_bad_signal(gateway) -> None:  # type: ignore[no-untyped-def]
+def test_gateway_recognises_verifies_and_reports_bad_signal(gateway, clients) -> None:  # type: ignore[no-untyped-def]
     service, _, _ = gateway
     streams = ("g-alice", "g-stranger", "g-flat", "g-bad")
-    client = _Client(service, streams)
-    try:
-        alice = simulate_record(cohort_subject(0), 1, fs_hz=FS, duration_s=24.0).signal
-        stranger = simulate_record(cohort_subject(1005), 1, fs_hz=FS, duration_s=24.0).signal
-        client.send("g-alice", alice, claim="alice")
-        client.send("g-stranger", stranger, claim="alice")
-        client.send("g-flat", np.zeros(2500, np.float32))
-        client.push.send_multipart(encode(data_message(
-            "ecg", "g-bad", 0, np.zeros((10, 3), np.float32), fs=FS)))
-        msgs = client.collect()
-    finally:
-        client.close()
+    client = _client(clients, service, streams)
+    alice = simulate_record(cohort_subject(0), 1, fs_hz=FS, duration_s=24.0).signal
+    stranger = simulate_record(cohort_subject(1005), 1, fs_hz=FS, duration_s=24.0).signal
+    sent = {"g-alice": _send(client, "g-alice", alice, claim="alice"),
+            "g-stranger": _send(client, "g-stranger", stranger, claim="alice"),
+            "g-flat": _send(client, "g-flat", np.zeros(2500, np.float32)), "g-bad": 1}
+    client.send("g-bad", 0, np.zeros((10, 3), np.float32), kind="ecg", fs=FS)
+    msgs = client.settle(service, sent)
     beats = _beats(msgs, "g-alice")
     assert len(beats) >= 15
     fused = [b["fused"] for b in beats if b["fused"] and b["fused"]["beats"] == 5]
@@ -154,27 +120,26 @@ def test_gateway_recognises_verifies_and_reports_bad_signal(gateway) -> None:  #
     assert [m.kind for m in errors] == ["error"] and errors[0].payload["code"] == "bad_shape"
 
 
-def test_live_enrolment_then_recognition_and_explanation(gateway, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_live_enrolment_then_recognition_and_explanation(gateway, clients, tmp_path: Path  # type: ignore[no-untyped-def]
+                                                          ) -> None:
     service, db, _ = gateway
     carol = simulate_record(cohort_subject(7), 1, fs_hz=FS, duration_s=40.0).signal
-    client = _Client(service, ("g-carol",))
+    client = _client(clients, service, ("g-carol",))
     rc: list[int] = []
     enrol = threading.Thread(target=lambda: rc.append(main([
         "ecg", "--db", str(db), "enroll", "--user", "carol", "--stream", "g-carol",
-        "--results", service.bound_publish, "--beats", "10", "--timeout", "30",
+        "--results", service.bound_publish, "--beats", "10", "--timeout", str(TIMEOUT_S),
         "--insecure"])))  # no keys here: tests/stream/test_security.py enrols securely
-    try:
-        enrol.start()
-        time.sleep(0.5)
-        half = len(carol) // 2
-        seq = client.send("g-carol", carol[:half], embed=True)
-        enrol.join(40)
-        assert rc == [0]
-        time.sleep(0.5)  # workers look at the store every 0.25 s
-        client.send("g-carol", carol[half:], seq0=seq, explain=True)
-        msgs = client.collect()
-    finally:
-        client.close()
+    enrol.start()
+    time.sleep(0.5)  # the enrolment subscribes (it needs 10 of the ~25 beats sent)
+    half = len(carol) // 2
+    seq = _send(client, "g-carol", carol[:half], embed=True)
+    enrol.join(TIMEOUT_S + 10)
+    assert rc == [0]
+    time.sleep(0.5)  # workers look at the store every 0.25 s
+    before = len(client.settle(service, {"g-carol": seq}))
+    seq = _send(client, "g-carol", carol[half:], seq0=seq, explain=True)
+    msgs = client.settle(service, {"g-carol": seq})[before:]
     late = [b for b in _beats(msgs, "g-carol") if b.get("gradcam")]
     assert len(late) >= 10
     assert sum(b["identity"] == "carol" for b in late) >= 0.7 * len(late)
@@ -200,12 +165,8 @@ def test_offline_explain_writes_pngs(gateway, tmp_path: Path) -> None:  # type: 
 
 def test_every_chunk_and_beat_is_accounted_for(gateway) -> None:  # type: ignore[no-untyped-def]
     service, _, _ = gateway
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        summary = service.summary()
-        if all(s.unexplained == 0 for s in summary.values()):
-            break
-        time.sleep(0.2)
+    wait_until(lambda: all(s.unexplained == 0 for s in service.summary().values()),
+               "every stream's account closes")
     summary = service.summary()
     assert summary["g-alice"].consumed == summary["g-alice"].received
     assert summary["g-alice"].delivered == summary["g-alice"].emitted > 15

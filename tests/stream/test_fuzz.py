@@ -313,7 +313,7 @@ def test_spectral_path_returns_or_raises_input_error(msg: Message, logits: str,
 
 @functools.cache
 def _ecg_signal() -> np.ndarray:
-    from devices.ecg_sim import cohort_subject, simulate_record
+    from devices import cohort_subject, simulate_record
 
     return simulate_record(cohort_subject(0), 0, fs_hz=250.0, duration_s=12.0).signal
 
@@ -398,7 +398,7 @@ def test_ecg_stream_stage_returns_or_raises_input_error(chunks: list[Message]) -
 
 def test_codec_receiver_counts_the_killer_packet() -> None:
     from engines.codec.codec import load_codec
-    from stream.codec_link import CodecReceiver
+    from stream.codec_receiver import CodecReceiver
 
     try:
         codec = load_codec("wideband", backend="eager")
@@ -425,17 +425,6 @@ def test_codec_receiver_counts_the_killer_packet() -> None:
 
 
 # -- live: real processes, real sockets ---------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch = pytest.importorskip("torch")
-    from engines.roi.specs import ROI_SPECS
-
-    path = tmp_path_factory.mktemp("weights") / "roi_resnet_unet_untrained.pt"
-    torch.manual_seed(0)
-    torch.save(ROI_SPECS["resnet_unet"].build().state_dict(), path)
-    return path
 
 
 def _ecg_or_skip() -> None:

@@ -10,26 +10,25 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import zmq
+from service_client import TIMEOUT_S, Client, free_port, term_context, wait_until
 
-from devices.ecg_sim import cohort_subject, simulate_record
+from devices import cohort_subject, simulate_record
 from engines.ecg.specs import ECG_SPECS
 from engines.ecg.templates import TemplateStore, TemplateStoreError
 from stream.cli import main
 from stream.security import ClientSecurity, ServerSecurity, read_public_key
 from stream.service import Service, ServiceConfig
-from stream.wire import Message, data_message, decode, encode
+from stream.wire import Message, data_message, encode
 
 FS = 250.0
 CHUNK = 62
-QUIET_S = 2.0
-TIMEOUT_S = 60.0
 LISTED = ("wearable-7", "mallory", "tap")  # mallory: a listed key of another device
 
 
@@ -60,12 +59,6 @@ def _non_loopback_address() -> str:
     return "0.0.0.0" if address.startswith("127.") else address
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # ---------------------------------------------------------------------------------------------
 # Keys and the bind rule (no service needed)
 
@@ -91,7 +84,7 @@ def test_keys_are_generated_private_and_never_overwritten(keys: Path, capsys: An
 def test_non_loopback_binds_without_keys_are_refused(keys: Path, tmp_path: Path,
                                                      capsys: Any) -> None:
     address = _non_loopback_address()
-    port = _free_port()
+    port = free_port()
     for argv in (
         ["run", "spectral", "--ingest", f"tcp://{address}:{port}"],
         ["run", "ecg", "--publish", f"tcp://{address}:{port}", "--templates",
@@ -174,54 +167,22 @@ def gateway(keys: Path, tmp_path_factory: pytest.TempPathFactory
         service.stop(timeout_s=20)
 
 
-class _Peer:
-    """One client machine: a PUSH to ingest and a SUB on results, with ``key`` (a name in the
-    key folder) or, with ``key=None``, no CURVE at all."""
+def _peer(clients: Callable[..., Client], service: Service, keys: Path, key: str | None,
+          streams: tuple[str, ...] = ()) -> Client:
+    """One client machine, with ``key`` (a name in the key folder) or, with ``key=None``, no
+    CURVE at all; subscribed to the ECG results and errors of ``streams``. An unlisted one is
+    refused: it never hears back, and its messages have no connection to wait in."""
+    listed = key in LISTED
+    return clients(
+        service.bound_ingest, service.bound_publish,
+        topics=[f"{prefix}/{stream}" for stream in streams for prefix in ("result.ecg", "error")],
+        context=zmq.Context() if key is None else ClientSecurity.from_folder(keys, key).context(),
+        probe=listed, blocking=listed)
 
-    def __init__(self, service: Service, keys: Path, key: str | None,
-                 streams: tuple[str, ...] = ()) -> None:
-        self.ctx = (zmq.Context() if key is None
-                    else ClientSecurity.from_folder(keys, key).context())
-        self.push = self.ctx.socket(zmq.PUSH)
-        self.push.linger = 0
-        self.push.sndhwm = 100_000
-        self.push.connect(service.bound_ingest)
-        self.sub = self.ctx.socket(zmq.SUB)
-        self.sub.linger = 0
-        for stream in streams:
-            self.sub.setsockopt_string(zmq.SUBSCRIBE, f"result.ecg/{stream}")
-            self.sub.setsockopt_string(zmq.SUBSCRIBE, f"error/{stream}")
-        self.sub.connect(service.bound_publish)
-        self.streams = set(streams)
 
-    def send(self, stream: str, signal: np.ndarray, *, seq0: int = 0, **extra: Any) -> int:
-        t0 = time.time_ns() - round(len(signal) * 1e9 / FS)
-        k = 0
-        for k, i in enumerate(range(0, len(signal), CHUNK)):
-            msg = data_message("ecg", stream, seq0 + k, signal[i:i + CHUNK],
-                               t_ns=t0 + round(i * 1e9 / FS), fs=FS, **extra)
-            try:
-                self.push.send_multipart(encode(msg), zmq.NOBLOCK)
-            except zmq.Again:  # a refused client has no connection to queue to
-                pass
-        return seq0 + k + 1
-
-    def collect(self, quiet_s: float = QUIET_S) -> list[Message]:
-        out: list[Message] = []
-        deadline = time.monotonic() + TIMEOUT_S
-        last = time.monotonic()
-        while time.monotonic() < deadline and time.monotonic() - last < quiet_s:
-            if self.sub.poll(100):
-                msg = decode(self.sub.recv_multipart(), topic=True)
-                if msg.stream in self.streams:
-                    out.append(msg)
-                    last = time.monotonic()
-        return out
-
-    def close(self) -> None:
-        self.push.close()
-        self.sub.close()
-        self.ctx.term()
+def _send(client: Client, stream: str, signal: np.ndarray, **kwargs: Any) -> int:
+    """``signal`` in chunks of :data:`CHUNK`; returns the next seq."""
+    return client.send_signal("ecg", stream, signal, chunk=CHUNK, fs=FS, **kwargs)
 
 
 def _beats(msgs: list[Message], stream: str) -> list[dict[str, Any]]:
@@ -229,24 +190,22 @@ def _beats(msgs: list[Message], stream: str) -> list[dict[str, Any]]:
             if m.stream == stream and m.kind == "result.ecg" and m.payload["type"] == "beat"]
 
 
-def test_only_listed_keys_can_send_or_subscribe(gateway, keys: Path) -> None:  # type: ignore[no-untyped-def]
+def test_only_listed_keys_can_send_or_subscribe(gateway, keys: Path, clients) -> None:  # type: ignore[no-untyped-def]
     service, _, _ = gateway
-    watcher = _Peer(service, keys, "tap", ("s-anon", "s-stranger", "s-good"))
-    anonymous = _Peer(service, keys, None, ("s-good",))
-    stranger = _Peer(service, keys, "stranger", ("s-good",))
-    device = _Peer(service, keys, "wearable-7")
-    try:
-        time.sleep(0.5)  # subscriptions reach the publisher (and strangers are refused)
-        signal = _record(0, 1, 12.0)
-        anonymous.send("s-anon", signal)
-        stranger.send("s-stranger", signal)
-        # A sender cannot forge who it is: ingest overwrites "peer".
-        device.send("s-good", signal, peer=_pub(keys, "mallory"))
-        seen = watcher.collect()
-        sniffed = anonymous.collect(0.2) + stranger.collect(0.2)
-    finally:
-        for peer in (watcher, anonymous, stranger, device):
-            peer.close()
+    watcher = _peer(clients, service, keys, "tap", ("s-anon", "s-stranger", "s-good"))
+    anonymous = _peer(clients, service, keys, None, ("s-good",))
+    stranger = _peer(clients, service, keys, "stranger", ("s-good",))
+    device = _peer(clients, service, keys, "wearable-7")
+    # The refused ones tried (and were refused) at the ingest and publisher sockets.
+    wait_until(lambda: all(service.stats()[stage]["refused_connections"] >= 2
+                           for stage in ("ingest", "publisher")), "strangers are refused")
+    signal = _record(0, 1, 12.0)
+    _send(anonymous, "s-anon", signal)
+    _send(stranger, "s-stranger", signal)
+    # A sender cannot forge who it is: ingest overwrites "peer".
+    n = _send(device, "s-good", signal, peer=_pub(keys, "mallory"))
+    seen = watcher.settle(service, {"s-good": n})
+    sniffed = anonymous.drain() + stranger.drain()
     good = _beats(seen, "s-good")
     assert len(good) >= 5
     assert {b["peer"] for b in good} == {_pub(keys, "wearable-7")}
@@ -254,7 +213,6 @@ def test_only_listed_keys_can_send_or_subscribe(gateway, keys: Path) -> None:  #
     # they received none of the results published meanwhile.
     assert not [m for m in seen if m.stream in ("s-anon", "s-stranger")]
     assert sniffed == []
-    time.sleep(0.3)  # stats reach the supervisor
     summary = service.summary()
     assert "s-good" in summary and "s-anon" not in summary and "s-stranger" not in summary
     # Their only trace: the refused connection attempts, counted at the ingest socket.
@@ -263,17 +221,13 @@ def test_only_listed_keys_can_send_or_subscribe(gateway, keys: Path) -> None:  #
     assert stats["publisher"]["refused_connections"] >= 2
 
 
-def test_unknown_claim_is_answered_like_a_failed_claim(gateway, keys: Path) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_claim_is_answered_like_a_failed_claim(gateway, keys: Path, clients) -> None:  # type: ignore[no-untyped-def]
     service, _, _ = gateway
-    peer = _Peer(service, keys, "wearable-7", ("c-unknown", "c-failed"))
-    try:
-        time.sleep(0.3)
-        signal = _record(0, 1, 16.0)  # alice's heart
-        peer.send("c-unknown", signal, claim="nobody-enrolled")
-        peer.send("c-failed", signal, claim="bob")
-        msgs = peer.collect()
-    finally:
-        peer.close()
+    peer = _peer(clients, service, keys, "wearable-7", ("c-unknown", "c-failed"))
+    signal = _record(0, 1, 16.0)  # alice's heart
+    msgs = peer.settle(service, {
+        "c-unknown": _send(peer, "c-unknown", signal, claim="nobody-enrolled"),
+        "c-failed": _send(peer, "c-failed", signal, claim="bob")})
     unknown, failed = _beats(msgs, "c-unknown"), _beats(msgs, "c-failed")
     assert len(unknown) >= 5 and len(failed) >= 5
 
@@ -293,42 +247,46 @@ def test_unknown_claim_is_answered_like_a_failed_claim(gateway, keys: Path) -> N
             assert isinstance(decision["claim"], str)
 
 
-def test_live_enrolment_hijack_fails(gateway, keys: Path) -> None:  # type: ignore[no-untyped-def]
+def test_live_enrolment_hijack_fails(gateway, keys: Path, clients) -> None:  # type: ignore[no-untyped-def]
     """Issue 10: while `ecg enroll --user carol --stream wearable-7` listens, another device
     pushes someone else's ECG on that stream id. Only the enrolling device's beats count."""
     service, db, templates_key = gateway
     stream = "wearable-7"
-    device = _Peer(service, keys, "wearable-7", (stream,))
-    mallory = _Peer(service, keys, "mallory")    # listed, but not the enrolling device
-    anonymous = _Peer(service, keys, None)       # no key at all: cannot even connect
+    device = _peer(clients, service, keys, "wearable-7", (stream,))
+    mallory = _peer(clients, service, keys, "mallory")  # listed, but not the enrolling device
+    anonymous = _peer(clients, service, keys, None)     # no key at all: cannot even connect
     rc: list[int] = []
     enrol = threading.Thread(target=lambda: rc.append(main([
         "ecg", "--db", str(db), "--templates-key", str(templates_key), "enroll",
         "--user", "carol", "--stream", stream, "--results", service.bound_publish,
-        "--beats", "10", "--timeout", "60", "--keys", str(keys), "--key", "tap",
+        "--beats", "10", "--timeout", str(TIMEOUT_S), "--keys", str(keys), "--key", "tap",
         "--device-key", str(keys / "wearable-7.key")])))
     attacker_heart = _record(5, 1, 24.0)
     carol_heart = _record(7, 1, 40.0)
-    try:
-        enrol.start()
-        time.sleep(1.0)  # the enrolment subscribes
-        anonymous.send(stream, attacker_heart, embed=True)
-        seq = mallory.send(stream, attacker_heart, embed=True)
-        attacker_beats = _beats(device.collect(), stream)
-        assert enrol.is_alive() and not rc  # nothing enrolled from the attacker's beats
-        half = len(carol_heart) // 2
-        device.send(stream, carol_heart[:half], embed=True)
-        enrol.join(60)
-        assert rc == [0]
-        time.sleep(0.5)  # workers look at the store every 0.25 s
-        # Afterwards the attacker cannot pass as carol, and carol can.
-        mallory.send(stream, attacker_heart, seq0=seq, claim="carol")
-        as_attacker = _beats(device.collect(), stream)
-        device.send(stream, carol_heart[half:], seq0=10_000, claim="carol")
-        as_carol = _beats(device.collect(), stream)
-    finally:
-        for peer in (device, mallory, anonymous):
-            peer.close()
+    received = 0  # what the service took in on the stream so far (listed senders only)
+
+    def beats_of(n_sent: int) -> list[dict[str, Any]]:
+        """The beats published for the last ``n_sent`` messages on the stream."""
+        nonlocal received
+        before = len(device.received)
+        received += n_sent
+        return _beats(device.settle(service, {stream: received})[before:], stream)
+
+    enrol.start()
+    time.sleep(1.0)  # the enrolment subscribes
+    _send(anonymous, stream, attacker_heart, embed=True)
+    seq = _send(mallory, stream, attacker_heart, embed=True)
+    attacker_beats = beats_of(seq)
+    assert enrol.is_alive() and not rc  # nothing enrolled from the attacker's beats
+    half = len(carol_heart) // 2
+    beats_of(_send(device, stream, carol_heart[:half], embed=True))
+    enrol.join(TIMEOUT_S + 10)
+    assert rc == [0]
+    time.sleep(0.5)  # workers look at the store every 0.25 s
+    # Afterwards the attacker cannot pass as carol, and carol can.
+    as_attacker = beats_of(_send(mallory, stream, attacker_heart, seq0=seq, claim="carol") - seq)
+    as_carol = beats_of(_send(device, stream, carol_heart[half:], seq0=10_000, claim="carol")
+                        - 10_000)
     assert len(attacker_beats) >= 10
     assert {b["peer"] for b in attacker_beats} == {_pub(keys, "mallory")}
     # (The first collection after enrolment also holds the rest of carol's enrolment beats.)
@@ -359,7 +317,7 @@ def test_codec_link_takeover_fails(codec: Any, keys: Path, tmp_path: Path) -> No
     and another stream are counted and never played."""
     from devices.audio import CODEC_FS, read_audio
     from engines.codec.codec import decode_signal, encode_signal
-    from stream.codec_link import RxConfig, run_codec_rx
+    from stream.codec_receiver import RxConfig, run_codec_rx
 
     kbps = 16.0
     t = np.arange(int(1.2 * CODEC_FS)) / CODEC_FS
@@ -375,7 +333,7 @@ def test_codec_link_takeover_fails(codec: Any, keys: Path, tmp_path: Path) -> No
         return encode(data_message("codec", stream, seq, np.frombuffer(packet, np.uint8),
                                    t_ns=time.time_ns(), **common, **extra))
 
-    port = _free_port()
+    port = free_port()
     out = tmp_path / "out.wav"
     ready = threading.Event()
     rc: list[int] = []
@@ -387,7 +345,7 @@ def test_codec_link_takeover_fails(codec: Any, keys: Path, tmp_path: Path) -> No
     receiver = threading.Thread(target=lambda: rc.append(run_codec_rx(
         cfg, codec=codec, ready=lambda _: ready.set())))
     receiver.start()
-    assert ready.wait(30)
+    assert ready.wait(TIMEOUT_S)
     ctxs = {"sender": ClientSecurity.from_folder(keys, "wearable-7").context(),
             "mallory": ClientSecurity.from_folder(keys, "mallory").context(),
             "anonymous": zmq.Context()}
@@ -410,11 +368,11 @@ def test_codec_link_takeover_fails(codec: Any, keys: Path, tmp_path: Path) -> No
         for k, packet in enumerate(packets["voice"]):  # the real sender
             socks["sender"].send_multipart(frames("link", k, packet))
         socks["sender"].send_multipart(frames("link", len(packets["voice"]), b"", end=True))
-        receiver.join(60)
+        receiver.join(TIMEOUT_S)
     finally:
         for name, sock in socks.items():
             sock.close(linger=0)
-            ctxs[name].term()
+            term_context(ctxs[name])
     assert rc == [0]
     import json
 

@@ -12,45 +12,24 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zmq
+from service_client import TIMEOUT_S, Answers, wait_until
 
 from devices.frames import EndOfStream, Frame, FrameSource
 from devices.spectrometer import SpectrometerSimConfig, SpectrometerSimulator
-from stream.sources import (
-    PushReport,
-    SendBuffer,
-    push_frames,
-    run_replay,
-    run_spectral_sim,
-    sim_stream_ids,
-)
+from stream.source_commands import run_replay, run_spectral_sim
+from stream.sources import PushReport, SendBuffer, push_frames, sim_stream_ids
 from stream.wire import Message, decode
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
-@pytest.fixture
-def pull(ctx: zmq.Context) -> Iterator[tuple[zmq.Socket, str]]:
-    sock = ctx.socket(zmq.PULL)
-    sock.setsockopt(zmq.LINGER, 0)
-    port = sock.bind_to_random_port("tcp://127.0.0.1")
-    yield sock, f"tcp://127.0.0.1:{port}"
-    sock.close(linger=0)
-
-
-def _receive(sock: zmq.Socket, n: int, timeout_s: float = 10.0) -> list[Message]:
+def _receive(sock: zmq.Socket, n: int, timeout_s: float = TIMEOUT_S) -> list[Message]:
     messages = []
     deadline = time.monotonic() + timeout_s
     while len(messages) < n and time.monotonic() < deadline:
@@ -95,17 +74,16 @@ def test_sim_streams_have_contiguous_seq_and_valid_headers(pull) -> None:
 def test_sim_stops_after_seconds(pull) -> None:
     sock, endpoint = pull
     out = io.StringIO()
-    start = time.monotonic()
     assert run_spectral_sim(connect=endpoint, rate_hz=50.0, seconds=0.3, out=out) == 0
-    assert time.monotonic() - start < 3.0
-    messages = _receive(sock, 16, timeout_s=2.0)
-    # 0.3 s at 50/s: frames due at 0, 20, ..., 280 ms -> 15 (one either way for timing).
-    assert 14 <= len(messages) <= 16
+    sent = re.search(r"sent (\d+) messages", out.getvalue())
+    assert sent is not None, out.getvalue()
+    messages = _receive(sock, int(sent.group(1)))
+    # 0.3 s at 50/s: frames due at 0, 20, ..., 280 ms -> 15 (one more for rounding). A loaded
+    # machine may read fewer before the time is up, never more; each one sent arrives.
+    assert 1 <= len(messages) == int(sent.group(1)) <= 16
     assert [m.seq for m in messages] == list(range(len(messages)))
     assert {m.stream for m in messages} == {"sim-1"}
-    achieved = re.search(r"\(([\d.]+)/s, target 50.0/s\)", out.getvalue())
-    assert achieved is not None, out.getvalue()
-    assert 40.0 <= float(achieved.group(1)) <= 60.0
+    assert re.search(r"\([\d.]+/s, target 50.0/s\)", out.getvalue()), out.getvalue()
 
 
 def test_replay_pushes_every_row_in_order(pull, tmp_path: Path) -> None:
@@ -128,7 +106,7 @@ def test_replay_of_a_missing_file_reports_and_fails(pull, tmp_path: Path, capsys
     assert "absent.npy" in capsys.readouterr().err
 
 
-def _unused_endpoint(ctx: zmq.Context) -> str:
+def _unused_endpoint() -> str:
     """A port nobody listens on. Below the ephemeral range, so that the connect cannot pick
     the same port as its own source (TCP self-connect, which would make the socket its own
     peer); found with a plain socket, whose close (unlike ZeroMQ's) is done on return."""
@@ -156,25 +134,23 @@ def _bind(sock: zmq.Socket, endpoint: str) -> None:
             time.sleep(0.05)
 
 
-def test_missing_service_gives_up_only_when_asked(ctx: zmq.Context, capsys) -> None:
+def test_missing_service_gives_up_only_when_asked(capsys) -> None:
     out = io.StringIO()
-    start = time.monotonic()
     status = run_spectral_sim(
-        connect=_unused_endpoint(ctx), rate_hz=100.0, count=5, give_up_s=0.3, out=out
+        connect=_unused_endpoint(), rate_hz=100.0, count=5, give_up_s=0.3, out=out
     )
-    assert status == 1
-    assert time.monotonic() - start < 5.0
+    assert status == 1  # it returned: it gave up
     assert "no service took a message" in capsys.readouterr().err
     # Read, buffered, never sent: counted, not lost silently.
     assert "sent 0 messages" in out.getvalue()
     assert "buffered 5, dropped 0, unsent 5, reconnects 0" in out.getvalue()
 
 
-def test_no_service_at_all_ends_cleanly_on_sigterm(ctx: zmq.Context) -> None:
+def test_no_service_at_all_ends_cleanly_on_sigterm() -> None:
     # A real `sigstream source` process with no service and no give-up: it keeps reading and
     # buffering (1 KiB: the oldest dropped) until SIGTERM, then reports and exits 130.
     cmd = [sys.executable, "-m", "stream.cli", "source", "spectral-sim",
-           "--connect", _unused_endpoint(ctx), "--rate", "200", "--length", "64",
+           "--connect", _unused_endpoint(), "--rate", "200", "--length", "64",
            "--buffer-mb", str(1 / 1024)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -252,10 +228,11 @@ def _pull_until(sock: zmq.Socket, seqs: dict[str, list[int]], done: Callable[[],
             seqs[msg.stream].append(msg.seq)
 
 
-def test_a_source_reconnects_resends_and_counts_drops(ctx: zmq.Context) -> None:
+def test_a_source_reconnects_resends_and_counts_drops(
+        context: zmq.Context, sockets: Callable[..., zmq.Socket]) -> None:
     # The receiver goes away for a while and comes back on the same port: what was read
     # meanwhile arrives (oldest dropped beyond the buffer, counted), in order, once each.
-    endpoint = _unused_endpoint(ctx)
+    endpoint = _unused_endpoint()
     stop = threading.Event()
     names = ("a", "b")
     sources = {
@@ -267,18 +244,20 @@ def test_a_source_reconnects_resends_and_counts_drops(ctx: zmq.Context) -> None:
     reports: list[PushReport] = []
     pusher = threading.Thread(target=lambda: reports.append(push_frames(
         sources, kind="spectrum", connect=endpoint, buffer_bytes=buffer_bytes,
-        give_up_s=60.0, context=ctx)), daemon=True)
+        give_up_s=60.0, context=context)), daemon=True)
     seqs: dict[str, list[int]] = defaultdict(list)
-    first = ctx.socket(zmq.PULL)
+    first = sockets(zmq.PULL)
     _bind(first, endpoint)
     pusher.start()
     try:
         _pull_until(first, seqs, lambda: all(len(seqs[n]) >= 20 for n in names))
         first.close(linger=0)
-        time.sleep(1.0)  # 200 messages read meanwhile: the buffer keeps ~20
+        at_close = {n: sources[n].inner.frames_read for n in names}
+        # Away until 200 more are read: more than ZeroMQ's queue (100) and the buffer (~20) hold.
+        wait_until(lambda: all(sources[n].inner.frames_read >= at_close[n] + 100 for n in names),
+                   "the source read on while the receiver was away")
         before = {n: list(seqs[n]) for n in names}
-        second = ctx.socket(zmq.PULL)
-        second.linger = 0
+        second = sockets(zmq.PULL)
         _bind(second, endpoint)
         _pull_until(second, seqs, lambda: all(len(seqs[n]) >= len(before[n]) + 40
                                               for n in names))
@@ -286,9 +265,9 @@ def test_a_source_reconnects_resends_and_counts_drops(ctx: zmq.Context) -> None:
         pusher.join(30)
         assert reports, "the source did not end"
         report = reports[0]
-        _pull_until(second, seqs, lambda: all(len(seqs[n]) >= report.sent[n] - 10
+        # The newest message is never dropped (the oldest are), and each arrives in order.
+        _pull_until(second, seqs, lambda: all(seqs[n][-1] == report.read[n] - 1
                                               for n in names))
-        time.sleep(0.2)
         _pull_until(second, seqs, lambda: not second.poll(100))
         second.close()
     finally:
@@ -300,25 +279,16 @@ def test_a_source_reconnects_resends_and_counts_drops(ctx: zmq.Context) -> None:
         got, n, dropped = seqs[name], report.read[name], report.dropped.get(name, 0)
         assert n == report.sent[name] + dropped and dropped > 0
         assert got == sorted(set(got)), f"{name}: out of order or twice"
-        # Lost unseen: only what was on the wire when the first receiver closed.
+        # Lost unseen: only what was on the first connection when its receiver closed, the
+        # seqs right after the last one it took (how many depends on the machine's load).
         in_transit = n - len(got) - dropped
-        assert 0 <= in_transit <= 10, (name, in_transit, report)
-        assert min(set(range(n)) - set(got)) > max(before[name])
+        missing = set(range(n)) - set(got)
+        assert in_transit >= 0 and min(missing) > max(before[name]), (name, in_transit, report)
+        assert set(range(max(before[name]) + 1, max(before[name]) + 1 + in_transit)) <= missing
 
 
 # ---------------------------------------------------------------------------------------------
 # A service restart under a running source (real service processes)
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch = pytest.importorskip("torch")
-    from engines.roi.specs import ROI_SPECS
-
-    path = tmp_path_factory.mktemp("weights") / "roi_resnet_unet_untrained.pt"
-    torch.manual_seed(0)
-    torch.save(ROI_SPECS["resnet_unet"].build().state_dict(), path)
-    return path
 
 
 class _Until(FrameSource):
@@ -344,44 +314,12 @@ class _Until(FrameSource):
         self.inner.close()
 
 
-class _Answers:
-    """A subscriber to one service's results and errors, reading in a thread: seq -> kinds,
-    per stream."""
-
-    def __init__(self, ctx: zmq.Context, publish: str) -> None:
-        self.sub = ctx.socket(zmq.SUB)
-        self.sub.linger = 0
-        self.sub.rcvhwm = 0
-        self.sub.reconnect_ivl = 10  # connect before the service binds: catch up at once
-        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sub.connect(publish)
-        self.seqs: dict[str, list[int]] = defaultdict(list)
-        self.kinds: dict[str, int] = defaultdict(int)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if self.sub.poll(50):
-                msg = decode(self.sub.recv_multipart(), topic=True)
-                if msg.seq is not None:
-                    self.seqs[msg.stream].append(msg.seq)
-                    code = msg.payload.get("code") if msg.kind == "error" else msg.kind
-                    self.kinds[str(code)] += 1
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        self.sub.close(linger=0)
-
-
-def _free_port(ctx: zmq.Context) -> int:
-    return int(_unused_endpoint(ctx).rsplit(":", 1)[1])
+def _free_port() -> int:
+    return int(_unused_endpoint().rsplit(":", 1)[1])
 
 
 @pytest.mark.slow  # two service starts
-def test_a_source_rides_out_a_service_restart(ctx: zmq.Context, weights: Path) -> None:
+def test_a_source_rides_out_a_service_restart(context: zmq.Context, weights: Path) -> None:
     from stream.service import Service, ServiceConfig
 
     def config(publish_port: int) -> ServiceConfig:
@@ -389,10 +327,11 @@ def test_a_source_rides_out_a_service_restart(ctx: zmq.Context, weights: Path) -
             path="spectral", ingest=ingest, publish=f"tcp://127.0.0.1:{publish_port}",
             backend="eager", weights=weights, max_batch=8, max_wait_us=1000,
             queue_depth=256, stats_interval_s=0.1, stop_timeout_s=20.0,
+            deadline_ms=60_000,  # about what arrives, not how fresh: results, not `expired`
         )
 
-    ingest = f"tcp://127.0.0.1:{_free_port(ctx)}"
-    ports = (_free_port(ctx), _free_port(ctx))
+    ingest = f"tcp://127.0.0.1:{_free_port()}"
+    ports = (_free_port(), _free_port())
     names = ("inst-1", "inst-2")
     stop = threading.Event()
     sources = {
@@ -404,32 +343,44 @@ def test_a_source_rides_out_a_service_restart(ctx: zmq.Context, weights: Path) -
     # 80 messages/s), so the buffer both delivers after the restart and drops.
     buffer_bytes = 64 << 10
     reports: list[PushReport] = []
-    first, second = _Answers(ctx, f"tcp://127.0.0.1:{ports[0]}"), None
+    # Subscribed before the service binds: no probe, a quick reconnect.
+    first = Answers(f"tcp://127.0.0.1:{ports[0]}", probe=False)
+    second: Answers | None = None
     pusher = threading.Thread(target=lambda: reports.append(push_frames(
         sources, kind="spectrum", connect=ingest, buffer_bytes=buffer_bytes, give_up_s=120.0,
-        context=ctx)), daemon=True)
+        context=context)), daemon=True)
     old = Service(config(ports[0]))
     new: Service | None = None
     try:
         old.start()
         pusher.start()
-        _wait(lambda: all(len(first.seqs[n]) >= 20 for n in names), "the first service answers")
+        wait_until(lambda: all(first.count(n) >= 20 for n in names), "the first service answers")
         old.stop()
-        time.sleep(1.0)  # away a little longer than a start takes
-        second = _Answers(ctx, f"tcp://127.0.0.1:{ports[1]}")
+        at_stop = {n: sources[n].inner.frames_read for n in names}
+        # Away until 200 more are read: more than ZeroMQ's queue (100) and the buffer (~30).
+        wait_until(lambda: all(sources[n].inner.frames_read >= at_stop[n] + 100 for n in names),
+                   "the source read on while no service was up")
+        second = Answers(f"tcp://127.0.0.1:{ports[1]}", probe=False)
         new = Service(config(ports[1]))
         new.start()
-        _wait(lambda: all(len(second.seqs[n]) >= 40 for n in names), "the new service answers")
+        wait_until(lambda: all(second.count(n) >= 40 for n in names), "the new service answers")
         stop.set()
         pusher.join(60)
         assert reports, "the source did not end"
         report = reports[0]
         read = {n: report.read[n] for n in names}
-        _wait(lambda: all(len(first.seqs[n]) + len(second.seqs[n]) + report.dropped.get(n, 0)
-                          >= read[n] - 20 for n in names), "the last answers")
-        time.sleep(0.5)
+
+        def caught_up(service: Service, answers: Answers) -> bool:
+            # The newest message is never dropped; once it is answered, everything the
+            # service took in is answered or counted, and this subscriber holds each answer.
+            summary = service.summary()
+            return all(read[n] - 1 in answers.answers(n) and n in summary
+                       and summary[n].unexplained == 0
+                       and answers.count(n) == summary[n].delivered + summary[n].errors_total
+                       for n in names)
+
+        wait_until(lambda: caught_up(new, second), "the last answers")
         new.stop()
-        time.sleep(0.2)  # the subscriber has the drain's last answers
     finally:
         stop.set()
         first.close()
@@ -450,7 +401,10 @@ def test_a_source_rides_out_a_service_restart(ctx: zmq.Context, weights: Path) -
         n = read[name]
         assert n == report.sent[name] + report.dropped.get(name, 0)
         assert report.dropped.get(name, 0) > 0, "the outage must overflow the buffer"
-        before, after = first.seqs[name], second.seqs[name]
+        got_first, got_second = first.answers(name), second.answers(name)
+        assert all(len(v) == 1 for v in (*got_first.values(), *got_second.values())), (
+            f"{name}: a seq answered twice")
+        before, after = sorted(got_first), sorted(got_second)
         answered = before + after
         assert len(answered) == len(set(answered)), f"{name}: a seq answered twice"
         # The new service answers only what the old one never saw.
@@ -458,15 +412,10 @@ def test_a_source_rides_out_a_service_restart(ctx: zmq.Context, weights: Path) -
         missing = set(range(n)) - set(answered)
         assert not missing or min(missing) > max(before), "lost while both were up"
         # Every seq is answered or dropped by the source, but for the messages on the wire
-        # when the old service closed its socket: no acknowledgement tells the source of them.
+        # when the old service closed its socket (no acknowledgement tells the source of
+        # them): the seqs right after the old service's last, as many as the load made.
         in_transit = len(missing) - report.dropped.get(name, 0)
-        assert 0 <= in_transit <= 10, (name, in_transit, report)
+        assert in_transit >= 0, (name, in_transit, report)
+        assert set(range(max(before) + 1, max(before) + 1 + in_transit)) <= missing
         s = summary[name]
         assert (s.received, s.unexplained) == (len(after), 0)
-
-
-def _wait(done: Callable[[], bool], what: str, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.05)

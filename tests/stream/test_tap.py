@@ -6,10 +6,9 @@ import io
 import json
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
-import zmq
+from service_client import TIMEOUT_S
 
 from stream.tap import format_message, run_tap
 from stream.wire import encode, error_message, result_message
@@ -38,17 +37,6 @@ def test_format_result_and_error() -> None:
     assert format_message(empty, now).endswith("roi=0  peaks=0")
 
 
-@pytest.fixture
-def xpub() -> Iterator[tuple[zmq.Socket, str]]:
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.XPUB)  # XPUB tells us when the tap's subscription has arrived
-    sock.setsockopt(zmq.LINGER, 0)
-    port = sock.bind_to_random_port("tcp://127.0.0.1")
-    yield sock, f"tcp://127.0.0.1:{port}"
-    sock.close(linger=0)
-    ctx.term()
-
-
 def _tap_in_thread(**kwargs) -> tuple[threading.Thread, dict]:
     done: dict = {}
 
@@ -62,11 +50,11 @@ def _tap_in_thread(**kwargs) -> tuple[threading.Thread, dict]:
 
 @pytest.mark.parametrize("as_json", [False, True])
 def test_tap_prints_results_errors_and_invalid(xpub, as_json: bool) -> None:
-    sock, endpoint = xpub
+    sock, endpoint = xpub  # XPUB: it tells when the tap's subscription has arrived
     out, err = io.StringIO(), io.StringIO()
-    thread, done = _tap_in_thread(connect=endpoint, topic="", count=4, seconds=20.0,
+    thread, done = _tap_in_thread(connect=endpoint, topic="", count=4, seconds=TIMEOUT_S,
                                   as_json=as_json, out=out, err=err)
-    assert sock.poll(10_000), "the tap never subscribed"
+    assert sock.poll(int(TIMEOUT_S * 1000)), "the tap never subscribed"
     assert sock.recv() == b"\x01"  # subscribe to everything
     now = time.time_ns()
     sock.send_multipart(encode(_result("inst-1", 0, now), topic=True))
@@ -74,7 +62,7 @@ def test_tap_prints_results_errors_and_invalid(xpub, as_json: bool) -> None:
                                topic=True))
     sock.send_multipart([b"result.spectral/x", b"\xc1", b""])  # not wire v1
     sock.send_multipart(encode(_result("inst-1", 1, now), topic=True))
-    thread.join(15)
+    thread.join(TIMEOUT_S)
     assert not thread.is_alive() and done["status"] == 0
     if as_json:
         records = [json.loads(line) for line in out.getvalue().splitlines()]
@@ -92,17 +80,28 @@ def test_tap_prints_results_errors_and_invalid(xpub, as_json: bool) -> None:
         assert errors[1].startswith("BAD MESSAGE bad_msgpack:")
 
 
-def test_tap_topic_filter_and_seconds(xpub) -> None:
+def test_tap_topic_filter(xpub) -> None:
     sock, endpoint = xpub
     out = io.StringIO()
-    start = time.monotonic()
-    thread, done = _tap_in_thread(connect=endpoint, topic="result.spectral/inst-2",
-                                  seconds=1.0, out=out, err=io.StringIO())
-    assert sock.poll(10_000)
+    # count=1: were the filter to let inst-1 through, the tap would print it and end.
+    thread, done = _tap_in_thread(connect=endpoint, topic="result.spectral/inst-2", count=1,
+                                  seconds=TIMEOUT_S, out=out, err=io.StringIO())
+    assert sock.poll(int(TIMEOUT_S * 1000)), "the tap never subscribed"
     assert sock.recv() == b"\x01result.spectral/inst-2"
     now = time.time_ns()
     for stream in ("inst-1", "inst-2", "inst-3"):
         sock.send_multipart(encode(_result(stream, 0, now), topic=True))
-    thread.join(10)
-    assert done["status"] == 0 and time.monotonic() - start < 8.0
+    thread.join(TIMEOUT_S)
+    assert not thread.is_alive() and done["status"] == 0
     assert [line.split()[0] for line in out.getvalue().splitlines()] == ["inst-2"]
+
+
+def test_tap_ends_after_seconds(xpub) -> None:
+    _, endpoint = xpub
+    out = io.StringIO()
+    start = time.monotonic()
+    thread, done = _tap_in_thread(connect=endpoint, topic="", seconds=0.5, out=out,
+                                  err=io.StringIO())
+    thread.join(TIMEOUT_S)
+    assert not thread.is_alive() and done["status"] == 0
+    assert time.monotonic() - start >= 0.5 and out.getvalue() == ""

@@ -1,0 +1,89 @@
+"""Fixtures shared by the stream tests: a ZeroMQ context, sockets on random 127.0.0.1 ports,
+clients of a running service, and an untrained model's weights.
+
+Tests own their sockets (``linger`` 0) and everything is torn down with a timeout, as pyzmq's
+own ``tests/conftest.py`` does (:func:`service_client.term_context`). The client classes live
+in :mod:`service_client`, importable by the tests (``from service_client import Client``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+from service_client import Client, term_context
+
+
+@pytest.fixture
+def context() -> Iterator[zmq.Context[Any]]:
+    """A context for the test's own sockets (made with :func:`sockets`)."""
+    ctx: zmq.Context[Any] = zmq.Context()
+    yield ctx
+    term_context(ctx)
+
+
+@pytest.fixture
+def sockets(context: zmq.Context[Any]) -> Iterator[Callable[..., zmq.Socket[Any]]]:
+    """``sockets(zmq.PULL, **options)``: a socket with ``linger`` 0, closed after the test."""
+    sockets: list[zmq.Socket[Any]] = []
+
+    def make(kind: int, **options: Any) -> zmq.Socket[Any]:
+        sock = context.socket(kind)
+        sock.linger = 0
+        for name, value in options.items():
+            setattr(sock, name, value)
+        sockets.append(sock)
+        return sock
+
+    yield make
+    for sock in sockets:
+        sock.close(linger=0)
+
+
+def _bound(sock: zmq.Socket[Any]) -> tuple[zmq.Socket[Any], str]:
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    return sock, f"tcp://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def pull(sockets: Callable[..., zmq.Socket[Any]]) -> tuple[zmq.Socket[Any], str]:
+    """A PULL socket bound to a random port, and its endpoint."""
+    return _bound(sockets(zmq.PULL))
+
+
+@pytest.fixture
+def xpub(sockets: Callable[..., zmq.Socket[Any]]) -> tuple[zmq.Socket[Any], str]:
+    """An XPUB socket (it tells when a subscription arrives) on a random port, and its
+    endpoint."""
+    return _bound(sockets(zmq.XPUB))
+
+
+@pytest.fixture
+def clients() -> Iterator[Callable[..., Client]]:
+    """``clients(ingest, publish, **options)``: a :class:`service_client.Client`, closed (with
+    a timeout) after the test."""
+    made: list[Client] = []
+
+    def make(ingest: str, publish: str, **options: Any) -> Client:
+        client = Client(ingest, publish, **options)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained ROI model's weights: the service's plumbing does not need trained ones."""
+    torch = pytest.importorskip("torch")
+    from engines.roi.specs import ROI_SPECS
+
+    path = tmp_path_factory.mktemp("weights") / "roi_resnet_unet_untrained.pt"
+    torch.manual_seed(0)
+    torch.save(ROI_SPECS["resnet_unet"].build().state_dict(), path)
+    return path

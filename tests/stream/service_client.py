@@ -1,0 +1,294 @@
+"""Clients of a running service, shared by the stream tests (the fixtures are in conftest.py).
+
+Every socket here is on 127.0.0.1 with ``linger`` 0, and every context is terminated with a
+timeout (:func:`term_context`, as pyzmq's own ``tests/conftest.py`` does): a socket left open
+fails its test instead of hanging the suite. Waiting is by count (every seq answered, the
+service's account closed); :data:`TIMEOUT_S` only ends a broken run on a loaded machine, it is
+never a latency target.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import urllib.request
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import msgpack
+import numpy as np
+import zmq
+
+from stream.wire import Message, data_message, decode, encode
+
+TIMEOUT_S = 120.0
+TEARDOWN_S = 10.0
+PROBE = "probe"
+
+
+def term_context(ctx: zmq.Context[Any], timeout_s: float = TEARDOWN_S) -> None:
+    """Terminate ``ctx`` in a thread, so that a socket left open fails instead of hanging."""
+    thread = threading.Thread(target=ctx.term, name="term-context", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise RuntimeError(f"{ctx} did not terminate in {timeout_s} s: a socket was left open")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for an end that binds by name)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(done: Callable[[], bool], what: str, timeout_s: float = TIMEOUT_S) -> None:
+    """Poll ``done`` every 50 ms; fail after ``timeout_s`` (a broken run, not a slow one)."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        time.sleep(0.05)
+
+
+def scrape(url: str) -> str:
+    """The text of a ``/metrics`` page ("" while nothing answers there yet)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""
+
+
+def ingest_took(url: str, sent: Mapping[str, int]) -> Callable[[], bool]:
+    """Whether the service whose ``/metrics`` is at ``url`` has taken in every message
+    ``sent`` per stream (no longer in a sender's queue: a drain must answer them)."""
+    def done() -> bool:
+        text = scrape(url)
+        return all(f'sigstream_frames_in_total{{stage="ingest",stream="{stream}"}} {n}.0' in text
+                   for stream, n in sent.items())
+    return done
+
+
+def probe_frames() -> list[bytes]:
+    """A message without ``kind`` on stream :data:`PROBE`: any path answers it with an error,
+    which tells a subscriber that its subscription has reached the publisher."""
+    header = {"v": 1, "stream": PROBE, "seq": 0, "t_ns": time.time_ns(), "dtype": "float32",
+              "shape": [512]}
+    return [msgpack.packb(header), b""]
+
+
+def settled(service: Any, sent: Mapping[str, int]) -> Callable[[], bool]:
+    """Whether the service's account of each stream is closed: it received the ``sent``
+    messages and explained every one (stage statistics arrive every ``stats_interval_s``)."""
+    def done() -> bool:
+        summary = service.summary()
+        return all(stream in summary and summary[stream].received == n
+                   and summary[stream].unexplained == 0 for stream, n in sent.items())
+    return done
+
+
+class Client:
+    """A sender (PUSH to ``ingest``) and a subscriber (SUB on ``publish``) owned by one test.
+
+    ``topics``: the subscriptions (default: everything); ``context``: the client's own context
+    (a CURVE client's, from :meth:`stream.security.ClientSecurity.context`), terminated by
+    :meth:`close`; ``probe``: wait until the subscription is live (a refused client never is);
+    ``blocking``: ``False`` for a client that may have no connection to queue to (its unsent
+    messages are counted in :attr:`unsent`). Answers on stream :data:`PROBE` are not kept.
+    """
+
+    def __init__(self, ingest: str, publish: str, *, topics: Iterable[str] = ("",),
+                 context: zmq.Context[Any] | None = None, probe: bool = True,
+                 blocking: bool = True, sndhwm: int | None = None) -> None:
+        self.ctx: zmq.Context[Any] = context if context is not None else zmq.Context()
+        self.push = self.ctx.socket(zmq.PUSH)
+        self.sub = self.ctx.socket(zmq.SUB)
+        for sock in (self.push, self.sub):
+            sock.linger = 0
+        if sndhwm is not None:
+            self.push.sndhwm = sndhwm
+        self.sub.rcvhwm = 0  # the measuring end must not lose anything itself
+        self.topics = tuple(topics)
+        for topic in self.topics:
+            self.sub.setsockopt_string(zmq.SUBSCRIBE, topic)
+        self.sub.connect(publish)
+        self.push.connect(ingest)
+        self.blocking = blocking
+        self.unsent = 0
+        self.received: list[Message] = []
+        if probe:
+            self._wait_for_subscription()
+
+    def _wait_for_subscription(self) -> None:
+        # The SUB sees nothing sent before its subscription reached the publisher: send a
+        # probe until its answer comes back.
+        probe_topic = f"error/{PROBE}"
+        self.sub.setsockopt_string(zmq.SUBSCRIBE, probe_topic)
+        deadline = time.monotonic() + TIMEOUT_S
+        try:
+            while time.monotonic() < deadline:
+                self.push.send_multipart(probe_frames())
+                if self.sub.poll(200):
+                    time.sleep(0.1)  # the answers to the other probes sent meanwhile
+                    while self.sub.poll(50):
+                        self._receive()
+                    return
+            raise AssertionError("subscription never became live")
+        finally:
+            if probe_topic not in self.topics and "" not in self.topics:
+                self.sub.setsockopt_string(zmq.UNSUBSCRIBE, probe_topic)
+
+    # -- sending ----------------------------------------------------------------------------
+    def send_frames(self, frames: list[bytes]) -> None:
+        if self.blocking:
+            self.push.send_multipart(frames)
+            return
+        try:
+            self.push.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            self.unsent += 1
+
+    def send(self, stream: str, seq: int, array: np.ndarray, kind: str = "spectrum",
+             **extra: Any) -> None:
+        self.send_frames(encode(data_message(kind, stream, seq, array, **extra)))
+
+    def send_signal(self, kind: str, stream: str, signal: np.ndarray, *, chunk: int, fs: float,
+                    seq0: int = 0, **extra: Any) -> int:
+        """``signal`` in chunks of ``chunk`` samples, seq ``seq0``, ``seq0 + 1``, ..., stamped
+        as if captured up to now; returns the next seq."""
+        t0 = time.time_ns() - round(len(signal) * 1e9 / fs)
+        seq = seq0
+        for i in range(0, len(signal), chunk):
+            self.send(stream, seq, signal[i:i + chunk], kind=kind,
+                      t_ns=t0 + round(i * 1e9 / fs), fs=fs, **extra)
+            seq += 1
+        return seq
+
+    # -- receiving --------------------------------------------------------------------------
+    def _receive(self) -> None:
+        msg = decode(self.sub.recv_multipart(), topic=True)
+        if msg.stream != PROBE:
+            self.received.append(msg)
+
+    def wait_for(self, done: Callable[[list[Message]], bool], timeout_s: float = TIMEOUT_S
+                 ) -> list[Message]:
+        """Read until ``done(received)``; returns everything received so far."""
+        deadline = time.monotonic() + timeout_s
+        while not done(self.received):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; got {[m.topic for m in self.received]}")
+            if self.sub.poll(100):
+                self._receive()
+        return self.received
+
+    def drain(self, quiet_s: float = 0.2) -> list[Message]:
+        """Read until nothing has come for ``quiet_s`` (what was already on its way)."""
+        while self.sub.poll(int(quiet_s * 1000)):
+            self._receive()
+        return self.received
+
+    def settle(self, service: Any, sent: Mapping[str, int], timeout_s: float = TIMEOUT_S
+               ) -> list[Message]:
+        """Wait until the service has received and explained every message ``sent`` per
+        stream, then until this client holds every answer it published for those streams
+        (results delivered, errors); returns everything received so far."""
+        wait_until(settled(service, sent), f"the service's account of {dict(sent)} closes",
+                   timeout_s)
+        summary = service.summary()
+        expected = {s: summary[s].delivered + summary[s].errors_total for s in sent}
+        self.wait_for(lambda _: all(len(self.messages(s)) >= n for s, n in expected.items()),
+                      timeout_s)
+        return self.drain()
+
+    def messages(self, stream: str) -> list[Message]:
+        return [m for m in self.received if m.stream == stream]
+
+    def answers(self, stream: str) -> dict[int, list[Message]]:
+        """seq -> every answer received for it, on ``stream``."""
+        out: dict[int, list[Message]] = {}
+        for m in self.received:
+            if m.stream == stream and m.seq is not None:
+                out.setdefault(m.seq, []).append(m)
+        return out
+
+    def close(self) -> None:
+        self.push.close(0)
+        self.sub.close(0)
+        term_context(self.ctx)
+
+
+class Answers:
+    """A subscriber to everything, reading in a thread: per stream, seq -> outcomes (``result``
+    or the error code). ``probe``: wait until the subscription is live (needs ``ingest``);
+    without it (a service not started yet), reconnects at once when the publisher binds."""
+
+    def __init__(self, publish: str, ingest: str | None = None, *, probe: bool = True) -> None:
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub.linger = 0
+        self.sub.rcvhwm = 0  # the measuring end must not lose anything itself
+        self.sub.reconnect_ivl = 10  # back at once when a (restarted) publisher binds
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.connect(publish)
+        self.by_stream: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        if probe:
+            assert ingest is not None, "a probe goes to ingest"
+            self._wait_for_subscription(ingest)
+        self._thread = threading.Thread(target=self._run, name="answers", daemon=True)
+        self._thread.start()
+
+    def _wait_for_subscription(self, ingest: str) -> None:
+        push = self.ctx.socket(zmq.PUSH)
+        push.linger = 0
+        push.connect(ingest)
+        deadline = time.monotonic() + TIMEOUT_S
+        try:
+            while time.monotonic() < deadline:
+                push.send_multipart(probe_frames())
+                if self.sub.poll(200):
+                    time.sleep(0.1)
+                    while self.sub.poll(50):
+                        self.sub.recv_multipart()
+                    return
+            raise AssertionError("subscription never became live")
+        finally:
+            push.close(0)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self.sub.poll(50):
+                continue
+            msg = decode(self.sub.recv_multipart(), topic=True)
+            if msg.seq is None or msg.stream == PROBE:
+                continue
+            outcome = str(msg.payload.get("code")) if msg.kind == "error" else "result"
+            with self._lock:
+                self.by_stream[msg.stream][msg.seq].append(outcome)
+
+    def answers(self, stream: str) -> dict[int, list[str]]:
+        with self._lock:
+            return {seq: list(v) for seq, v in self.by_stream[stream].items()}
+
+    def count(self, stream: str) -> int:
+        """How many seqs of ``stream`` have at least one answer."""
+        with self._lock:
+            return len(self.by_stream[stream])
+
+    def codes(self, streams: Iterable[str]) -> dict[str, int]:
+        out: dict[str, int] = defaultdict(int)
+        for stream in streams:
+            for outcomes in self.answers(stream).values():
+                for outcome in outcomes:
+                    out[outcome] += 1
+        return dict(out)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(TEARDOWN_S)
+        self.sub.close(0)
+        term_context(self.ctx)
