@@ -41,7 +41,7 @@ eval: $(STAMP)
 	$(BIN)/sigstream eval roi --json engines/weights/roi_eval.json
 	$(BIN)/sigstream eval codec --json engines/weights/codec_eval.json
 
-# Real ECG recordings that ship inside PyPI packages (shared/DATA.md; devices.ecg.REAL_RECORDINGS):
+# Real ECG recordings that ship inside PyPI packages (shared/DATA.md; devices.ecg_recordings.REAL_RECORDINGS):
 # download the pinned wheels (never installed), copy only the recordings into .data/ecg/.
 # Platform-pinned so scipy 1.10.1's wheel exists whatever the local Python.
 ecg-data: $(ECG_DATA)/.stamp
@@ -51,7 +51,7 @@ $(ECG_DATA)/.stamp: | $(STAMP)
 	mkdir -p $(ECG_DATA)/.wheels
 	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 \
 		--platform manylinux2014_x86_64 -d $(ECG_DATA)/.wheels $(ECG_WHEELS)
-	$(BIN)/python -m devices.ecg extract $(ECG_DATA)/.wheels $(ECG_DATA)
+	$(BIN)/python -m devices.ecg_recordings extract $(ECG_DATA)/.wheels $(ECG_DATA)
 	rm -rf $(ECG_DATA)/.wheels
 	touch $@
 

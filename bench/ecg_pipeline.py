@@ -54,7 +54,7 @@ from stream.results import ResultsClient
 def _signals(streams: int, users: int, fs_hz: float, seconds: float, seed: int
              ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Session-1 signals (float32 mV) and true R indices of every wearable."""
-    from devices.ecg_sim import cohort_subject, simulate_record
+    from devices import cohort_subject, simulate_record
 
     cache: dict[int, Any] = {}
     signals, peaks = [], []
@@ -196,7 +196,7 @@ def run_once(args: argparse.Namespace, streams: int, db: Path, mp: Any) -> dict[
 
 def enrol_users(db: Path, users: int, seed: int) -> float:
     """Enrol cohort subjects ``0..users-1`` from 20 beats of session 0; returns seconds."""
-    from devices.ecg_sim import cohort_subject, simulate_record
+    from devices import cohort_subject, simulate_record
     from engines.ecg.enrolment import embed_beats, enrolment_beats
     from engines.ecg.specs import ECG_SPECS
     from engines.ecg.templates import TemplateStore

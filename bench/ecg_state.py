@@ -30,7 +30,7 @@ if not __package__:  # run as a file
     _script.rerun_as_module()
 
 from bench.harness import emit
-from devices.ecg_sim import cohort_subject, simulate_record
+from devices import cohort_subject, simulate_record
 from stream.ecg import EcgPath, EcgStreamStage
 from stream.wire import Message, data_message
 

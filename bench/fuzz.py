@@ -221,7 +221,7 @@ def _spectra(rng: np.random.Generator) -> Iterator[Frames]:
 
 
 def _ecg(rng: np.random.Generator) -> Iterator[Frames]:
-    from devices.ecg_sim import cohort_subject, simulate_record
+    from devices import cohort_subject, simulate_record
 
     fs, chunk = 250.0, 62
     signals = [simulate_record(cohort_subject(k), 0, fs_hz=fs, duration_s=60.0).signal

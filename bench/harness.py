@@ -1,5 +1,6 @@
 """What the benches share: their JSON output, process readings, the load process that sends on
-a schedule, and the weights a spectral bench runs.
+a schedule, the weights a spectral bench runs, and for benches that drive ``sigstream`` itself:
+polling, free ports, the command line, a command's peak memory and a log tap.
 
 The subscriber side is the project's own :class:`stream.results.ResultsClient`.
 """
@@ -9,7 +10,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,14 +25,23 @@ from typing import Any
 import zmq
 
 __all__ = [
+    "REPO",
+    "LogTap",
     "add_service_options",
+    "cli",
     "cpu_seconds",
     "emit",
+    "free_port",
     "load_process",
+    "measured",
+    "peak_mb",
+    "poll_until",
     "push_socket",
     "roi_weights",
     "wait_until",
 ]
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def add_service_options(parser: argparse.ArgumentParser, *, workers: int, queue_depth: int,
@@ -119,3 +135,96 @@ def roi_weights(args: argparse.Namespace, tmp: Path) -> tuple[Path | None, str]:
     path = tmp / f"untrained_{args.model}.pt"
     torch.save(spec.build().state_dict(), path)
     return path, "untrained (shipped weights missing; timing does not depend on weights)"
+
+
+def poll_until(done: Callable[[], bool], timeout_s: float, poll_s: float = 0.05) -> bool:
+    """Poll ``done`` until it holds (True) or ``timeout_s`` passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll_s)
+    return True
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 free right now (for a service restarted on the same port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli(*args: str) -> list[str]:
+    """The ``sigstream`` command line, run by this interpreter."""
+    return [sys.executable, "-m", "stream.cli", *args]
+
+
+def peak_mb(pid: int) -> float | None:
+    """Peak resident memory of a live process, MB (``VmHWM``)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+
+def measured(cmd: list[str], *, timeout_s: float, env: dict[str, str] | None = None
+             ) -> dict[str, Any]:
+    """Run ``cmd`` to its end: exit code, wall time (s), peak RSS (MB), stderr's last line
+    (clipped to 300 characters) and its full length in characters."""
+    with tempfile.TemporaryDirectory(prefix="faults-time-") as tmp:
+        report = Path(tmp) / "time.txt"
+        if os.access("/usr/bin/time", os.X_OK):
+            wrapped = ["/usr/bin/time", "-v", "-o", str(report), *cmd]
+        else:
+            wrapped = [sys.executable, "-c", (
+                "import resource, subprocess, sys; rc = subprocess.call(sys.argv[2:]); "
+                "open(sys.argv[1], 'w').write('Maximum resident set size (kbytes): %d\\n' % "
+                "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)"),
+                str(report), *cmd]
+        t0 = time.monotonic()
+        try:
+            proc = subprocess.run(wrapped, cwd=REPO, capture_output=True, text=True,
+                                  timeout=timeout_s, env=env, errors="replace")
+            rc: int | str = proc.returncode
+            stderr = proc.stderr
+        except subprocess.TimeoutExpired as exc:
+            rc = f"timed out after {timeout_s:g} s"
+            stderr = exc.stderr if isinstance(exc.stderr, str) else ""
+        wall = time.monotonic() - t0
+        text = report.read_text() if report.exists() else ""
+    found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    last = lines[-1] if lines else ""
+    return {"exit_code": rc, "wall_s": round(wall, 2),
+            "peak_rss_mb": round(int(found.group(1)) / 1024, 1) if found else None,
+            "stderr_lines": len(lines), "traceback": "Traceback" in stderr,
+            "error_line_chars": len(last), "error_line": last[:300]}
+
+
+class LogTap(logging.Handler):
+    """Keeps the records of this process's loggers (the supervisor's own lines) with their
+    monotonic time."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[tuple[float, str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append((time.monotonic(), record.levelname, record.getMessage()))
+
+    @contextlib.contextmanager
+    def attached(self, name: str = "stream") -> Iterator[LogTap]:
+        logger = logging.getLogger(name)
+        level = logger.level
+        logger.setLevel(logging.INFO)
+        logger.addHandler(self)
+        try:
+            yield self
+        finally:
+            logger.removeHandler(self)
+            logger.setLevel(level)

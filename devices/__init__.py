@@ -3,36 +3,21 @@ Never imports torch or stream."""
 
 from devices.audio import CODEC_FS, WavSink, WavSource, read_audio, resample, write_audio
 from devices.ecg import (
-    REAL_RECORDINGS,
     EcgAdapter,
     EcgReplay,
     EcgReplayConfig,
     EcgSimulatorConfig,
     EcgSimulatorSource,
-    RealRecording,
-    load_ecg,
-    load_real_recording,
 )
-from devices.ecg_sim import (
-    EcgRecord,
-    EcgSession,
-    EcgSimulator,
-    EcgSubject,
-    EcgWave,
-    cohort_subject,
-    simulate_record,
-    subject_session,
-)
+from devices.ecg_cohort import EcgSession, EcgSubject, EcgWave, cohort_subject, subject_session
+from devices.ecg_files import load_ecg
+from devices.ecg_recordings import REAL_RECORDINGS, RealRecording, load_real_recording
+from devices.ecg_sim import EcgRecord, EcgSimulator, simulate_record
+from devices.files import TextTable, check_file, load_npy, open_table, read_table, text_lines
 from devices.frames import DeviceError, EndOfStream, Frame, SourceFileError
-from devices.sound import (
-    Microphone,
-    SoundDevice,
-    Speaker,
-    StreamResampler,
-    find_device,
-    format_devices,
-    list_devices,
-)
+from devices.microphone import Microphone
+from devices.sound import SoundDevice, StreamResampler, find_device, format_devices, list_devices
+from devices.speaker import Speaker
 from devices.spectra_sim import SpectrumBatch, SpectrumSimConfig, simulate
 from devices.spectrometer import (
     SpectrometerAdapter,
@@ -71,18 +56,24 @@ __all__ = [
     "SpectrumReplayConfig",
     "SpectrumSimConfig",
     "StreamResampler",
+    "TextTable",
     "WavSink",
     "WavSource",
+    "check_file",
     "cohort_subject",
     "find_device",
     "format_devices",
     "list_devices",
     "load_ecg",
+    "load_npy",
     "load_real_recording",
+    "open_table",
     "read_audio",
+    "read_table",
     "resample",
     "simulate",
     "simulate_record",
     "subject_session",
+    "text_lines",
     "write_audio",
 ]

@@ -7,293 +7,46 @@ for a command's external sockets: a server (``run spectral|ecg``, ``run codec-rx
 ``DIR/server.key``; ``--key NAME`` and ``--server-key NAME`` pick other files of ``DIR``.
 Without keys a server refuses a non-loopback bind unless ``--insecure``.
 
-Environment variables are read here and nowhere else: ``SIGSTREAM_CACHE`` (engine cache folder,
-default ``~/.cache/sigstream/engines``) and ``SIGSTREAM_DATA`` (the ECG template store
-``ecg_users.sqlite``, default ``~/.local/share/sigstream``).
+The handlers, and the environment variables they read, are in :mod:`stream.cli_commands`;
+this module builds the parser, one function per command group, and runs a command.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from stream.errors import SecurityError, SigstreamError
+from stream.cli_commands import (
+    CODEC_CONFIGS,
+    CODEC_LOSSES,
+    CODEC_MODELS,
+    ECG_MODELS,
+    ROI_MODELS,
+    cmd_codec,
+    cmd_codec_rx,
+    cmd_codec_tx,
+    cmd_demo,
+    cmd_devices,
+    cmd_ecg,
+    cmd_engines,
+    cmd_eval,
+    cmd_keys,
+    cmd_run,
+    cmd_source,
+    cmd_tap,
+    cmd_train,
+)
+from stream.errors import SigstreamError
 from stream.queues import QueuePolicy
-from stream.security import ClientSecurity, ServerSecurity, client_context, read_public_key
 from stream.service_config import BACKENDS, PATHS, ServiceConfig
 from stream.sources import DEFAULT_BUFFER_BYTES
 
 __all__ = ["main"]
-
-# Model keys of engines.roi.specs.ROI_SPECS and engines.ecg.specs.ECG_SPECS, spelled out so
-# `--help` does not load torch (a test pins them to the specs).
-ROI_MODELS = ("cnn", "resnet", "unet", "resnet_unet")
-ECG_MODELS = ("cnn", "embedding")
-# Keys of engines.codec.specs.CODECS and engines.codec.model.CONFIGS / losses.LOSSES.
-CODEC_MODELS = ("wideband", "lowdelay", "wideband-multiband", "lowdelay-multiband")
-CODEC_CONFIGS = ("wideband", "lowdelay")
-CODEC_LOSSES = ("mae", "multiband")
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("SIGSTREAM_CACHE", Path.home() / ".cache" / "sigstream" / "engines"))
-
-
-def _templates_db() -> Path:
-    data = os.environ.get("SIGSTREAM_DATA", Path.home() / ".local" / "share" / "sigstream")
-    return Path(data) / "ecg_users.sqlite"
-
-
-def _server_security(args: argparse.Namespace) -> ServerSecurity | None:
-    return None if args.keys is None else ServerSecurity.from_folder(args.keys, args.key)
-
-
-def _client_security(args: argparse.Namespace) -> ClientSecurity | None:
-    if args.keys is None:
-        return None
-    return ClientSecurity.from_folder(args.keys, args.key, server=args.server_key)
-
-
-def _templates_key(args: argparse.Namespace) -> Path | None:
-    """``--templates-key``, checked before anything starts (one line and exit 2 if unusable)."""
-    from engines.ecg.templates import TemplateStoreError, read_templates_key
-
-    if args.templates_key is None:
-        return None
-    try:
-        read_templates_key(args.templates_key)
-    except TemplateStoreError as exc:
-        raise SecurityError(str(exc)) from None
-    return Path(args.templates_key)
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    from stream.service import serve
-
-    config = ServiceConfig(
-        path=args.path,
-        ingest=args.ingest,
-        publish=args.publish,
-        backend=args.backend,
-        model=args.model,
-        shards=args.shards,
-        workers=args.workers,
-        max_batch=args.max_batch,
-        max_wait_us=args.max_wait_us,
-        queue_depth=args.queue_depth,
-        queue_bytes=max(1, int(args.queue_mb * 2**20)),
-        queue_policy=args.queue_policy,
-        deadline_ms=args.deadline_ms,
-        watchdog_s=args.watchdog_s,
-        restart_budget=args.restart_budget,
-        metrics_port=args.metrics_port,
-        metrics_addr=args.metrics_addr,
-        cache_dir=_cache_dir(),
-        weights=args.weights,
-        templates=(args.templates or _templates_db()) if args.path == "ecg" else None,
-        templates_key=_templates_key(args) if args.path == "ecg" else None,
-        fuse_beats=args.fuse_beats,
-        security=_server_security(args),
-        insecure=args.insecure,
-    )
-    return serve(config)
-
-
-def _cmd_source(args: argparse.Namespace) -> int:
-    if not args.buffer_mb > 0:
-        raise SystemExit("sigstream source: --buffer-mb must be > 0")
-    context = client_context(_client_security(args))  # CURVE with --keys
-    try:
-        return _run_source(args, {"buffer_bytes": max(1, int(args.buffer_mb * 2**20)),
-                                  "give_up_s": args.give_up_s, "context": context})
-    finally:
-        context.term()
-
-
-def _run_source(args: argparse.Namespace, link: dict[str, Any]) -> int:
-    from stream.sources import run_ecg_replay, run_ecg_sim, run_replay, run_spectral_sim
-
-    if args.source == "ecg-sim":
-        return run_ecg_sim(
-            connect=args.connect, stream=args.stream, streams=args.streams, fs_hz=args.fs,
-            chunk_ms=args.chunk_ms, seconds=args.seconds, subject=args.subject,
-            session=args.session, snr_db=args.snr_db, seed=args.seed, header=_ecg_header(args),
-            **link,
-        )
-    if args.source == "ecg-replay":
-        return run_ecg_replay(
-            Path(args.file), connect=args.connect, stream=args.stream, fs_hz=args.fs,
-            column=args.column, chunk_ms=args.chunk_ms, loop=args.loop, seconds=args.seconds,
-            header=_ecg_header(args), **link,
-        )
-    if args.source == "spectral-sim":
-        return run_spectral_sim(
-            connect=args.connect,
-            rate_hz=args.rate,
-            stream=args.stream,
-            streams=args.streams,
-            count=args.count,
-            seconds=args.seconds,
-            length=args.length,
-            seed=args.seed,
-            **link,
-        )
-    return run_replay(
-        Path(args.file),
-        connect=args.connect,
-        rate_hz=args.rate,
-        stream=args.stream,
-        count=args.count,
-        loop=args.loop,
-        skip_rows=args.skip_rows,
-        seconds=args.seconds,
-        **link,
-    )
-
-
-def _cmd_tap(args: argparse.Namespace) -> int:
-    from stream.tap import run_tap
-
-    context = client_context(_client_security(args))  # CURVE with --keys
-    try:
-        return run_tap(
-            connect=args.connect, topic=args.topic, count=args.count, seconds=args.seconds,
-            as_json=args.json, context=context,
-        )
-    finally:
-        context.term()
-
-
-def _ecg_header(args: argparse.Namespace) -> dict[str, object]:
-    header: dict[str, object] = {}
-    if args.claim:
-        header["claim"] = args.claim
-    if args.explain:
-        header["explain"] = True
-    if args.embed:
-        header["embed"] = True
-    return header
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    if args.task == "codec":
-        from engines.codec.train import train_codec
-
-        config = args.model or "wideband"
-        if config not in CODEC_CONFIGS:
-            raise SystemExit(f"sigstream train codec: --model must be one of {CODEC_CONFIGS}")
-        train_codec(config=config, loss=args.loss, kbps=_kbps_list(args.kbps), seed=args.seed,
-                    out_dir=args.out, steps=args.steps)
-        return 0
-    if args.model is None:
-        raise SystemExit(f"sigstream train {args.task}: --model is required")
-    if args.task == "ecg":
-        from engines.ecg.train import train_ecg
-
-        if args.model not in ECG_MODELS:
-            raise SystemExit(f"sigstream train ecg: --model must be one of {ECG_MODELS}")
-        train_ecg(model=args.model, seed=args.seed, out_dir=args.out)
-        return 0
-    from engines.roi.train import train_roi
-
-    if args.model not in ROI_MODELS:
-        raise SystemExit(f"sigstream train roi: --model must be one of {ROI_MODELS}")
-    kwargs = {} if args.steps is None else {"steps": args.steps}
-    train_roi(model=args.model, seed=args.seed, out_dir=args.out, **kwargs)
-    return 0
-
-
-def _cmd_eval(args: argparse.Namespace) -> int:
-    if args.task == "codec":
-        from engines.codec.evaluate import evaluate_codec
-
-        evaluate_codec(json_path=args.json, backend=args.backend)
-        return 0
-    if args.task == "ecg":
-        from engines.ecg.evaluate import evaluate_ecg
-
-        evaluate_ecg(json_path=args.json, quick=args.quick, data_dir=args.data_dir)
-        return 0
-    from engines.roi.evaluate import evaluate_roi
-
-    kwargs = {} if args.n_test is None else {"n_test": args.n_test}
-    evaluate_roi(json_path=args.json, **kwargs)
-    return 0
-
-
-def _cmd_ecg(args: argparse.Namespace) -> int:
-    from stream.ecg_tools import run_ecg_command
-
-    live = getattr(args, "stream", None) is not None
-    device_key = getattr(args, "device_key", None)
-    return run_ecg_command(
-        args, db=args.db or _templates_db(), templates_key=_templates_key(args),
-        security=_client_security(args) if live else None,
-        device_key=None if device_key is None else read_public_key(device_key).decode(),
-    )
-
-
-def _kbps_list(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(k) for k in text.split(",") if k.strip())
-    except ValueError:
-        raise SystemExit(f"--kbps: expected numbers separated by commas, got {text!r}") from None
-    if not values:
-        raise SystemExit("--kbps: give at least one bitrate")
-    return values
-
-
-def _cmd_codec_tx(args: argparse.Namespace) -> int:
-    from stream.codec_link import TxConfig, run_codec_tx
-
-    return run_codec_tx(TxConfig(
-        input=args.input, connect=args.connect, stream=args.stream, start_at=args.start_at,
-        codec=args.codec,
-        kbps=args.kbps, backend=args.backend, device=args.device,
-        device_latency=args.device_latency, seconds=args.seconds,
-        cache_dir=_cache_dir(), metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
-        report=args.report, security=_client_security(args),
-    ))
-
-
-def _cmd_codec_rx(args: argparse.Namespace) -> int:
-    from stream.codec_link import RxConfig, run_codec_rx
-
-    return run_codec_rx(RxConfig(
-        bind=args.bind, output=args.output, codec=args.codec, backend=args.backend,
-        device=args.device, device_latency=args.device_latency, stream=args.stream,
-        jitter_ms=args.jitter_ms, seconds=args.seconds,
-        until_end=args.until_end, cache_dir=_cache_dir(), metrics_port=args.metrics_port,
-        metrics_addr=args.metrics_addr, report=args.report, security=_server_security(args),
-        sender=None if args.sender_key is None else read_public_key(args.sender_key),
-        insecure=args.insecure,
-    ))
-
-
-def _cmd_codec(args: argparse.Namespace) -> int:
-    from stream.codec_tools import run_codec_command
-
-    return run_codec_command(args, cache_dir=_cache_dir())
-
-
-def _cmd_engines(args: argparse.Namespace) -> int:
-    from stream.engine_tools import run_engines_command
-
-    return run_engines_command(args, cache_dir=_cache_dir(),
-                               service_max_batch=ServiceConfig.max_batch)
-
-
-def _cmd_devices(args: argparse.Namespace) -> int:
-    from devices.sound import format_devices, list_devices
-
-    print(format_devices(list_devices()))
-    return 0
 
 
 def _security_options(parser: argparse.ArgumentParser, *, server: bool) -> None:
@@ -322,26 +75,6 @@ def _metrics_options(parser: argparse.ArgumentParser) -> None:
                              "authentication)")
 
 
-def _cmd_keys(args: argparse.Namespace) -> int:
-    if args.action == "generate":
-        from stream.security import generate_keys
-
-        public, secret = generate_keys(args.out, args.name)
-        print(f"public key {public} (give it to the other end; a server lists its clients' in "
-              f"{args.out / 'allowed'}/)")
-        print(f"secret key {secret} (mode 0600: keep it on this machine only)")
-        return 0
-    from engines.ecg.templates import TemplateStoreError, create_templates_key
-
-    try:
-        path = create_templates_key(args.out)
-    except TemplateStoreError as exc:
-        raise SecurityError(str(exc)) from None
-    print(f"templates key {path} (mode 0600; back it up apart from the template store: "
-          "without it the templates cannot be read)")
-    return 0
-
-
 def _codec_link_parsers(run_sub: Any) -> None:
     tx = run_sub.add_parser("codec-tx", help="codec link sender: capture, encode, send")
     tx.add_argument("--input", default="mic",
@@ -366,7 +99,7 @@ def _codec_link_parsers(run_sub: Any) -> None:
     rx.add_argument("--jitter-ms", type=float, default=40.0, help="jitter buffer depth")
     rx.add_argument("--until-end", action=argparse.BooleanOptionalAction, default=None,
                     help="stop at the stream's end (default: yes for a file output)")
-    for cmd, func in ((tx, _cmd_codec_tx), (rx, _cmd_codec_rx)):
+    for cmd, func in ((tx, cmd_codec_tx), (rx, cmd_codec_rx)):
         cmd.add_argument("--codec", choices=CODEC_MODELS, default="wideband")
         cmd.add_argument("--device", default=None, help="sound device: index or part of its "
                          "name (see `sigstream devices`)")
@@ -381,20 +114,8 @@ def _codec_link_parsers(run_sub: Any) -> None:
         cmd.set_defaults(func=func)
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from stream.demo import run_demo
-
-    return run_demo(seconds=args.seconds, backend=args.backend, cache_dir=_cache_dir())
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="sigstream", description="Real-time signal processing over ZeroMQ."
-    )
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="debug logging, and an error's traceback")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _run_commands(sub: Any) -> None:
+    """``run spectral|ecg`` (the service) and ``run codec-tx|codec-rx`` (the codec link)."""
     run = sub.add_parser("run", help="run a service or a codec link end until Ctrl-C / SIGTERM")
     run_sub = run.add_subparsers(dest="path", required=True)
     service = argparse.ArgumentParser(add_help=False)
@@ -455,9 +176,12 @@ def _parser() -> argparse.ArgumentParser:
                               "(`sigstream keys templates-key`)")
     for path in PATHS:
         run_sub.add_parser(path, parents=[service], help=f"the {path} service").set_defaults(
-            func=_cmd_run)
+            func=cmd_run)
     _codec_link_parsers(run_sub)
 
+
+def _source_commands(sub: Any) -> None:
+    """``source spectral-sim|replay|ecg-sim|ecg-replay``."""
     source = sub.add_parser("source", help="push frames to a service")
     source_sub = source.add_subparsers(dest="source", required=True)
     sim = source_sub.add_parser("spectral-sim", help="spectrometer simulator (PAPERS.md §1)")
@@ -524,8 +248,11 @@ def _parser() -> argparse.ArgumentParser:
         )
     for each_source in (sim, replay, ecg_sim, ecg_replay):
         _security_options(each_source, server=False)
-    source.set_defaults(func=_cmd_source)
+    source.set_defaults(func=cmd_source)
 
+
+def _tap_command(sub: Any) -> None:
+    """``tap``."""
     tap = sub.add_parser("tap", help="print results as they arrive")
     tap.add_argument("--connect", default="tcp://127.0.0.1:5556")
     tap.add_argument("--topic", default="", help="topic prefix, e.g. result.spectral/inst-1")
@@ -533,8 +260,11 @@ def _parser() -> argparse.ArgumentParser:
     tap.add_argument("--seconds", type=float, default=None)
     tap.add_argument("--json", action="store_true", help="one JSON object per line")
     _security_options(tap, server=False)
-    tap.set_defaults(func=_cmd_tap)
+    tap.set_defaults(func=cmd_tap)
 
+
+def _train_eval_commands(sub: Any) -> None:
+    """``train`` and ``eval``."""
     train = sub.add_parser("train", help="train shipped weights (reproducible by seed)")
     train.add_argument("task", choices=("roi", "ecg", "codec"))
     train.add_argument("--model", default=None,
@@ -547,7 +277,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--steps", type=int, default=None, help="optimiser steps (default: shipped)")
     train.add_argument("--out", type=Path, default=None, help="folder (default: shipped weights)")
-    train.set_defaults(func=_cmd_train)
+    train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("eval", help="regenerate the evaluation report")
     evaluate.add_argument("task", choices=("roi", "ecg", "codec"))
@@ -558,8 +288,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--quick", action="store_true", help="ecg: a small, fast run")
     evaluate.add_argument("--data-dir", type=Path, default=Path(".data/ecg"),
                           help="ecg: the real recordings (make ecg-data)")
-    evaluate.set_defaults(func=_cmd_eval)
+    evaluate.set_defaults(func=cmd_eval)
 
+
+def _ecg_commands(sub: Any) -> None:
+    """``ecg enroll|explain|users|remove``."""
     ecg = sub.add_parser("ecg", help="ECG users: enrol, list, remove, explain")
     ecg.add_argument("--db", type=Path, default=None,
                      help="template store (default $SIGSTREAM_DATA/ecg_users.sqlite)")
@@ -596,8 +329,11 @@ def _parser() -> argparse.ArgumentParser:
     users.add_argument("--json", action="store_true")
     remove = ecg_sub.add_parser("remove", help="delete a user's templates")
     remove.add_argument("--user", required=True)
-    ecg.set_defaults(func=_cmd_ecg)
+    ecg.set_defaults(func=cmd_ecg)
 
+
+def _codec_commands(sub: Any) -> None:
+    """``codec encode|decode|info``."""
     codec = sub.add_parser("codec", help="offline coding: WAV <-> .sgc files")
     codec_sub = codec.add_subparsers(dest="action", required=True)
     enc = codec_sub.add_parser("encode", help="code an audio file into an .sgc file")
@@ -615,8 +351,11 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("input", type=Path)
     for cmd in (enc, dec):
         cmd.add_argument("--backend", choices=BACKENDS, default="auto")
-    codec.set_defaults(func=_cmd_codec)
+    codec.set_defaults(func=cmd_codec)
 
+
+def _engines_commands(sub: Any) -> None:
+    """``engines build|list``."""
     engines = sub.add_parser("engines", help="compile engines ahead of time; show the cache")
     engines_sub = engines.add_subparsers(dest="action", required=True)
     build = engines_sub.add_parser("build", help="compile every engine (or one) into the cache")
@@ -629,8 +368,11 @@ def _parser() -> argparse.ArgumentParser:
                             "match eager's")
     listing = engines_sub.add_parser("list", help="the cached engines")
     listing.add_argument("--json", action="store_true")
-    engines.set_defaults(func=_cmd_engines)
+    engines.set_defaults(func=cmd_engines)
 
+
+def _keys_commands(sub: Any) -> None:
+    """``keys generate|templates-key``."""
     keys = sub.add_parser("keys", help="make CURVE key pairs and the templates key")
     keys_sub = keys.add_subparsers(dest="action", required=True)
     generate = keys_sub.add_parser("generate", help="a CURVE key pair: NAME.key, NAME.key_secret")
@@ -640,15 +382,27 @@ def _parser() -> argparse.ArgumentParser:
     templates_key = keys_sub.add_parser("templates-key",
                                         help="a key that encrypts the ECG templates at rest")
     templates_key.add_argument("--out", type=Path, required=True, help="the key file to write")
-    keys.set_defaults(func=_cmd_keys)
+    keys.set_defaults(func=cmd_keys)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sigstream", description="Real-time signal processing over ZeroMQ."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and an error's traceback")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add_group in (_run_commands, _source_commands, _tap_command, _train_eval_commands,
+                      _ecg_commands, _codec_commands, _engines_commands, _keys_commands):
+        add_group(sub)
 
     devices = sub.add_parser("devices", help="list sound devices (for --device)")
-    devices.set_defaults(func=_cmd_devices)
+    devices.set_defaults(func=cmd_devices)
 
     demo = sub.add_parser("demo", help="run the spectral service on local endpoints, a few s")
     demo.add_argument("--seconds", type=float, default=8.0)
     demo.add_argument("--backend", choices=BACKENDS, default="auto")
-    demo.set_defaults(func=_cmd_demo)
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

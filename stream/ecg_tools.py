@@ -93,7 +93,7 @@ def _users(store: Any, *, as_json: bool) -> int:
 
 
 def _record(args: argparse.Namespace) -> tuple[np.ndarray, float]:
-    from devices.ecg import load_ecg
+    from devices.ecg_files import load_ecg
 
     record = load_ecg(args.file, fs_hz=args.fs, column=args.column,
                       max_bytes=max(1, round(args.max_file_mb * 2**20)))

@@ -23,7 +23,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from devices.ecg_sim import cohort_subject, simulate_record
+from devices import cohort_subject, simulate_record
 from engines.ecg.frontend import BEAT_SAMPLES, QUALITY_OK, extract_beats
 
 __all__ = [
@@ -87,7 +87,7 @@ def session_beats(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Good beats of one simulated recording: ``(beats (n, 192) float32, r_time_s (n,))``.
 
-    ``seed`` is the cohort seed of :func:`devices.ecg_sim.cohort_subject` (0 for everything
+    ``seed`` is the cohort seed of :func:`devices.ecg_cohort.cohort_subject` (0 for everything
     shipped). ``snr_db=None`` keeps the session's own noise levels.
     """
     record = simulate_record(

@@ -2,7 +2,7 @@
 
 Scores are cosine similarities in [-1, 1] between a (fused) probe embedding and unit templates
 (:class:`~engines.ecg.templates.TemplateStore`). Decisions use two thresholds calibrated on
-validation subjects (stored in the embedding model's card, see :mod:`engines.ecg.train`)::
+validation subjects (stored in the embedding model's card, see :mod:`engines.ecg.calibration`)::
 
     score >= accept_threshold                     -> "accept"
     score <  reject_threshold                     -> "reject"

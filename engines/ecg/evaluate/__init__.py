@@ -1,7 +1,7 @@
 """Evaluation report of the ECG authentication path: `sigstream eval ecg --json PATH`.
 
 What it measures, on the fixed simulated cohort (``seed = 0``; :mod:`devices.ecg_sim`) and the
-real recordings of :mod:`devices.ecg`; every figure is recomputed on every run:
+real recordings of :mod:`devices.ecg_recordings`; every figure is recomputed on every run:
 
 - **Closed set** (the paper's table, PAPERS.md §3): the classifier (``ECG_SPECS["cnn"]``,
   trained on session 0 of subjects 0..17 only) on every good beat of sessions 1 and 2 of the
@@ -37,7 +37,7 @@ real recordings of :mod:`devices.ecg`; every figure is recomputed on every run:
   condition (the broadband figure is dominated by baseline wander, which that band removes).
   Peaks in the last 0.5 s of a record are not scored (a detector confirms an R peak only
   once samples after it have arrived; the record, not the beat, ends there). Real recordings
-  (:data:`devices.ecg.REAL_RECORDINGS` from ``data_dir``, fetched by ``make ecg-data``):
+  (:data:`devices.ecg_recordings.REAL_RECORDINGS` from ``data_dir``, fetched by ``make ecg-data``):
   agreement with ``neurokit2`` (``ecg_clean`` then ``ecg_peaks``, method ``"neurokit"``)
   within +-50 ms, in both directions, beats counted and mean heart rate; a recording above
   the front end's 2000 Hz is decimated by an integer factor first. Missing files or a

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from devices.ecg_sim import cohort_subject, simulate_record
+from devices import cohort_subject, simulate_record
 
 __all__ = ["Beats", "collect_beats", "load_model", "or_default", "run_model"]
 

@@ -18,8 +18,8 @@ def task_metric(model: str, infer: Callable[[np.ndarray], np.ndarray], *, batch:
     most ``batch``): ``"embedding"`` the single-beat EER of genuine vs impostor cosine scores
     against templates of each subject's first :data:`ENROL_BEATS` beats; ``"cnn"`` the
     closed-set accuracy."""
+    from engines.ecg.calibration import ENROL_BEATS
     from engines.ecg.data import cohort_beats
-    from engines.ecg.train import ENROL_BEATS
 
     beats = cohort_beats(range(18), [1], duration_s=seconds, seed=seed)
     x = beats.beats[:, None, :].astype(np.float32)

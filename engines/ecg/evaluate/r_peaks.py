@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from scipy.signal import butter, resample_poly, sosfiltfilt
 
-from devices.ecg_sim import cohort_subject, simulate_record, subject_session
+from devices import cohort_subject, simulate_record, subject_session
 from engines.ecg.evaluate.protocol import (
     DETECTION_FS_HZ,
     DETECTION_MUSCLE_SNR_DB,
@@ -228,9 +228,9 @@ def _mean_hr_bpm(peaks: np.ndarray, fs_hz: float) -> float | None:
 
 def r_peaks_real(data_dir: Path, progress: bool) -> dict[str, Any]:
     try:
-        from devices.ecg import REAL_RECORDINGS, load_real_recording
+        from devices.ecg_recordings import REAL_RECORDINGS, load_real_recording
     except ImportError as exc:
-        return {"skipped": f"devices.ecg not available: {exc}"}
+        return {"skipped": f"devices.ecg_recordings not available: {exc}"}
     try:
         import neurokit2  # noqa: F401
     except ImportError:

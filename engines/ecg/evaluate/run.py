@@ -82,7 +82,7 @@ def ecg_report(
 ) -> dict[str, Any]:
     """Compute the ECG evaluation report (JSON-ready; nothing printed but progress lines).
 
-    ``seed``: the cohort seed (:func:`devices.ecg_sim.cohort_subject`); 0 is the shipped one.
+    ``seed``: the cohort seed (:func:`devices.ecg_cohort.cohort_subject`); 0 is the shipped one.
     ``quick``: :meth:`EvalSizes.quick` sizes (ignored when ``sizes`` is given).
     ``data_dir``: the extracted real recordings (default ``.data/ecg`` of the repository).
     ``sections``: a subset of :data:`SECTIONS`. ``threads``: torch intra-op threads.
