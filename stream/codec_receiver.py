@@ -243,8 +243,10 @@ class CodecReceiver:
                 if self._end_seq is not None and self._next >= self._end_seq:
                     self._finish()
                     break
-                if now - self._last_arrival > IDLE_S and not self._buffer:
-                    break  # sender silent: pause until its next packet
+                if (now - self._last_arrival > IDLE_S and not self._buffer
+                        and self._end_seq is None):
+                    break  # sender silent: pause until its next packet (after its end
+                    # marker, what is missing up to the end is concealed instead)
                 due = self._base + (self._next - self._base_seq) * self._hop_s
                 if due > now:
                     break

@@ -136,6 +136,22 @@ def test_a_packet_from_a_far_seq_neither_hangs_nor_holds_the_stream(codec: Codec
     assert c["messages"] == c["packets_received"] + c["end_markers"] + sum(rx.stats.errors.values())
 
 
+def test_an_end_marker_after_lost_frames_ends_the_stream(codec: Codec, speech: np.ndarray
+                                                          ) -> None:
+    # The last frames never come, the end marker does, then silence: what is missing up to the
+    # end is concealed and the stream ends, rather than waiting for a sender that is done.
+    packets = _packets(codec, speech)
+    hop_s = codec.config.hop / CODEC_FS
+    assert len(packets) * hop_s > 1.0  # the missing frames fall due after the sender's silence
+    arrivals = [(k * hop_s, _frames(codec, p, k)) for k, p in enumerate(packets[:6])]
+    arrivals.append((6 * hop_s, _frames(codec, b"", len(packets), end=True)))
+    rx = CodecReceiver(codec, ListSink(), jitter_ms=40, stream="link")
+    _run(rx, arrivals, hop_s, len(packets) * hop_s + 2.0)
+    assert rx.ended
+    c = rx.stats.counters
+    assert c["played"] == 6 and c["concealed"] == len(packets) - 6
+
+
 def test_bad_messages_are_counted_and_never_played(codec: Codec, speech: np.ndarray) -> None:
     packets = _packets(codec, speech)[:6]
     good = [_frames(codec, p, k) for k, p in enumerate(packets)]
