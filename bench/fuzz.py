@@ -411,6 +411,17 @@ def live_fuzz_codec(cfg: LiveFuzzConfig) -> dict[str, Any]:
 
     from devices.audio import CODEC_FS, read_audio
     from engines.codec.codec import encode_signal, load_codec
+    from stream.codec_receiver import MAX_PACKET_BYTES
+
+    def oversize(frames: Frames, rng: np.random.Generator) -> Frames:
+        # Over the receiver's packet limit but under its socket's MAXMSGSIZE, which would
+        # disconnect this sender (and lose what it had in flight) instead of answering.
+        h = _header(frames)
+        n = MAX_PACKET_BYTES + 1 + int(rng.integers(4096))
+        h.update(dtype="uint8", shape=[n])
+        return _with(frames, h, bytes(n))
+
+    mutations = {**MUTATIONS, "oversize": oversize}
 
     workdir = Path(cfg.workdir or tempfile.mkdtemp(prefix="sigstream-fuzz-"))
     rng = np.random.default_rng(cfg.seed)
@@ -458,7 +469,7 @@ def live_fuzz_codec(cfg: LiveFuzzConfig) -> dict[str, Any]:
         killer_list = [(name, frames) for name, messages in killers(
             "codec", "link", np.frombuffer(packets[0], np.uint8), fs=float(CODEC_FS)).items()
             for frames in messages]
-        names = list(MUTATIONS)
+        names = list(mutations)
         for i in range(cfg.messages):
             if i < len(killer_list):
                 name, frames = killer_list[i]
@@ -466,7 +477,7 @@ def live_fuzz_codec(cfg: LiveFuzzConfig) -> dict[str, Any]:
                 name, frames = "valid", valid(advance=True)
             else:
                 name = names[int(rng.integers(len(names)))]
-                frames = MUTATIONS[name](valid(advance=False), rng)
+                frames = mutations[name](valid(advance=False), rng)
             push.send_multipart(frames)
             counts[name] += 1
             if i % 512 == 0:
@@ -487,8 +498,10 @@ def live_fuzz_codec(cfg: LiveFuzzConfig) -> dict[str, Any]:
         log_file.close()
     sent = sum(counts.values())
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    # corrupt_packet is counted at playout, for a packet already counted as received.
     explained = (report.get("packets_received", 0) + report.get("end_markers", 0)
-                 + sum(report.get("errors", {}).values()))
+                 + sum(n for code, n in report.get("errors", {}).items()
+                       if code != "corrupt_packet"))
     return {
         "path": "codec",
         "sent": sent,
