@@ -3,12 +3,14 @@ NaN where a figure is undefined) made into what ``json.dumps`` writes portably."
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["json_number", "jsonable"]
+__all__ = ["json_number", "jsonable", "write_report"]
 
 
 def json_number(v: Any) -> Any:
@@ -37,3 +39,11 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, (bool, int, float, np.generic)):
         return json_number(obj)
     return str(obj)
+
+
+def write_report(report: Any, path: Path | str) -> Path:
+    """Write ``report`` as indented JSON at ``path`` (its folder made if missing)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return path

@@ -3,7 +3,6 @@ metadata into one report; then print its table and write its JSON."""
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from engines.ecg.evaluate.protocol import (
 )
 from engines.ecg.evaluate.r_peaks import r_peaks_real, r_peaks_simulated
 from engines.ecg.evaluate.table import format_table
-from engines.report import jsonable
+from engines.report import jsonable, write_report
 
 __all__ = ["ecg_report", "evaluate_ecg"]
 
@@ -62,10 +61,7 @@ def evaluate_ecg(
     )
     print(format_table(report))
     if json_path is not None:
-        path = Path(json_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2) + "\n")
-        log_progress(progress, f"wrote {path}")
+        log_progress(progress, f"wrote {write_report(report, json_path)}")
     return report
 
 

@@ -3,7 +3,6 @@ then print its table and write its JSON."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -12,6 +11,7 @@ from typing import Any
 
 import torch
 
+from engines.report import write_report
 from engines.roi.detector import RoiDetectorConfig
 from engines.roi.evaluate.protocol import (
     BASELINE_NAMES,
@@ -73,10 +73,7 @@ def evaluate_roi(
     )
     print(format_table(report))
     if json_path is not None:
-        json_path = Path(json_path)
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
-        log_progress(progress, f"wrote {json_path}")
+        log_progress(progress, f"wrote {write_report(report, json_path)}")
     return report
 
 
