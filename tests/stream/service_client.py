@@ -9,12 +9,18 @@ never a latency target.
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -23,6 +29,7 @@ import zmq
 
 from stream.wire import Message, data_message, decode, encode
 
+REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 120.0
 TEARDOWN_S = 10.0
 PROBE = "probe"
@@ -292,3 +299,81 @@ class Answers:
         self._thread.join(TEARDOWN_S)
         self.sub.close(0)
         term_context(self.ctx)
+
+
+# ---------------------------------------------------------------------------------------------
+# `sigstream run` as a real process
+
+
+def alive(pids: Iterable[int]) -> list[int]:
+    """Those of ``pids`` that are running (not gone, not zombies), from /proc."""
+    out = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            continue
+        if state != "Z":
+            out.append(pid)
+    return out
+
+
+def children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(entry))
+    return out
+
+
+class CliService:
+    """``sigstream run spectral`` (eager, ``weights``, ``extra`` options) in its own session,
+    its log collected by a thread. :meth:`ready` waits for it and returns its ingest and
+    publish endpoints; :meth:`close` kills the whole session if it is still there."""
+
+    def __init__(self, weights: Path, *extra: str) -> None:
+        cmd = [sys.executable, "-m", "stream.cli", "run", "spectral",
+               "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
+               "--backend", "eager", "--weights", str(weights), "--max-batch", "8", *extra]
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            if "service ready" in line:
+                self._ready.set()
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def ready(self, timeout_s: float = TIMEOUT_S) -> tuple[str, str]:
+        assert self._ready.wait(timeout_s), self.log
+        found = re.search(r"ingest (\S+), publish (\S+?)[,\s]", self.log)
+        assert found, self.log
+        return found.group(1), found.group(2)
+
+    def finish_log(self, timeout_s: float = 10.0) -> str:
+        """The whole log, once the process has exited."""
+        self._reader.join(timeout_s)
+        return self.log
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # its session: the service and its stages
+            self.proc.wait()

@@ -23,10 +23,7 @@ Timeouts are generous (a loaded 2-core machine) and no latency is asserted.
 from __future__ import annotations
 
 import os
-import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +37,9 @@ import zmq
 from service_client import (
     TIMEOUT_S,
     Answers,
+    CliService,
+    alive,
+    children,
     free_port,
     ingest_took,
     term_context,
@@ -433,7 +433,7 @@ def test_restarts_beyond_the_budget_stop_the_service(weights: Path) -> None:
         os.kill(service.pids["worker-0"], signal.SIGKILL)
         assert service.wait(timeout_s=60), "a second death within the window must stop it"
         assert "budget" in str(service.failure)
-        wait_until(lambda: not any(_alive(pid) for pid in service.pids.values()),
+        wait_until(lambda: not alive(service.pids.values()),
                    "every stage is gone", 30.0)
     finally:
         service.stop(timeout_s=10)
@@ -468,25 +468,6 @@ def test_overload_is_shed_and_answered(weights: Path) -> None:
         service.stop()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        out.append(int(entry))
-            except OSError:
-                continue
-    return out
 
 
 @pytest.mark.slow
@@ -495,46 +476,26 @@ def test_group_sigterm_drains_under_load(weights: Path) -> None:
     # What `systemctl stop` does: SIGTERM to every process of the group, stages included. The
     # supervisor drains: every accepted message answered, status 0, no stage logs an error.
     metrics_port = free_port()
-    cmd = [sys.executable, "-m", "stream.cli", "run", "spectral",
-           "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
-           "--backend", "eager", "--weights", str(weights), "--max-batch", "8",
-           "--metrics-port", str(metrics_port)]
-    proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def read() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line)
-            if "service ready" in line:
-                ready.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    run = CliService(weights, "--metrics-port", str(metrics_port))
     answers = load = None
     try:
-        assert ready.wait(300), "".join(lines)
-        found = re.search(r"ingest (\S+), publish (\S+?)[,\s]", "".join(lines))
-        assert found, "".join(lines)
-        answers = Answers(found.group(2), found.group(1))
-        children = _children(proc.pid)
+        ingest, publish = run.ready(300)
+        answers = Answers(publish, ingest)
+        stages = children(run.proc.pid)
         streams = ("term-a", "term-b")
-        load = Load(found.group(1), streams).start()
+        load = Load(ingest, streams).start()
         wait_until(lambda: all(answers.count(s) >= 50 for s in streams), "answers flow")
         sent = load.stop()
         # Taken in by ingest (not still in the sender's queue): the drain must answer them.
         wait_until(ingest_took(f"http://127.0.0.1:{metrics_port}/metrics", sent),
                    "ingest has taken every message")
-        os.killpg(proc.pid, signal.SIGTERM)
-        assert proc.wait(timeout=120) == 0, "".join(lines)
+        os.killpg(run.proc.pid, signal.SIGTERM)
+        assert run.proc.wait(timeout=120) == 0, run.log
         wait_answered(answers, sent)
         for stream in streams:
             assert not assert_once_each(answers, stream, sent[stream]), stream
-        wait_until(lambda: not any(_alive(c) for c in children), "the stages exit", 30.0)
-        reader.join(10)
-        log = "".join(lines)
+        wait_until(lambda: not alive(stages), "the stages exit", 30.0)
+        log = run.finish_log()
         assert " ERROR" not in log and "Traceback" not in log, log
         for stream in streams:
             assert f"summary {stream}: received {sent[stream]}, delivered" in log, log
@@ -543,6 +504,4 @@ def test_group_sigterm_drains_under_load(weights: Path) -> None:
             load.close()
         if answers is not None:
             answers.close()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        run.close()

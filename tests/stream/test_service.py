@@ -9,11 +9,7 @@ uses its own stream ids. Services with other settings (queue policies, a killed 
 from __future__ import annotations
 
 import os
-import re
 import signal
-import subprocess
-import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -24,7 +20,16 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from service_client import TIMEOUT_S, Client, free_port, ingest_took, wait_until
+from service_client import (
+    TIMEOUT_S,
+    Client,
+    CliService,
+    alive,
+    children,
+    free_port,
+    ingest_took,
+    wait_until,
+)
 
 from stream.errors import ServiceError
 from stream.service import Service, ServiceConfig
@@ -70,37 +75,8 @@ def service(weights: Path, request: pytest.FixtureRequest) -> Iterator[Service]:
         yield svc
     finally:
         svc.stop(timeout_s=20)
-    assert not _alive(svc.pids.values())
+    assert not alive(svc.pids.values())
     assert not os.path.exists(ipc_dir)
-
-
-def _alive(pids: Any) -> list[int]:
-    alive = []
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            continue
-        if state != "Z":
-            alive.append(pid)
-    return alive
-
-
-def _children(pid: int) -> list[int]:
-    """Processes whose parent is ``pid`` (from /proc)."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(entry))
-    return out
 
 
 def spectrum(seed: int = 0, length: int = 512) -> np.ndarray:
@@ -291,7 +267,7 @@ def test_endpoint_in_use_raises_service_error(weights: Path) -> None:
         service = Service(make_config(weights, ingest=f"tcp://127.0.0.1:{port}"))
         with pytest.raises(ServiceError, match="ingest.*in use"):
             service.start()
-        assert not _alive(service.pids.values())
+        assert not alive(service.pids.values())
         service.close()
         service.close()
     finally:
@@ -325,9 +301,9 @@ def test_deaths_beyond_the_restart_budget_stop_the_service(weights: Path) -> Non
         assert service.wait(timeout_s=10), "the supervisor did not notice"
         assert "worker-0" in str(service.failure) and "budget" in str(service.failure)
         deadline = time.monotonic() + 15
-        while _alive(service.pids.values()) and time.monotonic() < deadline:
+        while alive(service.pids.values()) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _alive(service.pids.values()), "a half-dead service kept running"
+        assert not alive(service.pids.values()), "a half-dead service kept running"
     finally:
         service.stop(timeout_s=5)
 
@@ -377,31 +353,12 @@ def test_queue_policies_explain_every_seq(weights: Path, clients: Callable[..., 
 def test_sigterm_drains_and_leaves_no_child(weights: Path, clients: Callable[..., Client],
                                             how: str) -> None:
     metrics_port = free_port()
-    cmd = [sys.executable, "-m", "stream.cli", "run", "spectral",
-           "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
-           "--backend", "eager", "--weights", str(weights), "--max-batch", "8",
-           "--deadline-ms", "60000", "--metrics-port", str(metrics_port)]
-    proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def read() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line)
-            if "service ready" in line:
-                ready.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    run = CliService(weights, "--deadline-ms", "60000", "--metrics-port", str(metrics_port))
     try:
-        assert ready.wait(180), "".join(lines)
-        found = re.search(r"ingest (\S+), publish (\S+?)[,\s]", "".join(lines))
-        assert found, "".join(lines)
-        client = clients(found.group(1), found.group(2))
-        children = _children(proc.pid)
-        assert len(children) >= 4  # ingest, 2 workers, publisher (+ resource tracker)
+        ingest, publish = run.ready(180)
+        client = clients(ingest, publish)
+        stages = children(run.proc.pid)
+        assert len(stages) >= 4  # ingest, 2 workers, publisher (+ resource tracker)
         n = 30
         for seq in range(n):
             client.send("term", seq, spectrum(seq))
@@ -409,20 +366,17 @@ def test_sigterm_drains_and_leaves_no_child(weights: Path, clients: Callable[...
         wait_until(ingest_took(f"http://127.0.0.1:{metrics_port}/metrics", {"term": n}),
                    "ingest has taken every message")
         if how == "sigterm":
-            proc.send_signal(signal.SIGTERM)
+            run.proc.send_signal(signal.SIGTERM)
         else:
-            os.killpg(proc.pid, signal.SIGINT)
-        assert proc.wait(timeout=60) == 0, "".join(lines)
+            os.killpg(run.proc.pid, signal.SIGINT)
+        assert run.proc.wait(timeout=60) == 0, run.log
         client.wait_for(answered(client, "term", range(n)))
         assert all(m[0].kind == "result.spectral" for m in client.answers("term").values())
         deadline = time.monotonic() + 10
-        while _alive(children) and time.monotonic() < deadline:
+        while alive(stages) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _alive(children), "child processes outlived sigstream run"
-        reader.join(5)
-        log = "".join(lines)
+        assert not alive(stages), "child processes outlived sigstream run"
+        log = run.finish_log(5)
         assert "summary term: received 30, delivered 30" in log, log
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)  # its own session: the service and its stages
-            proc.wait()
+        run.close()
