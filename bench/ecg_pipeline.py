@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-ms", type=float, default=250.0)
     parser.add_argument("--users", type=int, default=18)
     parser.add_argument("--seed", type=int, default=0)
-    harness.add_service_options(parser, workers=1, queue_depth=256)
+    harness.add_service_options(parser, workers=1)
     parser.add_argument("--drain", type=float, default=3.0,
                         help="stop listening this long after the last result")
     parser.add_argument("--target-ms", type=float, default=100.0)

@@ -25,6 +25,7 @@ import numpy as np
 import zmq
 
 from bench.harness import REPO, cli, poll_until
+from stream.stages import DROP_CODES
 
 __all__ = [
     "DROP_CODES",
@@ -41,7 +42,6 @@ __all__ = [
 ]
 
 PROBE = "probe"
-DROP_CODES = frozenset({"dropped", "expired", "overloaded"})
 _POOL_SIZE = 64
 
 

@@ -44,17 +44,20 @@ __all__ = [
 REPO = Path(__file__).resolve().parent.parent
 
 
-def add_service_options(parser: argparse.ArgumentParser, *, workers: int, queue_depth: int,
-                        workers_help: str | None = None, queue_help: str | None = None) -> None:
-    """The options of the service a bench starts (``ServiceConfig`` fields of the same names)
-    and of its output: ``--backend --shards --workers --max-batch --max-wait-us --queue-depth
-    --cache-dir --json``."""
+def add_service_options(parser: argparse.ArgumentParser, *, workers: int,
+                        workers_help: str | None = None) -> None:
+    """The options of the service a bench starts (``ServiceConfig`` fields of the same names,
+    the door's depth at the service's own default) and of its output: ``--backend --shards
+    --workers --max-batch --max-wait-us --queue-depth --cache-dir --json``."""
+    from stream.service_config import ServiceConfig
+
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--shards", type=int, default=0)
     parser.add_argument("--workers", type=int, default=workers, help=workers_help)
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--max-wait-us", type=int, default=2000)
-    parser.add_argument("--queue-depth", type=int, default=queue_depth, help=queue_help)
+    parser.add_argument("--queue-depth", type=int, default=ServiceConfig.queue_depth,
+                        help="messages waiting at the service's door (bounds the backlog)")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
 

@@ -18,8 +18,9 @@ For each pipeline (the :class:`~stream.service.Service`, then :mod:`bench.naive_
 
 The service's own accounting (its per-stream summary) is reported next to the subscriber's, with
 the CPU time each stage process used per message (Linux ``/proc``) and the engine's own rate.
-Defaults are the 2-core target: two engine workers of one intra-op thread each, a queue of 64
-per worker (``drop-oldest``), batches of up to 32 rows or 2 ms.
+Defaults are the 2-core target: two engine workers of one intra-op thread each, the service's
+own door (1,024 messages, ``drop-oldest``, the spectral deadline), batches of up to 32 rows or
+2 ms.
 Ratios are naive / service for latencies and service / naive for delivered. Finally
 ``scipy.signal.find_peaks_cwt`` throughput on the same 512-sample spectra (one core), the
 classical method the ROI model replaces.
@@ -57,9 +58,9 @@ from bench.harness import (
     wait_until,
 )
 from stream.results import ResultsClient
+from stream.stages import DROP_CODES
 
 _weights = roi_weights  # the name soak, overload and faults import from here
-_DROP_CODES = frozenset({"dropped", "overloaded"})
 _POOL = 256  # distinct simulated spectra, cycled
 
 
@@ -135,7 +136,7 @@ def _collect(results: ResultsClient, source: Any, report: Any, drain_s: float
                 continue  # an error about an unreadable message: not one of ours
             if msg.kind == ERROR_KIND:
                 code = str(msg.payload.get("code"))
-                outcome = f"dropped:{code}" if code in _DROP_CODES else f"error:{code}"
+                outcome = f"dropped:{code}" if code in DROP_CODES else f"error:{code}"
             else:
                 outcome = "delivered"
                 latencies.append((now - int(msg.header["t_ns"])) / 1e6)
@@ -298,8 +299,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default=None)
     add_service_options(
         parser, workers=2, workers_help="engine workers (2: one per core of the 2-core target)",
-        queue_depth=64,
-        queue_help="per worker; bounds the backlog (and so the latency) under overload",
     )
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per worker")
     parser.add_argument("--queue-policy", default="drop-oldest")

@@ -48,11 +48,11 @@ from service_client import (
 
 from devices.spectra_sim import SpectrumSimConfig, simulate
 from stream.service import Service, ServiceConfig
+from stream.stages import DROP_CODES
 from stream.wire import data_message, encode
 
 REPO = Path(__file__).resolve().parents[2]
 LOST_IN_RESTART = "lost_in_restart"
-DROP_CODES = {"dropped", "expired", "overloaded"}
 
 
 # ---------------------------------------------------------------------------------------------
