@@ -11,6 +11,8 @@ inherits the builtin a caller would catch without knowing sigstream (msgpack's
     ├── DeviceError (RuntimeError)        devices.errors: a source, sink or sound device that
     │   │                                 cannot open or deliver
     │   └── SourceFileError (ValueError)  a replay or audio file that is corrupt, ragged, empty
+    ├── VolumeError (ValueError)          devices.errors: a CT/PET volume (DICOM series, NIfTI)
+    │                                     or slice that cannot be read, simulated or written
     ├── EngineError                       engines.errors: turning arrays into answers
     │   ├── WeightsError                  weights that cannot be used (raised as such only when
     │   │   │                             the file exists but cannot be read: permissions)
@@ -55,7 +57,7 @@ and :class:`ConfigError`, so each layer imports errors from its own ``errors`` m
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DeviceError", "SigstreamError", "SourceFileError"]
+__all__ = ["ConfigError", "DeviceError", "SigstreamError", "SourceFileError", "VolumeError"]
 
 
 class SigstreamError(Exception):
@@ -73,3 +75,9 @@ class DeviceError(SigstreamError, RuntimeError):
 
 class SourceFileError(DeviceError, ValueError):
     """A replay file that cannot be used: corrupt, ragged, empty or of the wrong shape."""
+
+
+class VolumeError(SigstreamError, ValueError):
+    """A CT or PET volume that cannot be used: a corrupt or truncated DICOM file, a series that
+    is not one regular volume (mixed modalities, uneven spacing, duplicate positions), a NIfTI
+    with NaN/Inf, or an output that would overwrite its input."""
