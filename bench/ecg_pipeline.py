@@ -141,12 +141,14 @@ def _pct(values: list[float]) -> dict[str, float]:
 
 
 def run_once(args: argparse.Namespace, streams: int, db: Path, mp: Any) -> dict[str, Any]:
+    from stream.paths.ecg import EcgSettings
     from stream.service import Service, ServiceConfig
 
     signals, peaks = _signals(streams, args.users, args.fs, args.seconds, args.seed)
     config = ServiceConfig(
         path="ecg", ingest="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*",
-        backend=args.backend, templates=db, shards=args.shards, workers=args.workers,
+        backend=args.backend, settings=EcgSettings(templates=db), shards=args.shards,
+        workers=args.workers,
         max_batch=args.max_batch, max_wait_us=args.max_wait_us, queue_depth=args.queue_depth,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
     )

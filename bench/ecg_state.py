@@ -31,7 +31,7 @@ if not __package__:  # run as a file
 
 from bench.harness import emit
 from devices import cohort_subject, simulate_record
-from stream.ecg import EcgPath, EcgStreamStage
+from stream.paths.ecg.stages import EcgPath, EcgStreamStage
 from stream.wire import Message, data_message
 
 

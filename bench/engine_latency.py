@@ -1,11 +1,12 @@
 """Benchmark engine backends on every model the service runs; prints JSON.
 
-For each model (``engines.registry.engine_models``: the spectral ROI models, the ECG models,
-the codec encoders and decoders; ``--models`` picks some) and backend (eager, onnxruntime, and
-tensorrt at fp32 and fp16 where a CUDA GPU and torch-tensorrt are present): latency p50/p99 at
-batch 1, p50 latency and throughput at each of ``--batches`` (8, 64), build time (fresh cache,
-accuracy gate timed apart), cache-hit load time, and the ratios to eager, measured side by side
-in one process: backends run in alternating blocks so that background load hits them alike.
+For each model of every path (:attr:`stream.paths.PathSpec.engine_models`: the spectral ROI models,
+the ECG models, the codec encoders and decoders; ``--models`` picks some) and backend (eager,
+onnxruntime, and tensorrt at fp32 and fp16 where a CUDA GPU and torch-tensorrt are present):
+latency p50/p99 at batch 1, p50 latency and throughput at each of ``--batches`` (8, 64), build time
+(fresh cache, accuracy gate timed apart), cache-hit load time, and the ratios to eager, measured
+side by side in one process: backends run in alternating blocks so that background load hits them
+alike.
 Models whose shipped weights are missing run with seeded random weights of the same
 architecture (marked ``"weights": "random-init"``); timings do not depend on weight values.
 
@@ -260,9 +261,10 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    from engines.registry import engine_models
+    from stream.paths import path_specs
 
-    models = {name: spec for name, (spec, _) in engine_models(64).items()}
+    models = {name: spec for path in path_specs() if path.engine_models is not None
+              for name, (spec, _) in path.engine_models(64).items()}
     keys = list(models) if args.models == "all" else [
         k.strip() for k in args.models.split(",") if k.strip()]
     unknown = sorted(set(keys) - set(models))

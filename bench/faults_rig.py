@@ -241,6 +241,7 @@ class Setup:
 def service(setup: Setup, path: str = "spectral", **overrides: Any) -> Iterator[Any]:
     """A started :class:`~stream.service.Service` on random ports of 127.0.0.1, default
     settings otherwise; stopped on exit."""
+    from stream.paths.ecg import EcgSettings
     from stream.service import Service, ServiceConfig
 
     settings: dict[str, Any] = {"path": path, "ingest": "tcp://127.0.0.1:*",
@@ -249,7 +250,8 @@ def service(setup: Setup, path: str = "spectral", **overrides: Any) -> Iterator[
         settings["weights"] = setup.weights
     else:
         store = Path(tempfile.mkdtemp(prefix="ecg-", dir=setup.tmp))
-        settings.update(templates=store / "users.sqlite", cache_dir=store / "cache")
+        settings.update(settings=EcgSettings(templates=store / "users.sqlite"),
+                        cache_dir=store / "cache")
     settings.update(overrides)
     svc = Service(ServiceConfig(**settings))
     svc.start()

@@ -286,13 +286,14 @@ def _messages(cfg: LiveFuzzConfig, rng: np.random.Generator) -> Iterator[tuple[s
 
 def live_fuzz(cfg: LiveFuzzConfig) -> dict[str, Any]:
     """Run one live fuzz (see the module docstring); returns the report."""
+    from stream.paths.ecg import EcgSettings
     from stream.service import Service, ServiceConfig
 
     workdir = Path(cfg.workdir or tempfile.mkdtemp(prefix="sigstream-fuzz-"))
     extra: dict[str, Any] = (
         {"weights": cfg.weights} if cfg.path == "spectral"
-        else {"templates": workdir / "users.sqlite", "cache_dir": workdir / "cache",
-              "weights": None}
+        else {"settings": EcgSettings(templates=workdir / "users.sqlite"),
+              "cache_dir": workdir / "cache", "weights": None}
     )
     service = Service(ServiceConfig(
         path=cfg.path, ingest="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*",
@@ -411,7 +412,7 @@ def live_fuzz_codec(cfg: LiveFuzzConfig) -> dict[str, Any]:
 
     from devices.audio import CODEC_FS, read_audio
     from engines.codec.codec import encode_signal, load_codec
-    from stream.codec_receiver import MAX_PACKET_BYTES
+    from stream.paths.codec.receiver import MAX_PACKET_BYTES
 
     def oversize(frames: Frames, rng: np.random.Generator) -> Frames:
         # Over the receiver's packet limit but under its socket's MAXMSGSIZE, which would

@@ -43,7 +43,13 @@ class WeightsMismatchError(WeightsError, ValueError):
 
 
 class InputContractError(EngineError, ValueError):
-    """An input array breaks the model's contract (shape, dtype, finite values)."""
+    """An input array breaks the model's contract (shape, dtype, finite values). ``code``: the
+    wire error code a service answers it with (``bad_dtype``, ``bad_shape``, ``empty``,
+    ``too_long``, or ``input_contract`` for anything else)."""
+
+    def __init__(self, message: str, *, code: str = "input_contract") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class BackendUnavailableError(EngineError, RuntimeError):

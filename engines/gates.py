@@ -15,8 +15,10 @@ model                  metric (same data for both)                      toleranc
 ``codec_*_decoder``    mean PESQ-WB on the real speech (engine decodes) 0.05
 =====================  ===============================================  =========
 
-Used by ``sigstream engines build --task-gate``; an engine that fails is refused for that
-precision. A run takes from a few seconds (codec) to a minute (ECG, beats are simulated).
+Each family's gate lives beside its model (``engines/<family>/gate.py``) and is declared by its
+path (:attr:`stream.paths.PathSpec.task_gate`); this module holds what they share. Used by
+``sigstream engines build --task-gate``; an engine that fails is refused for that precision. A
+run takes from a few seconds (codec) to a minute (ECG, beats are simulated).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 from engines.engine import Engine
 from engines.spec import ModelSpec
 
-__all__ = ["TaskGate", "task_gate"]
+__all__ = ["Infer", "TaskGate", "compare", "eager_infer"]
 
 Infer = Callable[[np.ndarray], np.ndarray]
 
@@ -51,7 +53,8 @@ class TaskGate:
                 f"(|diff| {abs(self.engine - self.eager):.4f}, tolerance {self.tolerance})")
 
 
-def _eager(spec: ModelSpec) -> Infer:
+def eager_infer(spec: ModelSpec) -> Infer:
+    """``spec``'s eager module with its shipped weights, as an array function."""
     import torch
 
     module = spec.load()
@@ -63,41 +66,7 @@ def _eager(spec: ModelSpec) -> Infer:
     return infer
 
 
-def task_gate(spec: ModelSpec, engine: Engine) -> TaskGate | None:
-    """The gate of ``spec``'s family for ``engine``; ``None`` for a model without one."""
-    name = spec.name
-    eager = _eager(spec)
-    if name.startswith("roi_"):
-        from engines.roi.evaluate import task_metric as roi_metric
-
-        def metric(f: Infer) -> float:
-            return roi_metric(f, batch=engine.max_batch)
-
-        return _run("peak F1", metric, eager, engine, 0.005)
-    if name in ("ecg_embedding", "ecg_cnn"):
-        from engines.ecg.evaluate import task_metric as ecg_metric
-
-        model = name.removeprefix("ecg_")
-
-        def ecg(f: Infer) -> float:
-            return ecg_metric(model, f, batch=engine.max_batch)
-
-        return _run("EER" if model == "embedding" else "accuracy", ecg, eager, engine, 0.002)
-    if name.startswith("codec_"):
-        from engines.codec.evaluate import task_metric as codec_metric
-        from engines.codec.specs import CODECS
-
-        key = next(k for k, c in CODECS.items() if name in (c.encoder.name, c.decoder.name))
-        other = _eager(CODECS[key].decoder if name.endswith("_encoder") else CODECS[key].encoder)
-
-        def codec(f: Infer) -> float:
-            enc, dec = (f, other) if name.endswith("_encoder") else (other, f)
-            return codec_metric(enc, dec, key=key)
-
-        return _run("PESQ-WB", codec, eager, engine, 0.05)
-    return None
-
-
-def _run(metric: str, compute: Callable[[Infer], float], eager: Infer, engine: Engine,
+def compare(metric: str, compute: Callable[[Infer], float], eager: Infer, engine: Engine,
          tolerance: float) -> TaskGate:
+    """Run ``compute`` with the eager module and with the engine: the gate of ``metric``."""
     return TaskGate(metric, compute(eager), compute(engine), tolerance)

@@ -14,9 +14,7 @@ from engines.errors import WeightsError, WeightsMismatchError, WeightsNotFoundEr
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["WEIGHTS_DIR", "ModelSpec"]
-
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+__all__ = ["ModelSpec"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -24,7 +22,9 @@ class ModelSpec:
     """A frozen description of one model: how to build it, what it eats, where its weights are.
 
     ``input_shape`` and ``output_shape`` describe one item, without the batch axis; engines take
-    and return ``(batch, *shape)`` float32 arrays.
+    and return ``(batch, *shape)`` float32 arrays. ``weights``: the file in ``weights_dir`` (the
+    ``weights/`` folder beside the model's family, with the training cards), or an absolute
+    path.
     """
 
     name: str
@@ -32,6 +32,7 @@ class ModelSpec:
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
     weights: str
+    weights_dir: Path
     dtype: str = "float32"
     sample_rate_hz: float | None = None
     description: str = ""
@@ -39,7 +40,7 @@ class ModelSpec:
 
     @property
     def weights_path(self) -> Path:
-        return WEIGHTS_DIR / self.weights
+        return self.weights_dir / self.weights
 
     @property
     def card_path(self) -> Path:

@@ -1,10 +1,11 @@
 """``sigstream engines build|list``: compile every engine ahead of time, and show the cache.
 
 ``build`` loads each selected model on the chosen backend and precision at the batch bound it
-is served at (:func:`engines.registry.engine_models`), through the same cache the services
-use, so a service started afterwards with the same settings loads instead of building. Each
-engine passes the accuracy gate against eager or is refused for that precision (and its
-artifact removed); with ``--task-gate`` also its task metric (:mod:`engines.gates`). ``list``
+is served at (each path's :attr:`~stream.paths.PathSpec.engine_models`), through the same cache
+the services use, so a service started afterwards with the same settings loads instead of
+building. Each engine passes the accuracy gate against eager or is refused for that precision
+(and its artifact removed); with ``--task-gate`` also its task metric (its path's
+:attr:`~stream.paths.PathSpec.task_gate`, :mod:`engines.gates`). ``list``
 prints the cache: model, backend, precision, shapes, max batch, library versions, device, size
 and age.
 """
@@ -21,8 +22,7 @@ from typing import Any
 from engines.cache import EngineCache
 from engines.engine import load_engine
 from engines.errors import AccuracyGateError, BackendUnavailableError, WeightsError
-from engines.gates import task_gate
-from engines.registry import engine_models
+from stream.paths import PathSpec, path_specs
 
 __all__ = ["run_engines_command"]
 
@@ -35,7 +35,11 @@ def run_engines_command(args: argparse.Namespace, *, cache_dir: Path,
 
 
 def _build(args: argparse.Namespace, cache_dir: Path, service_max_batch: int) -> int:
-    models = engine_models(service_max_batch)
+    models: dict[str, tuple[Any, int, PathSpec]] = {
+        name: (spec, max_batch, path)
+        for path in path_specs() if path.engine_models is not None
+        for name, (spec, max_batch) in path.engine_models(service_max_batch).items()
+    }
     names = list(models) if args.model == "all" else [args.model]
     unknown = [n for n in names if n not in models]
     if unknown:
@@ -44,7 +48,7 @@ def _build(args: argparse.Namespace, cache_dir: Path, service_max_batch: int) ->
         return 2
     failed = 0
     for name in names:
-        spec, max_batch = models[name]
+        spec, max_batch, path = models[name]
         try:
             engine = load_engine(spec, args.backend, max_batch=max_batch, cache_dir=cache_dir,
                                  precision=args.precision)
@@ -66,7 +70,8 @@ def _build(args: argparse.Namespace, cache_dir: Path, service_max_batch: int) ->
             print(f"{name:<36} {info.backend:<12} {info.precision:<5} batch<={max_batch:<3} "
                   f"{'cached' if info.cache_hit else 'built ':<7} {info.build_s:6.2f} s  "
                   f"max|err| {error} (tolerance {info.tolerance})")
-            gate = task_gate(spec, engine) if args.task_gate else None
+            gate = (path.task_gate(spec, engine)
+                    if args.task_gate and path.task_gate is not None else None)
         if gate is not None:
             print(f"{'':<36} task gate: {gate}: {'passed' if gate.passed else 'FAILED'}")
             if not gate.passed:

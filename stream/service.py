@@ -1,9 +1,9 @@
 """The service: one supervisor process wiring and watching the stage processes.
 
 :class:`Service` is the one place the pipeline is composed (the stages themselves live in
-:mod:`stream.stages`, the spectral path in :mod:`stream.spectral`)::
+:mod:`stream.stages`, the paths in :mod:`stream.paths`); ``name`` is a served path's::
 
-    with Service(ServiceConfig(path="spectral", ingest="tcp://127.0.0.1:*",
+    with Service(ServiceConfig(path=name, ingest="tcp://127.0.0.1:*",
                                publish="tcp://127.0.0.1:*", backend="eager")) as service:
         print(service.bound_ingest, service.bound_publish)
         ...                                   # senders PUSH, clients SUB
@@ -57,7 +57,7 @@ import zmq
 from stream.accounting import StreamSummary, format_summaries, merge_ledgers
 from stream.errors import ServiceError, StageError
 from stream.metrics import Histogram, MetricsCollector, MetricsServer
-from stream.service_config import PATHS, ServiceConfig, make_path, stage_configs
+from stream.service_config import ServiceConfig, make_path, stage_configs
 from stream.stages import (
     IngestConfig,
     ShardConfig,
@@ -65,7 +65,7 @@ from stream.stages import (
     stage_main,
 )
 
-__all__ = ["PATHS", "Service", "ServiceConfig", "serve"]
+__all__ = ["Service", "ServiceConfig", "serve"]
 
 log = logging.getLogger(__name__)
 

@@ -15,15 +15,14 @@ from typing import Any
 
 from engines.engine import BACKENDS as ENGINE_BACKENDS
 from stream.dispatch import DoorConfig
-from stream.ecg import EcgPath
-from stream.errors import ServiceError
+from stream.errors import ConfigError
 from stream.queues import QueuePolicy
 from stream.security import ServerSecurity, check_bind
-from stream.spectral import SpectralPath
 from stream.stages import (
     DispatchConfig,
     IngestConfig,
     PublisherConfig,
+    ServedPath,
     ShardConfig,
     StageConfig,
     StageWiring,
@@ -31,9 +30,8 @@ from stream.stages import (
 )
 from stream.wire import WireLimits
 
-__all__ = ["BACKENDS", "PATHS", "ServiceConfig", "make_path", "stage_configs"]
+__all__ = ["BACKENDS", "ServiceConfig", "make_path", "stage_configs"]
 
-PATHS: tuple[str, ...] = ("spectral", "ecg")
 BACKENDS: tuple[str, ...] = ("auto", *ENGINE_BACKENDS)
 
 
@@ -41,12 +39,13 @@ BACKENDS: tuple[str, ...] = ("auto", *ENGINE_BACKENDS)
 class ServiceConfig:
     """Settings of one :class:`Service`.
 
-    ``path``: the processing path (``"spectral"``, ``"ecg"``). ``ingest``/``publish``:
+    ``path``: the name of a served path (:func:`stream.paths.served_paths`); ``settings``: its
+    own configuration section (:attr:`stream.paths.PathSpec.settings`; ``None`` for a path
+    without one, or to take the section's defaults). ``ingest``/``publish``:
     endpoints to bind (``tcp://host:port``, ``tcp://127.0.0.1:*`` for a free port, or
     ``ipc://``). ``backend``/``model``/``weights``: the engine (``model``: ``None`` for the
     path's own, ``weights``: a file to use instead of the shipped weights of ``model``).
-    ``templates``/``fuse_beats`` (ECG): the SQLite file of enrolled users, and how many beats
-    the fused decision covers. ``shards``: per-stream stage processes (0: the per-stream
+    ``shards``: per-stream stage processes (0: the per-stream
     stages run inside ingest, one hop less; use shards when per-stream DSP is heavy).
     ``workers``: engine worker processes; ``threads``: intra-op threads per worker (1 keeps
     workers from oversubscribing the cores). ``max_batch``: engine rows per call.
@@ -69,16 +68,14 @@ class ServiceConfig:
     ``security``: CURVE keys of the ingest and publish sockets (:mod:`stream.security`);
     without them a non-loopback ``ingest``/``publish`` is refused unless ``insecure``.
     ``metrics_addr``: the address ``/metrics`` and health listen on (loopback by default).
-    ``templates_key``: a key file that encrypts the ECG templates at rest.
     """
 
-    path: str = "spectral"
+    path: str
     ingest: str = "tcp://127.0.0.1:5555"
     publish: str = "tcp://127.0.0.1:5556"
     backend: str = "auto"
     model: str | None = None
-    templates: Path | None = None
-    fuse_beats: int = 5
+    settings: Any = None
     shards: int = 0
     workers: int = 2
     max_batch: int = 32
@@ -104,14 +101,31 @@ class ServiceConfig:
     max_streams: int = 4096
     security: ServerSecurity | None = None
     insecure: bool = False
-    templates_key: Path | None = None
 
     def __post_init__(self) -> None:
-        def bad(reason: str) -> ServiceError:
-            return ServiceError(f"bad service configuration: {reason}")
+        def bad(reason: str) -> ConfigError:
+            return ConfigError(f"bad service configuration: {reason}")
 
-        if self.path not in PATHS:
-            raise bad(f"unknown path {self.path!r}; choose from {', '.join(PATHS)}")
+        from stream.paths import path_spec, served_paths
+
+        served = [spec.name for spec in served_paths()]
+        if self.path not in served:
+            raise bad(f"unknown path {self.path!r}; the service runs {', '.join(served)}")
+        spec = path_spec(self.path)
+        if spec.settings is None and self.settings is not None:
+            raise bad(f"the {self.path} path has no settings, got {self.settings!r}")
+        if spec.settings is not None and self.settings is None:
+            try:  # the section's defaults, where it has them
+                object.__setattr__(self, "settings", spec.settings())
+            except TypeError:
+                raise bad(f"the {self.path} path needs its settings: "
+                          f"settings={spec.settings.__name__}(...)") from None
+        if spec.settings is not None and not isinstance(self.settings, spec.settings):
+            raise bad(f"the {self.path} path's settings are a {spec.settings.__name__}, got "
+                      f"{type(self.settings).__name__}")
+        if self.model is not None and self.model not in spec.models:
+            raise bad(f"the {self.path} path has no model {self.model!r}; choose from "
+                      f"{', '.join(spec.models)}")
         if self.backend not in BACKENDS:
             raise bad(f"unknown backend {self.backend!r}; choose from {', '.join(BACKENDS)}")
         for name in ("ingest", "publish"):
@@ -122,10 +136,8 @@ class ServiceConfig:
                        what=name)
         if self.ingest == self.publish and not self.ingest.endswith(":*"):
             raise bad("ingest and publish must be different endpoints")
-        if self.path == "ecg" and self.templates is None:
-            raise bad("the ecg path needs a template store (templates=PATH)")
         for name in ("workers", "max_batch", "queue_depth", "queue_bytes", "max_samples",
-                     "max_payload_bytes", "max_streams", "fuse_beats"):
+                     "max_payload_bytes", "max_streams"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise bad(f"{name} must be a positive integer, got {value!r}")
@@ -168,23 +180,21 @@ class ServiceConfig:
         return 2 * self.max_payload_bytes + (1 << 20)
 
 
-def make_path(config: ServiceConfig) -> SpectralPath | EcgPath:
+def make_path(config: ServiceConfig) -> ServedPath:
+    """What the stage processes run of ``config``'s path."""
+    from stream.paths import ServeOptions, path_spec
+
+    spec = path_spec(config.path)
+    assert spec.serve is not None  # validated
+    options = ServeOptions(model=config.model, weights=config.weights,
+                           max_samples=config.max_samples)
     try:
-        if config.path == "spectral":
-            return SpectralPath(model=config.model or "resnet_unet", weights=config.weights,
-                                max_samples=config.max_samples)
-        if config.path == "ecg":
-            assert config.templates is not None  # validated
-            return EcgPath(templates=config.templates, templates_key=config.templates_key,
-                           fuse_beats=config.fuse_beats,
-                           weights=config.weights, max_samples=config.max_samples,
-                           model=config.model or "embedding")
+        return spec.serve(options, config.settings)
     except ValueError as exc:
-        raise ServiceError(f"bad service configuration: {exc}") from exc
-    raise ServiceError(f"unknown path {config.path!r}")  # unreachable: validated
+        raise ConfigError(f"bad service configuration: {exc}") from exc
 
 
-def stage_configs(cfg: ServiceConfig, path: Any, ipc: str) -> list[StageConfig]:
+def stage_configs(cfg: ServiceConfig, path: ServedPath, ipc: str) -> list[StageConfig]:
     """The stage processes of a service for ``cfg`` serving ``path``, wired over ``ipc``
     (``ipc://`` folder prefix): publisher, workers, shards, then ingest (started last)."""
     wiring = StageWiring(
@@ -241,12 +251,12 @@ def stage_configs(cfg: ServiceConfig, path: Any, ipc: str) -> list[StageConfig]:
         IngestConfig(
             name="ingest", wiring=wiring, endpoint=cfg.ingest, command=f"{ipc}/command-ingest",
             shards=tuple(f"{ipc}/shard-{i}" for i in range(cfg.shards)),
-            publisher=publisher_input, input_kind=path.input_kind,
+            publisher=publisher_input, path=path,
             limits=WireLimits(max_payload_bytes=cfg.max_payload_bytes),
             max_message_bytes=cfg.message_limit_bytes,
             door=DoorConfig(depth=cfg.queue_depth, max_bytes=cfg.queue_bytes,
                             policy=cfg.queue_policy, deadline_ms=deadline_ms),
-            drain_s=drain_s, path=path,
+            drain_s=drain_s,
             dispatch=None if cfg.shards else dispatch(0), security=cfg.security,
         )
     )

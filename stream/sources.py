@@ -3,7 +3,7 @@
 One process can serve many instruments over one PUSH socket: every instrument is a
 :class:`~devices.frames.FrameSource` (a spectrometer, an ECG wearable) with its own stream id
 and its own ``seq`` (0, 1, 2, ... per stream, so a sink sees gaps), and the instrument due
-first is read first. Each message is a data message (``kind="spectrum"``, ``"ecg"``) whose
+first is read first. Each message is a data message of the path's input kind whose
 ``t_ns`` is the capture time of the frame's first sample and, for time series, whose ``fs`` is
 the frame's sample rate.
 
@@ -22,7 +22,7 @@ What no source can see: a message already written to a connection when the servi
 of that stream show the gap in ``seq``. The summary counts what the source itself did:
 ``read == sent + dropped + unsent`` for every stream.
 
-Called from the CLI's main thread (``sigstream source ...``, :mod:`stream.source_commands`);
+Called from the CLI's main thread (``sigstream source ...``, each path's ``sources`` module);
 Ctrl-C (SIGINT) or SIGTERM stops a run cleanly, also with no service at all: what is still
 buffered is counted as ``unsent``, the summary printed and the socket closed.
 """
@@ -31,17 +31,19 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from devices.errors import SigstreamError
 from devices.frames import EndOfStream, FrameSource
 from stream.wire import data_message, encode
 
@@ -51,6 +53,7 @@ __all__ = [
     "SendBuffer",
     "interrupt_on_signals",
     "push_frames",
+    "run_source",
     "sim_stream_ids",
 ]
 
@@ -417,3 +420,39 @@ def _push_loop(
             report.read[name] += 1
         if not link.pump():
             return
+
+
+def run_source(
+    label: str,
+    instruments: Callable[[], Mapping[str, FrameSource]],
+    *,
+    kind: str,
+    connect: str,
+    target_hz: float | None = None,
+    header: Mapping[str, Any] | None = None,
+    seconds: float | None = None,
+    buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+    give_up_s: float | None = None,
+    context: zmq.Context | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """A ``sigstream source`` command: build the ``instruments`` (stream id -> source), push
+    their frames as ``kind`` messages (:func:`push_frames`), print a one-line summary headed
+    ``label`` (``target_hz``: the messages/s the instruments should make, for the summary).
+
+    Returns the exit status: 0 done, 1 gave up on a missing or stuck service, 2 a bad file or
+    argument (one line on stderr), 130 interrupted.
+    """
+    try:
+        report = push_frames(
+            instruments(), kind=kind, connect=connect, header=header, seconds=seconds,
+            buffer_bytes=buffer_bytes, give_up_s=give_up_s, context=context,
+        )
+    except (OSError, SigstreamError, ValueError, zmq.ZMQError) as exc:
+        print(f"sigstream source: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    print(report.summary(label, target_hz), file=out or sys.stdout, flush=True)
+    if report.error:
+        print(f"sigstream source: error: {report.error}", file=sys.stderr, flush=True)
+        return 1
+    return 130 if report.interrupted else 0

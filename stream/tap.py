@@ -18,76 +18,54 @@ Runs in the calling thread until ``count`` messages, ``seconds``, or Ctrl-C.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 import zmq
 
 from stream.errors import WireError
+from stream.paths import path_specs
 from stream.wire import ERROR_KIND, Message, decode
 
-__all__ = ["format_message", "run_tap"]
+__all__ = ["format_message", "number", "run_tap"]
 
 _POLL_MS = 100
 
 
 def format_message(msg: Message, received_ns: int) -> str:
-    """The compact one-line form of a result or error (no trailing newline)."""
+    """The compact one-line form of a result or error (no trailing newline): a result in its
+    path's own words (:attr:`~stream.paths.PathSpec.format_result`), or its keys."""
     latency = _latency_ms(msg, received_ns)
     lat = f"lat={latency:.1f}ms" if latency is not None else "lat=?"
     seq = f"seq={msg.seq}" if msg.seq is not None else "seq=?"
     body = msg.payload if isinstance(msg.payload, dict) else {}
     if msg.kind == ERROR_KIND:
         return f"ERROR {msg.stream}  {seq}  {body.get('code', '?')}: {body.get('reason', '')}"
-    if "peaks" in body or "roi" in body:
-        peaks = body.get("peaks") or []
-        line = f"{msg.stream}  {seq}  {lat}  roi={len(body.get('roi') or [])}  peaks={len(peaks)}"
-        top = _top_peak(peaks)
-        if top is not None:
-            line += (
-                f"  top@{_num(top.get('index'), 1)} h={_num(top.get('height'))}"
-                f" w={_num(top.get('width'), 1)}"
-            )
-        return line
-    if msg.kind == "result.ecg":
-        return f"{msg.stream}  {seq}  {lat}  {_ecg_line(body)}"
-    keys = ",".join(sorted(map(str, body)))
-    return f"{msg.stream}  {seq}  {lat}  {msg.kind} {{{keys}}}"
+    line = f"{msg.stream}  {seq}  {lat}  "
+    formatter = _result_formatters().get(msg.kind)
+    if formatter is not None:
+        try:
+            return line + formatter(body)
+        except Exception:  # a body its path would not write: show its keys instead
+            pass
+    return line + f"{msg.kind} {{{','.join(sorted(map(str, body)))}}}"
 
 
-def _ecg_line(body: dict[str, Any]) -> str:
-    """``beat 42 hr=72 alice 0.912 accept | fused(5) alice 0.951 accept`` or a status."""
-    if body.get("type") == "status":
-        return f"status {body.get('status')}: {body.get('detail', '')}"
-
-    def decision(d: dict[str, Any]) -> str:
-        text = f"{d.get('identity') or '-'} {_num(d.get('score'))} {d.get('decision')}"
-        if d.get("reason"):
-            text += f" ({d['reason']})"
-        if "verified" in d:
-            text += f" claim {d.get('claim')}={d.get('verified')}"
-        return text
-
-    line = f"beat {body.get('beat')} hr={_num(body.get('hr_bpm'), 0)} {decision(body)}"
-    fused = body.get("fused")
-    if isinstance(fused, dict):
-        line += f" | fused({fused.get('beats')}) {decision(fused)}"
-    return line
+@functools.cache
+def _result_formatters() -> dict[str, Callable[[Mapping[str, Any]], str]]:
+    return {spec.result_kind: spec.format_result for spec in path_specs()
+            if spec.format_result is not None}
 
 
-def _top_peak(peaks: list[Any]) -> dict[str, Any] | None:
-    candidates = [p for p in peaks if isinstance(p, dict) and _is_real(p.get("height"))]
-    return max(candidates, key=lambda p: p["height"]) if candidates else None
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _num(value: Any, digits: int = 3) -> str:
-    return f"{value:.{digits}f}" if _is_real(value) else "?"
+def number(value: Any, digits: int = 3) -> str:
+    """``value`` with ``digits`` decimals, or ``?`` if it is not a real number (results are
+    read from the network: a field may hold anything)."""
+    real = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return f"{value:.{digits}f}" if real else "?"
 
 
 def _latency_ms(msg: Message, received_ns: int) -> float | None:

@@ -20,6 +20,7 @@ unpickled. The full contract, with a client example, is in ``docs/protocol.md``.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,10 +32,8 @@ import numpy as np
 from stream.errors import WireError
 
 __all__ = [
-    "DATA_KINDS",
     "DTYPES",
     "ERROR_KIND",
-    "TIME_SERIES_KINDS",
     "VERSION",
     "Message",
     "WireLimits",
@@ -48,8 +47,9 @@ __all__ = [
 ]
 
 VERSION = 1
-DATA_KINDS = frozenset({"ecg", "spectrum", "audio", "codec"})
-TIME_SERIES_KINDS = frozenset({"ecg", "audio", "codec"})
+# Data kinds are declared by the paths (``spectrum``, ``ecg``, ``codec``, ...; "kinds may be
+# added within version 1"): the wire checks only their form, a service the kind it serves.
+_DATA_KIND = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 RESULT_PREFIX = "result."
 ERROR_KIND = "error"
 MSGPACK_DTYPE = "msgpack"
@@ -368,11 +368,12 @@ def _check_header(header: dict[str, Any], limits: WireLimits) -> None:
                    f"unsupported wire version {_quote(header['v'])}; this service speaks 1")
     kind = header["kind"]
     if not isinstance(kind, str) or len(kind) > _MAX_KIND_CHARS or not (
-        kind in DATA_KINDS or kind == ERROR_KIND or kind.startswith(RESULT_PREFIX)
+        _DATA_KIND.fullmatch(kind) or kind == ERROR_KIND or kind.startswith(RESULT_PREFIX)
     ):
         raise fail(
             "bad_field",
-            f"kind {_quote(kind)} is not one of {sorted(DATA_KINDS)}, 'error' or 'result.<path>'",
+            f"kind {_quote(kind)} is not a data kind (lowercase letters, digits, '-', '_'), "
+            "'error' or 'result.<path>'",
         )
     if stream is None:
         raise fail(
@@ -413,8 +414,6 @@ def _check_header(header: dict[str, Any], limits: WireLimits) -> None:
     if math.prod(max(n, 1) for n in shape) > limits.max_payload_bytes:
         raise fail("oversize", f"shape {_quote(shape)} is larger than "
                    f"{limits.max_payload_bytes} items")
-    if kind in TIME_SERIES_KINDS and "fs" not in header:
-        raise fail("missing_field", f"{kind} is a time series: header needs 'fs' (samples/s)")
     if "fs" in header:
         fs = header["fs"]
         if (

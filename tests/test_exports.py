@@ -26,10 +26,17 @@ PACKAGES: dict[str, list[str]] = {
         "encode", "error_message", "serve",
     ],
     "stream.stages": [
-        "DROP_CODES", "DispatchConfig", "END", "IngestConfig", "Path", "PathWorker",
-        "PublisherConfig", "ShardConfig", "StageConfig", "StageWiring", "StreamStage",
-        "WorkerConfig", "shard_of", "stage_main",
+        "DROP_CODES", "DispatchConfig", "END", "IngestConfig", "PathWorker",
+        "PublisherConfig", "ServedPath", "ShardConfig", "StageConfig", "StageWiring",
+        "StreamStage", "WorkerConfig", "shard_of", "stage_main",
     ],
+    "stream.paths": [
+        "CliGroups", "Environment", "PLUGIN_GROUP", "PathSettings", "PathSpec", "ServeOptions",
+        "path_spec", "path_specs", "served_paths",
+    ],
+    "stream.paths.spectral": ["SPEC"],
+    "stream.paths.ecg": ["EcgSettings", "SPEC"],
+    "stream.paths.codec": ["SPEC"],
     "engines": [
         "AccuracyGateError", "BackendUnavailableError", "BatcherConfig", "DynamicBatcher",
         "Engine", "EngineCache", "EngineError", "InputContractError", "ModelSpec",
@@ -57,6 +64,12 @@ PACKAGES: dict[str, list[str]] = {
     "engines.roi.evaluate": [
         "DEFAULT_SEED", "MODEL_NAMES", "evaluate_roi", "format_table", "ood_groups",
         "roi_report", "task_metric",
+    ],
+    "devices.volumes": [
+        "DicomLayout", "NiftiLayout", "RescaleMode", "Volume", "VolumeError", "VolumeFailure",
+        "VolumeSource", "WriteSummary", "find_inputs", "output_location", "output_locations",
+        "read_dicom_series", "read_nifti", "read_source", "read_volumes", "write_dicom_file",
+        "write_dicom_series", "write_nifti", "write_volume",
     ],
     "devices": [
         "CODEC_FS", "DeviceError", "EcgAdapter", "EcgRecord", "EcgReplay", "EcgReplayConfig",

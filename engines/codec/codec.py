@@ -28,7 +28,6 @@ import numpy as np
 from engines.codec.bitstream import BitstreamError, LatentCoder
 from engines.codec.model import CodecConfig, synthesis_window
 from engines.errors import ConfigError
-from engines.registry import CODEC_MAX_BATCH
 
 if TYPE_CHECKING:
     from engines.codec.specs import CodecSpecs
@@ -36,6 +35,8 @@ if TYPE_CHECKING:
     from engines.spec import ModelSpec
 
 __all__ = [
+    "CODEC_LINK_MAX_BATCH",
+    "CODEC_MAX_BATCH",
     "PLC_FADE",
     "Codec",
     "StreamDecoder",
@@ -52,6 +53,11 @@ __all__ = [
 Transform = Callable[[np.ndarray], np.ndarray]
 #: Gain applied per consecutive lost frame by the concealment.
 PLC_FADE = 0.5
+#: A link end calls its codec engines one frame at a time; a batch bound of 1 also keeps each
+#: link process small (the accuracy gate and ONNX Runtime's arena size to the bound).
+CODEC_LINK_MAX_BATCH = 1
+#: Offline coding and the evaluation code frames in batches of up to 64.
+CODEC_MAX_BATCH = 64
 
 
 def frame_count(samples: int, cfg: CodecConfig) -> int:

@@ -39,9 +39,14 @@ from engines.codec.model import CodecConfig
 from engines.codec.quality import quality_report
 from engines.codec.specs import CODECS
 from engines.codec.speech import real_speech
+from engines.engine import Engine
+from engines.gates import Infer, TaskGate, compare, eager_infer
 from engines.report import jsonable
+from engines.spec import ModelSpec
 
-__all__ = ["ABLATION_TARGET_DB", "PESQ_GAP_TARGET", "evaluate_codec"]
+__all__ = [
+    "ABLATION_TARGET_DB", "PESQ_GAP_TARGET", "codec_gate", "evaluate_codec", "task_metric",
+]
 
 log = logging.getLogger(__name__)
 
@@ -202,3 +207,18 @@ def task_metric(encode: Any, decode: Any, *, key: str, kbps: float | None = None
     report = _code(specs.config, encode, decode, LatentCoder(scales, points[kbps]),
                    real_speech(), batch=1)
     return float("nan") if report["pesq_wb"] is None else float(report["pesq_wb"])
+
+
+def codec_gate(spec: ModelSpec, engine: Engine) -> TaskGate:
+    """The task gate of a codec engine (:mod:`engines.gates`): mean PESQ-WB on the real speech
+    within 0.05 of eager, the engine encoding or decoding and the other half eager."""
+    name = spec.name
+    key = next(k for k, c in CODECS.items() if name in (c.encoder.name, c.decoder.name))
+    encoding = name.endswith("_encoder")
+    other = eager_infer(CODECS[key].decoder if encoding else CODECS[key].encoder)
+
+    def metric(f: Infer) -> float:
+        enc, dec = (f, other) if encoding else (other, f)
+        return task_metric(enc, dec, key=key)
+
+    return compare("PESQ-WB", metric, eager_infer(spec), engine, 0.05)

@@ -26,7 +26,7 @@ from functools import partial
 from pathlib import Path
 
 from engines.codec.model import CONFIGS, CodecNet
-from engines.codec.train import weights_name
+from engines.codec.train import WEIGHTS_DIR, weights_name
 from engines.spec import ModelSpec
 
 __all__ = ["CODECS", "CodecSpecs"]
@@ -43,17 +43,19 @@ class CodecSpecs:
         self.encoder = ModelSpec(
             name=f"{stem}_encoder", build=partial(CodecNet, config, "encode"),
             input_shape=(1, cfg.frame), output_shape=cfg.latent_shape, weights=f"{stem}.pt",
+            weights_dir=WEIGHTS_DIR,
             sample_rate_hz=float(cfg.fs), extra=extra,
             description=f"{cfg.frame}-sample frame -> {cfg.latent_shape} latent")
         self.decoder = ModelSpec(
             name=f"{stem}_decoder", build=partial(CodecNet, config, "decode"),
             input_shape=cfg.latent_shape, output_shape=(1, cfg.frame), weights=f"{stem}.pt",
+            weights_dir=WEIGHTS_DIR,
             sample_rate_hz=float(cfg.fs), extra=extra,
             description=f"{cfg.latent_shape} latent -> {cfg.frame}-sample frame")
 
 
     def with_weights(self, path: Path) -> CodecSpecs:
-        """The same codec with weights from ``path`` (absolute: WEIGHTS_DIR / path is path)."""
+        """The same codec with weights from ``path`` (absolute: it wins over ``weights_dir``)."""
         out = object.__new__(CodecSpecs)
         out.__dict__.update(self.__dict__)
         out.encoder = replace(self.encoder, weights=str(path.resolve()))

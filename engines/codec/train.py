@@ -44,9 +44,11 @@ from engines.codec.losses import LOSSES, MultiBandLoss, band_filters, band_weigh
 from engines.codec.model import CONFIGS, CodecConfig, CodecNet
 from engines.codec.quality import snr_db
 from engines.codec.speech import TTS_VOICES, VALIDATION_VOICES, load_corpus
-from engines.spec import WEIGHTS_DIR
 
-__all__ = ["CodecTrainConfig", "calibrate_step", "train_codec", "weights_name"]
+__all__ = ["WEIGHTS_DIR", "CodecTrainConfig", "calibrate_step", "train_codec", "weights_name"]
+
+#: The shipped weights of this family, with their training cards.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 log = logging.getLogger(__name__)
 

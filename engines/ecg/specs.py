@@ -9,13 +9,14 @@ Input ``(1, 192)``: one beat, float32 mV, 256 Hz, R peak at sample 64, as produc
   with enrolled templates; the card (``ecg_embedding.json``) holds the calibrated
   ``accept_threshold`` / ``reject_threshold``.
 
-Weights ``engines/weights/ecg_<key>.pt`` (state_dict) with a ``.json`` training card, written by
+Weights ``engines/ecg/weights/ecg_<key>.pt`` (state_dict) with a ``.json`` training card, written by
 :func:`engines.ecg.train.train_ecg` (``sigstream train ecg --model <key> --seed N``).
 """
 
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 from engines.ecg.cnn import EcgClassifier, EcgEmbedder
 from engines.ecg.spectrogram import (
@@ -29,7 +30,10 @@ from engines.ecg.spectrogram import (
 )
 from engines.spec import ModelSpec
 
-__all__ = ["COHORT_CLASSES", "ECG_SPECS", "EMBEDDING_DIM"]
+__all__ = ["COHORT_CLASSES", "ECG_SPECS", "EMBEDDING_DIM", "WEIGHTS_DIR"]
+
+#: The shipped weights of this family, with their training cards.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 #: Cohort subject id of each classifier output (logit index -> subject).
 COHORT_CLASSES: tuple[int, ...] = tuple(range(18))
@@ -56,6 +60,7 @@ ECG_SPECS: dict[str, ModelSpec] = {
         input_shape=(1, BEAT_SAMPLES),
         output_shape=(len(COHORT_CLASSES),),
         weights="ecg_cnn.pt",
+        weights_dir=WEIGHTS_DIR,
         sample_rate_hz=BEAT_FS_HZ,
         description="beat spectrogram -> 3 conv-BN-ReLU, 2 max-pools -> 18-subject logits",
         extra={**_COMMON, "output": "logits", "classes": list(COHORT_CLASSES)},
@@ -66,6 +71,7 @@ ECG_SPECS: dict[str, ModelSpec] = {
         input_shape=(1, BEAT_SAMPLES),
         output_shape=(EMBEDDING_DIM,),
         weights="ecg_embedding.pt",
+        weights_dir=WEIGHTS_DIR,
         sample_rate_hz=BEAT_FS_HZ,
         description="beat spectrogram -> 3 conv-BN-ReLU, 2 max-pools -> 64-d unit embedding",
         extra={**_COMMON, "output": "embedding", "metric": "cosine"},

@@ -98,10 +98,9 @@ from engines.ecg.data import (
     TRAIN_FS_HZ,
     cohort_beats,
 )
-from engines.ecg.specs import ECG_SPECS
+from engines.ecg.specs import ECG_SPECS, WEIGHTS_DIR
 from engines.ecg.spectrogram import BEAT_FS_HZ
 from engines.errors import WeightsMismatchError, WeightsNotFoundError
-from engines.spec import WEIGHTS_DIR
 
 __all__ = [
     "EcgTrainConfig",

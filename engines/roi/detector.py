@@ -145,8 +145,14 @@ class RoiDetector:
         """Model windows ``(n, 1, 512)`` float32 in [0, 1] for one spectrum ``(L,)``.
 
         Raises :class:`engines.errors.InputContractError` for a spectrum that is not a
-        1-D, non-empty, finite, real numeric array of at most ``max_length_samples``.
+        1-D, non-empty, finite, real numeric array of at most ``max_length_samples``
+        (:func:`~engines.roi.windowing.check_spectrum`).
         """
+        return self.windows(check_spectrum(spectrum, max_length=self.config.max_length_samples))
+
+    def windows(self, spectrum: np.ndarray) -> tuple[np.ndarray, WindowPlan]:
+        """:meth:`prepare` for a spectrum already checked where it entered (a service's stream
+        stage checks it with :func:`~engines.roi.windowing.check_spectrum`)."""
         cfg = self.config
         return to_windows(
             spectrum,
@@ -155,7 +161,6 @@ class RoiDetector:
             normalisation=cfg.normalisation,
             stitch=cfg.stitch,
             short=cfg.short,
-            max_length=cfg.max_length_samples,
         )
 
     def logits(self, logits: np.ndarray, plan: WindowPlan) -> np.ndarray:
@@ -202,7 +207,7 @@ class RoiDetector:
         Returns ``{"roi": [[start, end], ...], "peaks": [{index, height, area, width, start,
         end}, ...]}`` with plain Python numbers (see module docstring).
         """
-        x = check_spectrum(spectrum, max_length=self.config.max_length_samples)
+        x = np.asarray(spectrum, dtype=np.float64)  # checked by prepare
         if x.size != plan.length:
             raise InputContractError(
                 f"spectrum has {x.size} samples but the plan was made for {plan.length}"

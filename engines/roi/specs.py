@@ -1,10 +1,12 @@
 """Frozen specs of the four 1D ROI segmenters (paper §1): input (1, 512) spectrum in [0, 1],
-output (1, 512) per-sample ROI logits (pre-sigmoid). Weights ``engines/weights/roi_<key>.pt``
+output (1, 512) per-sample ROI logits (pre-sigmoid). Weights ``engines/roi/weights/roi_<key>.pt``
 (state_dict) with a ``roi_<key>.json`` training card, written by
 ``sigstream train roi --model <key> --seed N``.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from engines.roi.cnn import RoiCnn
 from engines.roi.resnet import RoiResNet
@@ -12,7 +14,10 @@ from engines.roi.resnet_unet import RoiResNetUNet
 from engines.roi.unet import RoiUNet
 from engines.spec import ModelSpec
 
-__all__ = ["ROI_LENGTH", "ROI_SPECS"]
+__all__ = ["ROI_LENGTH", "ROI_SPECS", "WEIGHTS_DIR"]
+
+#: The shipped weights of this family, with their training cards.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 ROI_LENGTH = 512
 
@@ -31,6 +36,7 @@ ROI_SPECS: dict[str, ModelSpec] = {
         input_shape=(1, ROI_LENGTH),
         output_shape=(1, ROI_LENGTH),
         weights=f"roi_{key}.pt",
+        weights_dir=WEIGHTS_DIR,
         description=_DESCRIPTIONS[key],
         extra={"output": "logits", "input_range": (0.0, 1.0)},
     )

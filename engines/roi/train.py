@@ -41,8 +41,7 @@ from torch import nn
 
 from devices.spectra_sim import SpectrumSimConfig, simulate
 from engines import training
-from engines.roi.specs import ROI_LENGTH, ROI_SPECS
-from engines.spec import WEIGHTS_DIR
+from engines.roi.specs import ROI_LENGTH, ROI_SPECS, WEIGHTS_DIR
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",

@@ -80,30 +80,35 @@ class WindowPlan:
 
 
 def check_spectrum(spectrum: object, *, max_length: int = MAX_LENGTH_SAMPLES) -> np.ndarray:
-    """Validate a spectrum and return it as a 1-D float64 array.
+    """Validate a spectrum and return it as a 1-D float64 array: the one check of the spectral
+    contract, made where a spectrum enters (a service's stream stage, :meth:`RoiDetector.prepare`);
+    everything after it trusts the array.
 
-    Raises :class:`engines.errors.InputContractError` for anything that is not a 1-D, non-empty,
-    finite, real-valued numeric array of at most ``max_length`` samples.
+    Raises :class:`engines.errors.InputContractError` (its ``code`` in brackets) for anything
+    that is not a numeric array [``bad_dtype``], 1-D [``bad_shape``], non-empty [``empty``], of
+    at most ``max_length`` samples [``too_long``] and finite [``input_contract``].
     """
     if not isinstance(spectrum, np.ndarray):
         raise InputContractError(
             f"spectrum must be a numpy array, got {type(spectrum).__name__}; "
-            "wrap it with np.asarray(..., dtype=np.float32)"
+            "wrap it with np.asarray(..., dtype=np.float32)", code="bad_dtype"
         )
     if spectrum.dtype.kind not in "fiu":
         raise InputContractError(
-            f"spectrum dtype must be a real integer or float type, got {spectrum.dtype}"
+            f"spectrum dtype must be a real integer or float type, got {spectrum.dtype}",
+            code="bad_dtype",
         )
     if spectrum.ndim != 1:
         raise InputContractError(
-            f"spectrum must be 1-D (samples,), got shape {spectrum.shape}; "
-            "send one spectrum per message"
+            f"spectrum must be 1-D (samples,), got shape {list(spectrum.shape)}; "
+            "send one spectrum per message", code="bad_shape"
         )
     if spectrum.size == 0:
-        raise InputContractError("spectrum is empty (0 samples)")
+        raise InputContractError("spectrum is empty (0 samples)", code="empty")
     if spectrum.size > max_length:
         raise InputContractError(
-            f"spectrum has {spectrum.size} samples, more than the maximum {max_length}"
+            f"spectrum has {spectrum.size} samples, more than the maximum {max_length}",
+            code="too_long",
         )
     x = spectrum.astype(np.float64, copy=False)
     if not np.all(np.isfinite(x)):
@@ -130,14 +135,14 @@ def to_windows(
     stitch: Stitch = "centre",
     short: Short = "resample",
     window: int = WINDOW_SAMPLES,
-    max_length: int = MAX_LENGTH_SAMPLES,
 ) -> tuple[np.ndarray, WindowPlan]:
     """Cut a spectrum ``(L,)`` into model inputs ``(n, 1, window)`` float32 and their plan.
 
+    ``spectrum``: as :func:`check_spectrum` returns it (checked once, where it entered).
     ``overlap``: samples shared by consecutive windows, ``0 <= overlap < window``.
     ``short``: how the window strategy serves ``L < window`` (see module docstring).
     """
-    x = check_spectrum(spectrum, max_length=max_length)
+    x = np.asarray(spectrum, dtype=np.float64)
     if not 0 <= overlap < window:
         raise ValueError(f"overlap must be in [0, {window}), got {overlap}")
     length = x.size

@@ -20,8 +20,8 @@
 - ingest (without shards) or each shard is a :class:`~stream.dispatch.Dispatcher`: it tags
   every message it hands to a worker, gets the answer back, and forwards it to the publisher,
   so it knows what each worker holds and answers ``worker_lost`` for it if that worker dies.
-- **worker** loads the path's engine once (:meth:`Path.load_worker`), prepares each message into
-  engine rows, batches rows across streams with :class:`engines.batcher.DynamicBatcher`
+- **worker** loads the path's engine once (:meth:`ServedPath.load_worker`), prepares each
+  message into engine rows, batches rows across streams with :class:`engines.batcher.DynamicBatcher`
   (``max_batch`` rows or ``max_wait_us``, whichever first), makes one engine call per batch and
   sends one answer per message back to the dispatcher that sent it.
 - **publisher** binds the external PUB and sends every answer; it is where answers are counted
@@ -59,16 +59,16 @@ from stream.stages.config import (
     WorkerConfig,
 )
 from stream.stages.process import stage_main
-from stream.stages.protocols import Path, PathWorker, StreamStage
+from stream.stages.protocols import PathWorker, ServedPath, StreamStage
 
 __all__ = [
     "DROP_CODES",
     "END",
     "DispatchConfig",
     "IngestConfig",
-    "Path",
     "PathWorker",
     "PublisherConfig",
+    "ServedPath",
     "ShardConfig",
     "StageConfig",
     "StageWiring",

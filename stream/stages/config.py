@@ -63,8 +63,9 @@ class IngestConfig:
     """``endpoint``: external PULL to bind; ``command``: ipc PULL for the supervisor's
     commands; ``shards``/``publisher``: ipc endpoints to connect; ``max_message_bytes``: ZeroMQ
     ``MAXMSGSIZE`` (a bigger frame disconnects its sender before anything is allocated);
-    ``door``: the bounded queue behind the socket. With no ``shards``, ingest runs the
-    ``path``'s per-stream stages itself and hands their output on through ``dispatch``."""
+    ``door``: the bounded queue behind the socket. ``path``: the served path (its input kind
+    is checked here); with no ``shards``, ingest runs its per-stream stages itself and hands
+    their output on through ``dispatch``."""
 
     name: str
     wiring: StageWiring
@@ -72,12 +73,11 @@ class IngestConfig:
     command: str
     shards: tuple[str, ...]
     publisher: str
-    input_kind: str
+    path: Any  # a ServedPath
     limits: WireLimits
     max_message_bytes: int
     door: DoorConfig
     drain_s: float = 10.0
-    path: Any = None  # a Path; used when there are no shards
     dispatch: DispatchConfig | None = None
     security: ServerSecurity | None = None
 
@@ -89,7 +89,7 @@ class ShardConfig:
 
     name: str
     wiring: StageWiring
-    path: Any  # a Path
+    path: Any  # a ServedPath
     endpoint: str
     command: str
     dispatch: DispatchConfig
@@ -107,7 +107,7 @@ class WorkerConfig:
 
     name: str
     wiring: StageWiring
-    path: Any  # a Path
+    path: Any  # a ServedPath
     endpoint: str
     origins: tuple[str, ...]
     backend: str

@@ -47,7 +47,8 @@ class IngestStage(DispatchingStage):
             assert config.dispatch is not None
             self.dispatcher = self._make_dispatcher(config.path, config.dispatch)
         self._to_publisher = self._socket(zmq.PUSH)
-        self._input_kind = config.input_kind
+        self._input_kind: str = config.path.input_kind
+        self._time_series: bool = config.path.time_series
         self.door = Door(config.door, self)
         self._poller = zmq.Poller()
         self._reading = False
@@ -194,6 +195,11 @@ class IngestStage(DispatchingStage):
                 f"this service serves kind {self._input_kind!r}, got {header['kind']!r}",
                 stream, seq,
             )
+            return
+        if self._time_series and "fs" not in header:
+            self.answer_error("missing_field",
+                              f"{self._input_kind} is a time series: header needs 'fs' "
+                              "(samples/s)", stream, seq)
             return
         # Only the ZAP-authenticated key may name the sender; nothing a sender writes can.
         frames = stamp_peer(header, frames, self.config.security is not None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path as FsPath
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -51,8 +51,9 @@ class PathWorker(Protocol):
     def close(self) -> None: ...
 
 
-class Path(Protocol):
-    """A processing path: a frozen, picklable description the stage processes receive.
+class ServedPath(Protocol):
+    """What the stage processes run of a path: a frozen, picklable description, built by its
+    :class:`~stream.paths.PathSpec` from the service's configuration.
 
     A stream stage may answer message for message (returning ``msg`` itself, or a message in
     its place) or keep inputs in its stream's state and make messages of its own (ECG: chunks
@@ -61,14 +62,29 @@ class Path(Protocol):
     that needs no engine) goes straight to the publisher.
     """
 
-    name: str  # results are kind "result.<name>"
-    input_kind: str  # the wire kind this path serves ("spectrum", "ecg", ...)
-    # True: every message of a stream goes to the same worker, in order (the worker keeps
-    # per-stream state, such as a fused decision over the last beats); False: round robin.
-    sticky_streams: bool
+    @property
+    def name(self) -> str:
+        """Its results are ``kind="result.<name>"``."""
+        ...
+
+    @property
+    def input_kind(self) -> str:
+        """The wire kind it serves."""
+        ...
+
+    @property
+    def time_series(self) -> bool:
+        """Its messages carry a sample rate (``fs``), checked at the door."""
+        ...
+
+    @property
+    def sticky_streams(self) -> bool:
+        """True: every message of a stream goes to the same worker, in order (the worker keeps
+        per-stream state, such as a fused decision over the last beats); False: round robin."""
+        ...
 
     def stream_stage(self, stream: str) -> StreamStage: ...
 
     def load_worker(
-        self, *, backend: str, max_batch: int, cache_dir: FsPath | None, threads: int | None
+        self, *, backend: str, max_batch: int, cache_dir: Path | None, threads: int | None
     ) -> PathWorker: ...

@@ -325,7 +325,7 @@ def test_shipped_codec_codes_real_speech(key: str) -> None:
 def test_cli_codec_names_match_the_specs() -> None:
     # The CLI spells the codec keys out so `sigstream --help` does not load torch.
     from engines.codec.losses import LOSSES
-    from stream.cli import CODEC_CONFIGS, CODEC_LOSSES, CODEC_MODELS
+    from stream.paths.codec.commands import CODEC_CONFIGS, CODEC_LOSSES, CODEC_MODELS
 
     assert set(CODEC_MODELS) == set(CODECS)
     assert set(CODEC_CONFIGS) == set(CONFIGS) and set(CODEC_LOSSES) == set(LOSSES)

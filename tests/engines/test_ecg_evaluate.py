@@ -25,6 +25,7 @@ from engines.ecg.evaluate import (
     format_table,
 )
 from engines.ecg.evaluate.identity import _fused, _windows
+from engines.ecg.specs import WEIGHTS_DIR
 
 TINY = EvalSizes(
     test_fs_hz=(128.0, 500.0),
@@ -37,7 +38,7 @@ TINY = EvalSizes(
 )
 
 
-SHIPPED_REPORT = Path(__file__).resolve().parents[2] / "engines" / "weights" / "ecg_eval.json"
+SHIPPED_REPORT = WEIGHTS_DIR / "ecg_eval.json"
 
 
 def test_public_names() -> None:

@@ -60,13 +60,13 @@ def make_spec(root: Path, seed: int = 0) -> ModelSpec:
         net.bn.running_var.uniform_(0.5, 2.0)
     weights = root / f"tiny_{seed}.pt"
     torch.save(net.state_dict(), weights)
-    # An absolute path in `weights` overrides the package weights directory.
     return ModelSpec(
         name="tiny",
         build=TinyNet,
         input_shape=(1, LENGTH),
         output_shape=(1, LENGTH),
-        weights=str(weights),
+        weights=weights.name,
+        weights_dir=root,
     )
 
 
@@ -227,7 +227,8 @@ def test_fp16_needs_tensorrt(built) -> None:
 def test_missing_weights_are_not_weights_that_do_not_fit(tmp_path: Path) -> None:
     def spec(weights: Path) -> ModelSpec:
         return ModelSpec(name="ghost", build=TinyNet, input_shape=(1, LENGTH),
-                         output_shape=(1, LENGTH), weights=str(weights))
+                         output_shape=(1, LENGTH), weights=weights.name,
+                         weights_dir=weights.parent)
 
     for backend in ("eager", "onnxruntime"):
         with pytest.raises(WeightsNotFoundError) as missing:
@@ -253,6 +254,7 @@ def test_engine_checks_the_backend_output_shape(built) -> None:
         input_shape=(1, LENGTH),
         output_shape=(2, LENGTH),
         weights=spec.weights,
+        weights_dir=spec.weights_dir,
     )
     engine = EagerEngine(wrong, spec.load())
     with pytest.raises(EngineError, match="expected float32"):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from engines.engine import load_engine
-from engines.gates import task_gate
+from engines.roi.evaluate.gate import roi_gate
 from engines.roi.specs import ROI_SPECS
 from engines.spec import ModelSpec
 
@@ -25,7 +25,7 @@ def _spec(name: str) -> ModelSpec:
 def test_compiled_engine_keeps_the_task_metric(tmp_path: Path) -> None:
     spec = _spec("cnn")
     with load_engine(spec, "onnxruntime", max_batch=32, cache_dir=tmp_path) as engine:
-        gate = task_gate(spec, engine)
+        gate = roi_gate(spec, engine)
     assert gate is not None and gate.metric == "peak F1"
     assert gate.passed, str(gate)
     assert 0.5 < gate.eager <= 1.0
@@ -38,6 +38,6 @@ def test_an_engine_that_computes_something_else_fails(tmp_path: Path) -> None:
     torch.save(spec.build().state_dict(), other)  # same architecture, untrained weights
     impostor = dataclasses.replace(spec, weights=str(other))
     with load_engine(impostor, "eager", max_batch=32) as engine:
-        gate = task_gate(spec, engine)
+        gate = roi_gate(spec, engine)
     assert gate is not None and not gate.passed
     assert "tolerance" in str(gate)

@@ -11,8 +11,9 @@ import pytest
 import engines.roi.evaluate
 from engines.roi.evaluate import DEFAULT_SEED, evaluate_roi, format_table, ood_groups
 from engines.roi.evaluate.protocol import simulate_spectra, stream_rng
+from engines.roi.specs import WEIGHTS_DIR
 
-SHIPPED_REPORT = Path(__file__).resolve().parents[2] / "engines" / "weights" / "roi_eval.json"
+SHIPPED_REPORT = WEIGHTS_DIR / "roi_eval.json"
 
 
 def test_public_names() -> None:

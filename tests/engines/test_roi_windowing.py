@@ -10,6 +10,7 @@ from engines.roi.windowing import (
     MAX_LENGTH_SAMPLES,
     WINDOW_SAMPLES,
     WindowPlan,
+    check_spectrum,
     from_windows,
     to_windows,
 )
@@ -119,8 +120,9 @@ def test_constant_spectrum_gives_zeros_not_nan() -> None:
     ],
 )
 def test_bad_spectra_are_rejected(bad: object) -> None:
-    with pytest.raises(InputContractError):
-        to_windows(bad)  # type: ignore[arg-type]
+    with pytest.raises(InputContractError) as info:
+        check_spectrum(bad)
+    assert info.value.code in ("bad_dtype", "bad_shape", "empty", "too_long", "input_contract")
 
 
 def test_integer_spectra_are_accepted_and_bad_logits_rejected() -> None:

@@ -43,7 +43,8 @@ def spec(tmp_path: Path) -> ModelSpec:
         build=TinyNet,
         input_shape=(1, LENGTH),
         output_shape=(1, LENGTH),
-        weights=str(weights),
+        weights=weights.name,
+        weights_dir=tmp_path,
     )
 
 

@@ -336,16 +336,20 @@ def children(pid: int) -> list[int]:
 
 
 class CliService:
-    """``sigstream run spectral`` (eager, ``weights``, ``extra`` options) in its own session,
-    its log collected by a thread. :meth:`ready` waits for it and returns its ingest and
-    publish endpoints; :meth:`close` kills the whole session if it is still there."""
+    """``sigstream run PATH`` (eager, ``weights`` if given, ``extra`` options; ``env`` added
+    to the environment) in its own session, its log collected by a thread. :meth:`ready` waits
+    for it and returns its ingest and publish endpoints; :meth:`close` kills the whole session
+    if it is still there."""
 
-    def __init__(self, weights: Path, *extra: str) -> None:
-        cmd = [sys.executable, "-m", "stream.cli", "run", "spectral",
+    def __init__(self, weights: Path | None, *extra: str, path: str = "spectral",
+                 env: Mapping[str, str] | None = None) -> None:
+        cmd = [sys.executable, "-m", "stream.cli", "run", path,
                "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
-               "--backend", "eager", "--weights", str(weights), "--max-batch", "8", *extra]
+               "--backend", "eager", "--max-batch", "8", *extra]
+        if weights is not None:
+            cmd += ["--weights", str(weights)]
         self.proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True,
-                                     start_new_session=True)
+                                     start_new_session=True, env={**os.environ, **(env or {})})
         self.lines: list[str] = []
         self._ready = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)

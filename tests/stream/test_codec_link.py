@@ -19,7 +19,7 @@ import pytest
 
 from devices.audio import CODEC_FS, read_audio, write_audio
 from engines.codec.codec import Codec, decode_signal, encode_signal, load_codec
-from stream.codec_receiver import CodecReceiver
+from stream.paths.codec.receiver import CodecReceiver
 from stream.wire import data_message, encode
 
 SPEECH = Path("/usr/share/sounds/alsa/Front_Center.wav")

@@ -12,8 +12,14 @@ from devices import cohort_subject, simulate_record
 from engines.ecg.frontend import BEAT_SAMPLES
 from engines.ecg.matcher import Matcher
 from engines.ecg.templates import TemplateStore
-from stream.ecg import EcgPath, EcgStreamStage, EcgWorker, pack_explanation, unpack_explanation
 from stream.errors import InputError
+from stream.paths.ecg.stages import (
+    EcgPath,
+    EcgStreamStage,
+    EcgWorker,
+    pack_explanation,
+    unpack_explanation,
+)
 from stream.wire import Message, data_message
 
 FS = 250.0
@@ -302,6 +308,7 @@ def test_cli_model_names_match_the_specs() -> None:
     # The CLI spells the model keys out so `sigstream --help` does not load torch.
     from engines.ecg.specs import ECG_SPECS
     from engines.roi.specs import ROI_SPECS
-    from stream.cli import ECG_MODELS, ROI_MODELS
+    from stream.paths.ecg.commands import ECG_MODELS
+    from stream.paths.spectral.commands import ROI_MODELS
 
     assert set(ECG_MODELS) == set(ECG_SPECS) and set(ROI_MODELS) == set(ROI_SPECS)

@@ -18,6 +18,7 @@ from service_client import TIMEOUT_S, Client, wait_until
 from devices import cohort_subject, simulate_record
 from engines.ecg.specs import ECG_SPECS
 from stream.cli import main
+from stream.paths.ecg import EcgSettings
 from stream.service import Service, ServiceConfig
 from stream.wire import Message
 
@@ -46,7 +47,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service,
         assert rc == 0
     service = Service(ServiceConfig(
         path="ecg", ingest="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*", backend="auto",
-        templates=db, cache_dir=tmp / "cache", max_batch=8, queue_depth=256,
+        settings=EcgSettings(templates=db), cache_dir=tmp / "cache", max_batch=8,
+        queue_depth=256,
         stats_interval_s=0.1, stop_timeout_s=20.0,
     ))
     service.start()
@@ -147,7 +149,7 @@ def test_live_enrolment_then_recognition_and_explanation(gateway, clients, tmp_p
     shape = late[0]["gradcam"]["shape"]
     assert len(late[0]["gradcam"]["heatmap"]) == shape[0] * shape[1]
     from engines.ecg.gradcam import explanation_png
-    from stream.ecg import unpack_explanation
+    from stream.paths.ecg.stages import unpack_explanation
 
     out.mkdir()
     png = explanation_png(*unpack_explanation(late[0]["gradcam"]))

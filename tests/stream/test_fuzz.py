@@ -256,7 +256,7 @@ def test_stage_stats_snapshot_packs_and_exposition_never_raises(
 @functools.cache
 def _spectral() -> tuple[Any, Any]:
     from engines.roi.detector import RoiDetector, RoiDetectorConfig
-    from stream.spectral import SPECTRAL_MAX_SAMPLES, SpectralPath, SpectralWorker
+    from stream.paths.spectral.stages import SPECTRAL_MAX_SAMPLES, SpectralPath, SpectralWorker
 
     detector = RoiDetector(RoiDetectorConfig(max_length_samples=SPECTRAL_MAX_SAMPLES))
     # No engine: finish gets the logits the test draws (a broken engine's NaN included).
@@ -376,7 +376,7 @@ def ecg_chunks(draw: st.DrawFn) -> list[Message]:
 @PATHS
 @given(ecg_chunks())
 def test_ecg_stream_stage_returns_or_raises_input_error(chunks: list[Message]) -> None:
-    from stream.ecg import EcgPath
+    from stream.paths.ecg.stages import EcgPath
 
     stage = EcgPath(templates=Path("unused.sqlite")).stream_stage("w")
     for msg in chunks:
@@ -398,7 +398,7 @@ def test_ecg_stream_stage_returns_or_raises_input_error(chunks: list[Message]) -
 
 def test_codec_receiver_counts_the_killer_packet() -> None:
     from engines.codec.codec import load_codec
-    from stream.codec_receiver import CodecReceiver
+    from stream.paths.codec.receiver import CodecReceiver
 
     try:
         codec = load_codec("wideband", backend="eager")

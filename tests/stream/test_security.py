@@ -23,6 +23,7 @@ from devices import cohort_subject, simulate_record
 from engines.ecg.specs import ECG_SPECS
 from engines.ecg.templates import TemplateStore, TemplateStoreError
 from stream.cli import main
+from stream.paths.ecg import EcgSettings
 from stream.security import ClientSecurity, ServerSecurity, read_public_key
 from stream.service import Service, ServiceConfig
 from stream.wire import Message, data_message, encode
@@ -100,11 +101,12 @@ def test_non_loopback_binds_without_keys_are_refused(keys: Path, tmp_path: Path,
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
     with pytest.raises(Exception, match="refusing"):
-        ServiceConfig(ingest=f"tcp://{address}:{port}")
-    assert ServiceConfig(ingest=f"tcp://{address}:{port}", insecure=True).insecure
+        ServiceConfig(path="spectral", ingest=f"tcp://{address}:{port}")
+    endpoint = f"tcp://{address}:{port}"
+    assert ServiceConfig(path="spectral", ingest=endpoint, insecure=True).insecure
     security = ServerSecurity.from_folder(keys)
-    assert ServiceConfig(ingest=f"tcp://{address}:{port}", security=security).security
-    assert ServiceConfig().metrics_addr == "127.0.0.1"
+    assert ServiceConfig(path="spectral", ingest=endpoint, security=security).security
+    assert ServiceConfig(path="spectral").metrics_addr == "127.0.0.1"
 
 
 def test_live_enrolment_without_keys_needs_insecure(tmp_path: Path, capsys: Any) -> None:
@@ -156,7 +158,8 @@ def gateway(keys: Path, tmp_path_factory: pytest.TempPathFactory
                      "--user", user, "--file", str(csv), "--fs", str(FS)]) == 0
     service = Service(ServiceConfig(
         path="ecg", ingest="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*", backend="auto",
-        templates=db, templates_key=templates_key, cache_dir=tmp / "cache", max_batch=8,
+        settings=EcgSettings(templates=db, templates_key=templates_key),
+        cache_dir=tmp / "cache", max_batch=8,
         queue_depth=256, stats_interval_s=0.1, stop_timeout_s=20.0,
         security=ServerSecurity.from_folder(keys),
     ))
@@ -317,7 +320,7 @@ def test_codec_link_takeover_fails(codec: Any, keys: Path, tmp_path: Path) -> No
     and another stream are counted and never played."""
     from devices.audio import CODEC_FS, read_audio
     from engines.codec.codec import decode_signal, encode_signal
-    from stream.codec_receiver import RxConfig, run_codec_rx
+    from stream.paths.codec.receiver import RxConfig, run_codec_rx
 
     kbps = 16.0
     t = np.arange(int(1.2 * CODEC_FS)) / CODEC_FS

@@ -31,7 +31,7 @@ from service_client import (
     wait_until,
 )
 
-from stream.errors import ServiceError
+from stream.errors import ConfigError, ServiceError
 from stream.service import Service, ServiceConfig
 from stream.wire import Message, data_message, encode
 
@@ -276,15 +276,21 @@ def test_endpoint_in_use_raises_service_error(weights: Path) -> None:
 
 
 def test_bad_config_is_refused_before_any_io(weights: Path) -> None:
-    with pytest.raises(ServiceError, match="queue_policy"):
+    with pytest.raises(ConfigError, match="queue_policy"):
         make_config(weights, queue_policy="drop-newest")
-    with pytest.raises(ServiceError, match="path"):
+    with pytest.raises(ConfigError, match="ecg path needs its settings"):
         make_config(weights, path="ecg")
-    with pytest.raises(ServiceError, match="endpoint"):
+    with pytest.raises(ConfigError, match="unknown path 'codec'; the service runs spectral"):
+        make_config(weights, path="codec")  # a path with its own runner
+    with pytest.raises(ConfigError, match="no model 'embedding'"):
+        make_config(weights, model="embedding")
+    with pytest.raises(ConfigError, match="no settings"):
+        make_config(weights, settings={"templates": "x"})
+    with pytest.raises(ConfigError, match="endpoint"):
         make_config(weights, ingest="inproc://x")
-    with pytest.raises(ServiceError, match="shards"):
+    with pytest.raises(ConfigError, match="shards"):
         make_config(weights, shards=-1)
-    with pytest.raises(ServiceError, match="workers"):
+    with pytest.raises(ConfigError, match="workers"):
         make_config(weights, workers=0)
     service = Service(make_config(weights))
     with pytest.raises(ServiceError, match="not running"):

@@ -22,7 +22,7 @@ from service_client import TIMEOUT_S, Answers, wait_until
 
 from devices.frames import EndOfStream, Frame, FrameSource
 from devices.spectrometer import SpectrometerSimConfig, SpectrometerSimulator
-from stream.source_commands import run_replay, run_spectral_sim
+from stream.paths.spectral.sources import run_replay, run_spectral_sim
 from stream.sources import PushReport, SendBuffer, push_frames, sim_stream_ids
 from stream.wire import Message, decode
 

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from stream.errors import InputError
-from stream.spectral import SPECTRAL_MAX_SAMPLES, SpectralPath, SpectralWorker, SpectrumStage
+from stream.paths.spectral.stages import (
+    SPECTRAL_MAX_SAMPLES,
+    SpectralPath,
+    SpectralWorker,
+    SpectrumStage,
+)
 from stream.wire import Message, data_message, decode, encode
 
 
@@ -71,8 +76,9 @@ def test_stage_rejects_what_the_engines_cannot_serve(array: np.ndarray, code: st
 
 def test_stage_limit_is_configurable() -> None:
     stage = SpectralPath(max_samples=100).stream_stage("s")
-    with pytest.raises(InputError, match="limit 100"):
+    with pytest.raises(InputError, match="maximum 100") as info:
         stage.process(spectrum_msg(np.zeros(101, np.float32)))
+    assert info.value.code == "too_long"
 
 
 # -- worker half -----------------------------------------------------------------------------
@@ -118,11 +124,12 @@ def test_worker_serves_other_lengths(worker: SpectralWorker) -> None:
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_worker_answers_non_finite_with_input_error(worker: SpectralWorker, bad: float) -> None:
+def test_stage_answers_non_finite_with_input_error(bad: float) -> None:
+    # Checked once, at the door: the worker never sees it.
     x = peaked()
     x[3] = bad
     with pytest.raises(InputError) as info:
-        worker.prepare(spectrum_msg(x, stream="s9", seq=11))
+        SpectralPath().stream_stage("s9").process(spectrum_msg(x, stream="s9", seq=11))
     assert info.value.code == "input_contract"
     assert (info.value.stream, info.value.seq) == ("s9", 11)
     assert "non-finite" in info.value.reason

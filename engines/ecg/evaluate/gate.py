@@ -1,4 +1,5 @@
-"""The task metric the engine gate of the ECG models checks (:mod:`engines.gates`)."""
+"""The task gate of the ECG models (:mod:`engines.gates`): single-beat EER (embedding) or
+closed-set accuracy (cnn) on the cohort's session 1, within 0.002 of eager."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from collections.abc import Callable
 import numpy as np
 
 from engines.ecg.metrics import eer
+from engines.engine import Engine
+from engines.gates import Infer, TaskGate, compare, eager_infer
+from engines.spec import ModelSpec
 
-__all__ = ["task_metric"]
+__all__ = ["ecg_gate", "task_metric"]
 
 
 def task_metric(model: str, infer: Callable[[np.ndarray], np.ndarray], *, batch: int,
@@ -38,3 +42,13 @@ def task_metric(model: str, infer: Callable[[np.ndarray], np.ndarray], *, batch:
     scores = emb[probe] @ templates.T
     own = beats.subjects[probe][:, None] == subjects[None, :]
     return float(eer(scores[own], scores[~own])[0])
+
+
+def ecg_gate(spec: ModelSpec, engine: Engine) -> TaskGate:
+    model = spec.name.removeprefix("ecg_")
+
+    def metric(f: Infer) -> float:
+        return task_metric(model, f, batch=engine.max_batch)
+
+    return compare("EER" if model == "embedding" else "accuracy", metric, eager_infer(spec),
+                   engine, 0.002)

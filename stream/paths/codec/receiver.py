@@ -1,5 +1,5 @@
 """The receiving end of the codec link, ``sigstream run codec-rx``: receive, jitter buffer,
-decode, play (:mod:`stream.codec_link`).
+decode, play (:mod:`stream.paths.codec.link`).
 
 It plays one named stream (``stream``); with keys (:mod:`stream.security`) only
 listed senders can connect at all (a refused connection attempt is counted ``unauthenticated``)
@@ -35,14 +35,14 @@ import zmq
 
 from devices.audio import CODEC_FS, WavSink
 from engines.codec.codec import Codec, StreamDecoder
-from stream.codec_link import (
+from stream.errors import WireError
+from stream.paths.codec.link import (
     LinkStats,
     load_link_codec,
     release_link,
     serve_link_metrics,
     write_link_report,
 )
-from stream.errors import WireError
 from stream.security import (
     RefusedConnections,
     ServerSecurity,
@@ -59,7 +59,7 @@ __all__ = [
     "run_codec_rx",
 ]
 
-log = logging.getLogger("stream.codec_link")  # both ends of the link log under one name
+log = logging.getLogger("stream.paths.codec.link")  # both ends of the link log under one name
 
 #: Receiver: silence from the sender this long pauses playout until the next packet.
 IDLE_S = 0.5

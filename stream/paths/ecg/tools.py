@@ -153,7 +153,7 @@ def _enroll(args: argparse.Namespace, store: Any, security: ClientSecurity | Non
 
 def _explain(args: argparse.Namespace, store: Any, security: ClientSecurity | None) -> int:
     from engines.ecg.gradcam import explanation_png
-    from stream.ecg import unpack_explanation
+    from stream.paths.ecg.stages import unpack_explanation
 
     args.out.mkdir(parents=True, exist_ok=True)
     if args.file is not None:

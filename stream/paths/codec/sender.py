@@ -1,5 +1,5 @@
 """The sending end of the codec link, ``sigstream run codec-tx``: capture (microphone or an audio
-file in real time), encode, send one packet per codec frame (:mod:`stream.codec_link`).
+file in real time), encode, send one packet per codec frame (:mod:`stream.paths.codec.link`).
 
 A packet the socket cannot take at once (receiver gone, high-water mark reached) is
 dropped and counted, never queued without bound: late audio is useless. A microphone that
@@ -24,7 +24,7 @@ import zmq
 from devices.audio import CODEC_FS, WavSource
 from devices.frames import DeviceError, EndOfStream, FrameSource
 from engines.codec.codec import Codec
-from stream.codec_link import (
+from stream.paths.codec.link import (
     LinkStats,
     load_link_codec,
     release_link,
@@ -37,7 +37,7 @@ from stream.wire import data_message, encode
 
 __all__ = ["TxConfig", "run_codec_tx"]
 
-log = logging.getLogger("stream.codec_link")  # both ends of the link log under one name
+log = logging.getLogger("stream.paths.codec.link")  # both ends of the link log under one name
 
 _BLOCK_MS = 20.0  # capture block: 320 samples
 

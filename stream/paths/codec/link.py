@@ -12,8 +12,8 @@ header ``kind: "codec"``, ``stream``, ``seq`` (+1 per frame), ``t_ns`` (capture 
 frame's first sample), ``dtype: "uint8"``, ``shape: [bytes]``, ``fs``, and what the receiver
 needs to decode it: ``codec``, ``model`` (codec key and weights hash), ``step``, ``kbps``,
 ``frame``, ``hop``. A last message with ``end: true`` and no bytes ends the stream.
-Each end is its own module: :mod:`stream.codec_sender` (``run codec-tx``) and
-:mod:`stream.codec_receiver` (``run codec-rx``); this one holds what they share: the counters
+Each end is its own module: :mod:`stream.paths.codec.sender` (``run codec-tx``) and
+:mod:`stream.paths.codec.receiver` (``run codec-rx``); this one holds what they share: the counters
 and their JSON report (:class:`LinkStats`), ``/metrics``, loading the codec, and the release of
 a link end's resources.
 
@@ -38,8 +38,7 @@ import zmq
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from engines.codec.codec import Codec, load_codec
-from engines.registry import CODEC_LINK_MAX_BATCH
+from engines.codec.codec import CODEC_LINK_MAX_BATCH, Codec, load_codec
 from stream.metrics import LATENCY_BUCKETS_S, Histogram, MetricsServer
 from stream.security import ServerGuard
 

@@ -3,19 +3,17 @@
 
 Two halves, each unit-testable on arrays without sockets:
 
-- :class:`SpectrumStage`, the per-stream stage run by a shard process. A spectrum carries no
-  DSP state from one message to the next, so it only checks the payload is a 1-D, non-empty
-  numeric array of at most ``max_samples`` (the shard process never imports the engines); the
-  shard does the ``seq`` accounting around it.
+- :class:`SpectrumStage`, the per-stream stage run by the ingest or a shard process. A
+  spectrum carries no DSP state from one message to the next, so it only checks the spectrum,
+  the one check of the spectral contract in the service (numpy only: the process never loads
+  torch); an input that breaks it is answered to its sender with the check's code.
 - :class:`SpectralWorker`, the engine half run by an engine-worker process:
-  :meth:`~SpectralWorker.prepare` cuts a spectrum into model windows
-  (:meth:`engines.roi.detector.RoiDetector.prepare`), the worker batches windows of many
+  :meth:`~SpectralWorker.prepare` cuts a checked spectrum into model windows
+  (:meth:`engines.roi.detector.RoiDetector.windows`), the worker batches windows of many
   spectra into one engine call, and :meth:`~SpectralWorker.finish` turns each spectrum's logits
-  into its result (:meth:`~engines.roi.detector.RoiDetector.finish`). An input that breaks the
-  detector's contract (NaN/Inf, too long) becomes an :class:`~stream.errors.InputError` with
-  code ``input_contract``, answered to its sender.
+  into its result (:meth:`~engines.roi.detector.RoiDetector.finish`).
 
-:class:`SpectralPath` ties them together as a :class:`~stream.stages.Path`; it is a frozen,
+:class:`SpectralPath` ties them together as a :class:`~stream.stages.ServedPath`; it is a frozen,
 picklable description, and imports torch and the engines only in :meth:`load_worker` (in the
 worker process).
 """
@@ -51,10 +49,12 @@ SPECTRAL_MAX_SAMPLES = 1 << 20
 
 
 class SpectrumStage:
-    """Per-stream stage of the spectral path (shard process): validates, forwards unchanged.
+    """Per-stream stage of the spectral path (ingest or shard process): checks the spectrum,
+    once for the whole service (:func:`~engines.roi.windowing.check_spectrum`, numpy only), and
+    forwards it unchanged.
 
-    :meth:`process` returns the message itself, which tells the shard to forward the received
-    frames without re-encoding them.
+    :meth:`process` returns the message itself, which tells the stage to forward the received
+    frames without re-encoding them; the engine worker trusts what arrives.
     """
 
     __slots__ = ("max_samples", "stream")
@@ -65,27 +65,15 @@ class SpectrumStage:
 
     def process(self, msg: Message) -> Sequence[Message]:
         """Check one spectrum. Raises :class:`InputError` (``bad_shape``, ``bad_dtype``,
-        ``empty``, ``too_long``) for a payload the engines cannot serve."""
-        x = msg.payload
-        if not isinstance(x, np.ndarray):
-            raise InputError("bad_dtype", "payload is not a numeric array",
-                             stream=msg.stream, seq=msg.seq)
-        if x.dtype.kind not in "fiu":
-            raise InputError("bad_dtype", f"spectrum dtype must be integer or float, got {x.dtype}",
-                             stream=msg.stream, seq=msg.seq)
-        if x.ndim != 1:
-            raise InputError(
-                "bad_shape",
-                f"a spectrum is 1-D (samples,), got shape {list(x.shape)}; send one per message",
-                stream=msg.stream, seq=msg.seq,
-            )
-        if x.size == 0:
-            raise InputError("empty", "spectrum has 0 samples", stream=msg.stream, seq=msg.seq)
-        if x.size > self.max_samples:
-            raise InputError(
-                "too_long", f"spectrum has {x.size} samples, limit {self.max_samples}",
-                stream=msg.stream, seq=msg.seq,
-            )
+        ``empty``, ``too_long``, ``input_contract`` for NaN or Inf) for a payload the engines
+        cannot serve."""
+        from engines.errors import InputContractError
+        from engines.roi.windowing import check_spectrum
+
+        try:
+            check_spectrum(msg.payload, max_length=self.max_samples)
+        except InputContractError as exc:
+            raise InputError(exc.code, str(exc), stream=msg.stream, seq=msg.seq) from exc
         return (msg,)
 
     def flush(self) -> Sequence[Message]:
@@ -108,19 +96,11 @@ class SpectralWorker:
     def prepare(self, msg: Message) -> tuple[np.ndarray, Any]:
         """Windows ``(n, 1, 512)`` float32 for one spectrum, and the plan to finish it.
 
-        Integer spectra are converted to float64 once here (the detector reads peak heights
-        and areas from the spectrum in its own units). Raises :class:`InputError`
-        (``input_contract``).
+        The spectrum was checked by :class:`SpectrumStage`; it is converted to float64 once
+        here (the detector reads peak heights and areas from it in its own units).
         """
-        from engines.errors import InputContractError
-
-        x = msg.payload
-        if isinstance(x, np.ndarray) and x.dtype.kind in "iu":
-            x = x.astype(np.float64)
-        try:
-            windows, plan = self.detector.prepare(x)
-        except InputContractError as exc:
-            raise InputError("input_contract", str(exc), stream=msg.stream, seq=msg.seq) from exc
+        x = np.asarray(msg.payload, dtype=np.float64)
+        windows, plan = self.detector.windows(x)
         return windows, (x, plan)
 
     def run(self, rows: np.ndarray) -> np.ndarray:
@@ -167,6 +147,7 @@ class SpectralPath:
 
     name: str = dataclasses.field(default="spectral", init=False)
     input_kind: str = dataclasses.field(default=SPECTRAL_INPUT_KIND, init=False)
+    time_series: bool = dataclasses.field(default=False, init=False)
     sticky_streams: bool = dataclasses.field(default=False, init=False)
     # A spectrum older than this at the door is stale for live peak detection: answered
     # ``expired`` so that what the service delivers under overload stays fresh.

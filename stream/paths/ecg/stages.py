@@ -475,6 +475,7 @@ class EcgPath:
 
     name: str = dataclasses.field(default="ecg", init=False)
     input_kind: str = dataclasses.field(default=ECG_INPUT_KIND, init=False)
+    time_series: bool = dataclasses.field(default=True, init=False)
     sticky_streams: bool = dataclasses.field(default=True, init=False)
     # ECG chunks feed a stream's filters and R-peak detector: shed only when far behind (a
     # shed chunk restarts its stream, as a seq gap does).

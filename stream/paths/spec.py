@@ -1,0 +1,108 @@
+"""A processing path, declared once: :class:`PathSpec`.
+
+Everything the generic runtime, CLI, tap and engine tools need of a path is a field of its
+spec, so they never name a path. A path served by the service (ingest -> per-stream stages ->
+engine workers -> results) gives ``serve``; a path with its own runner (the codec link, batch
+jobs) leaves it out and adds its own verbs through ``cli``. Fields a path does not use stay at
+their defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    from engines.engine import Engine
+    from engines.gates import TaskGate
+    from engines.spec import ModelSpec
+    from stream.stages import ServedPath
+
+__all__ = ["CliGroups", "Environment", "PathSettings", "PathSpec", "ServeOptions"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Environment:
+    """What the command line read from the environment (only it reads it): ``cache_dir``, the
+    compiled-engine cache; ``data_dir``, where paths keep their state (e.g. enrolled users)."""
+
+    cache_dir: Path
+    data_dir: Path
+
+
+@dataclass(frozen=True)
+class CliGroups:
+    """The ``sigstream`` sub-command groups a path adds its verbs to (argparse sub-parser
+    actions): ``run``, ``source``, ``train``, ``eval``, ``keys``, and ``top`` for a group of its
+    own (``sigstream ecg ...``). A handler set with ``set_defaults(func=...)`` receives the parsed
+    arguments and the :class:`Environment` and returns the exit status."""
+
+    top: Any
+    run: Any
+    source: Any
+    train: Any
+    eval: Any
+    keys: Any
+
+
+class PathSettings(Protocol):
+    """A path's own section of the service configuration: a frozen dataclass that validates
+    itself in ``__post_init__`` (raising :class:`~stream.errors.ConfigError`)."""
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        """The section's options on ``sigstream run <path>``."""
+        ...
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, env: Environment) -> PathSettings: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeOptions:
+    """What every served path is built from, besides its own settings: ``model`` (``None``:
+    the path's default), ``weights`` (a file instead of the shipped ones), ``max_samples``
+    (longest input served)."""
+
+    model: str | None
+    weights: Path | None
+    max_samples: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PathSpec:
+    """One processing path.
+
+    ``name``: the ``sigstream run`` name; results are ``kind="result.<name>"``.
+    ``summary``: one line for ``--help``.
+    ``serve``: builds the :class:`~stream.stages.ServedPath` the stage processes run, from the
+    :class:`ServeOptions` and the path's ``settings`` section (an instance of ``settings``, or
+    ``None`` for a path without one); raises :class:`~stream.errors.ConfigError`.
+    ``models``: the model keys ``--model`` takes (spelled out, so ``--help`` loads no torch);
+    ``default_model`` the one served without ``--model``.
+    ``engine_models``: ``{engine name: (ModelSpec, max_batch)}`` that ``sigstream engines
+    build`` compiles, given the service's batch bound; ``task_gate`` the task-metric gate of
+    one of them (:mod:`engines.gates`), ``None`` for a model without one.
+    ``cli``: adds the path's own verbs (sources, train/eval, tools) to :class:`CliGroups`.
+    ``format_result``: one line of ``sigstream tap`` for a result body.
+    """
+
+    name: str
+    summary: str
+    serve: Callable[[ServeOptions, Any], ServedPath] | None = None
+    settings: type[PathSettings] | None = None
+    models: tuple[str, ...] = ()
+    default_model: str | None = None
+    engine_models: Callable[[int], Mapping[str, tuple[ModelSpec, int]]] | None = None
+    task_gate: Callable[[ModelSpec, Engine], TaskGate | None] | None = None
+    cli: Callable[[CliGroups], None] | None = None
+    format_result: Callable[[Mapping[str, Any]], str] | None = None
+
+    RESULT_PREFIX: ClassVar[str] = "result."
+
+    @property
+    def result_kind(self) -> str:
+        return f"{self.RESULT_PREFIX}{self.name}"
