@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,7 @@ if not __package__:  # run as a file
 
     _script.rerun_as_module()
 
-from bench.harness import emit
+from bench.harness import cli, emit, free_port
 from devices.audio import CODEC_FS, write_audio
 
 
@@ -94,16 +93,6 @@ def bench_rtf(keys: list[str], backend: str, speech: np.ndarray) -> list[dict[st
     return rows
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "stream.cli", *args]
-
-
 def run_links(n: int, *, codec: str, kbps: float, backend: str, seconds: float, jitter_ms: float,
               wav: Path, tmp: Path) -> dict[str, Any]:
     """``n`` links at once; returns the receivers' reports and the CPU used."""
@@ -115,11 +104,11 @@ def run_links(n: int, *, codec: str, kbps: float, backend: str, seconds: float, 
     cache = tmp / "engines"
     load_codec(codec, backend=backend, cache_dir=cache, max_batch=CODEC_LINK_MAX_BATCH).close()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SIGSTREAM_CACHE": str(cache)}
-    ports = [_free_port() for _ in range(n)]
+    ports = [free_port() for _ in range(n)]
     rxs, txs = [], []
     for i, port in enumerate(ports):
         rxs.append(subprocess.Popen(
-            _cli("run", "codec-rx", "--bind", f"tcp://127.0.0.1:{port}", "--output",
+            cli("run", "codec-rx", "--bind", f"tcp://127.0.0.1:{port}", "--output",
                  str(tmp / f"out{i}.wav"), "--codec", codec, "--backend", backend,
                  "--stream", f"link-{i}",
                  "--jitter-ms", str(jitter_ms), "--report", str(tmp / f"rx{i}.json"),
@@ -136,7 +125,7 @@ def run_links(n: int, *, codec: str, kbps: float, backend: str, seconds: float, 
     start_at = time.time() + 5.0 + 1.5 * n
     for i, port in enumerate(ports):
         txs.append(subprocess.Popen(
-            _cli("run", "codec-tx", "--input", str(wav), "--connect", f"tcp://127.0.0.1:{port}",
+            cli("run", "codec-tx", "--input", str(wav), "--connect", f"tcp://127.0.0.1:{port}",
                  "--codec", codec, "--kbps", str(kbps), "--backend", backend, "--stream",
                  f"link-{i}", "--start-at", f"{start_at:.3f}",
                  "--report", str(tmp / f"tx{i}.json")),

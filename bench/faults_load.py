@@ -21,6 +21,7 @@ from bench.faults_rig import (
     open_push,
     serves_new_stream,
     service,
+    slow_subscriber_and_flood,
 )
 from bench.harness import REPO, cpu_seconds, peak_mb, poll_until
 from bench.soak import rss_mb
@@ -56,16 +57,7 @@ def row_slow_subscriber(setup: Setup) -> dict[str, Any]:
         answers = Answers(svc.bound_publish)
         answers.wait_live(svc.bound_ingest)
         ctx: zmq.Context[Any] = zmq.Context()
-        slow = ctx.socket(zmq.SUB)  # connects, subscribes to everything, never reads
-        slow.linger = 0
-        slow.rcvhwm = 1
-        slow.setsockopt(zmq.RCVBUF, 4096)
-        slow.setsockopt(zmq.SUBSCRIBE, b"")
-        slow.connect(svc.bound_publish)
-        flood = ctx.socket(zmq.PUSH)
-        flood.linger = 0
-        flood.sndhwm = 0
-        flood.connect(svc.bound_ingest)
+        slow, flood = slow_subscriber_and_flood(ctx, svc.bound_publish, svc.bound_ingest)
         publisher = svc.pids["publisher"]
         time.sleep(0.5)
         before = _mb(publisher)

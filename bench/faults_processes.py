@@ -23,9 +23,9 @@ from bench.faults_rig import (
     DROP_CODES,
     Answers,
     CliService,
-    Load,
     Setup,
     accounting,
+    flowing_load,
     service,
 )
 from bench.harness import REPO, LogTap, cli, free_port, poll_until
@@ -39,17 +39,20 @@ def _restarted(svc: Any, stage: str, old_pid: int) -> Callable[[], bool]:
     return done
 
 
+def _signal_stage(svc: Any, stage: str, signum: int) -> tuple[int, float]:
+    """Send ``signum`` to ``stage``'s process: its pid, and the monotonic time it was sent."""
+    pid = svc.pids[stage]
+    at = time.monotonic()
+    os.kill(pid, signum)
+    return pid, at
+
+
 def row_kill9_worker(setup: Setup) -> dict[str, Any]:
     streams = ("k9-a", "k9-b", "k9-c", "k9-d")
     with service(setup) as svc:
-        answers = Answers(svc.bound_publish)
-        answers.wait_live(svc.bound_ingest)
-        load = Load(svc.bound_ingest, streams, rate_hz=200.0).start()
-        try:
-            poll_until(lambda: all(answers.count(s) >= 50 for s in streams), 60.0)
-            old = svc.pids["worker-0"]
-            killed_at = time.monotonic()
-            os.kill(old, signal.SIGKILL)
+        with flowing_load(svc.bound_publish, svc.bound_ingest, streams,
+                          rate_hz=200.0) as (answers, load):
+            old, killed_at = _signal_stage(svc, "worker-0", signal.SIGKILL)
             back = poll_until(_restarted(svc, "worker-0", old), 120.0)
             back_at = time.monotonic()
             time.sleep(3.0)
@@ -62,11 +65,8 @@ def row_kill9_worker(setup: Setup) -> dict[str, Any]:
             tally = answers.tally(sent)
             running = svc.running and svc.failure is None
             restarts = dict(svc.restarts)
-        finally:
-            load.close()
         svc.stop(timeout_s=30)
         acc = accounting(svc.summary(), list(streams))
-        answers.close()
     out = {"rate_per_s": 200, "restarted": back,
            "restart_s": round(back_at - killed_at, 2) if back else None,
            "restarts": restarts, "service_running_after": running,
@@ -83,14 +83,9 @@ def row_sigstop_worker(setup: Setup) -> dict[str, Any]:
     streams = ("stop-a", "stop-b")
     tap = LogTap()
     with tap.attached(), service(setup) as svc:
-        answers = Answers(svc.bound_publish)
-        answers.wait_live(svc.bound_ingest)
-        load = Load(svc.bound_ingest, streams, rate_hz=100.0).start()
-        try:
-            poll_until(lambda: all(answers.count(s) >= 50 for s in streams), 60.0)
-            old = svc.pids["worker-1"]
-            stopped_at = time.monotonic()
-            os.kill(old, signal.SIGSTOP)
+        with flowing_load(svc.bound_publish, svc.bound_ingest, streams,
+                          rate_hz=100.0) as (answers, load):
+            old, stopped_at = _signal_stage(svc, "worker-1", signal.SIGSTOP)
             restarted = poll_until(_restarted(svc, "worker-1", old), 5.0)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(old, signal.SIGCONT)  # if the watchdog has not killed it by now
@@ -105,11 +100,8 @@ def row_sigstop_worker(setup: Setup) -> dict[str, Any]:
             lat = [answers.latency_ms[s][q] for s, seqs in after.items() for q in seqs
                    if q in answers.latency_ms[s]]
             running = svc.running and svc.failure is None
-        finally:
-            load.close()
         svc.stop(timeout_s=30)
         acc = accounting(svc.summary(), list(streams))
-        answers.close()
     watchdog = [(t, m) for t, _, m in tap.records if "sent nothing for" in m]
     said = re.search(r"sent nothing for ([\d.]+) s", watchdog[0][1]) if watchdog else None
     out = {
@@ -137,51 +129,41 @@ def row_group_sigterm(setup: Setup) -> dict[str, Any]:
     if setup.weights is not None:
         args += ["--weights", str(setup.weights)]
     svc = CliService(*args).start()
-    answers: Answers | None = None
-    load: Load | None = None
     try:
         if not svc.wait_ready():
             return {"error": "the service never became ready", "log": svc.lines[-10:]}
         ingest, publish = svc.endpoints()
-        answers = Answers(publish)
-        answers.wait_live(ingest)
         streams = ("term-a", "term-b")
-        load = Load(ingest, streams, rate_hz=150.0).start()
-        poll_until(lambda: all(answers is not None and answers.count(s) >= 50 for s in streams),
-                   60.0)
-        assert svc.proc is not None
-        pgid = svc.proc.pid
-        t0 = time.monotonic()
-        os.killpg(pgid, signal.SIGTERM)  # what `systemctl stop` does, the load still running
-        time.sleep(0.5)
-        sent = load.stop()
-        try:
-            rc: int | None = svc.proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            rc = None
-        exit_s = time.monotonic() - t0
-        answers.settle(list(streams), sent, timeout_s=10.0)
-        time.sleep(1.0)
-        left = [pid for pid in _group(pgid)]
-        tally = answers.tally(sent)
-        summary = svc.summary(list(streams))
-        received = summary.get("received") if summary else None
-        out = {"exit_code": rc, "exit_after_s": round(exit_s, 2),
-               "error_lines": svc.errors(), "group_processes_left": left,
-               "summary_total": summary, **tally,
-               "accepted_but_unanswered": None if received is None
-               else received - (tally["answered"]),
-               "not_accepted_after_sigterm": None if received is None
-               else tally["sent"] - received}
-        out["ok"] = bool(rc == 0 and not out["error_lines"] and summary
-                         and summary.get("unexplained") == 0
-                         and out["accepted_but_unanswered"] == 0 and not left)
-        return out
+        with flowing_load(publish, ingest, streams, rate_hz=150.0) as (answers, load):
+            assert svc.proc is not None
+            pgid = svc.proc.pid
+            t0 = time.monotonic()
+            os.killpg(pgid, signal.SIGTERM)  # what `systemctl stop` does, the load still running
+            time.sleep(0.5)
+            sent = load.stop()
+            try:
+                rc: int | None = svc.proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                rc = None
+            exit_s = time.monotonic() - t0
+            answers.settle(list(streams), sent, timeout_s=10.0)
+            time.sleep(1.0)
+            left = [pid for pid in _group(pgid)]
+            tally = answers.tally(sent)
+            summary = svc.summary(list(streams))
+            received = summary.get("received") if summary else None
+            out = {"exit_code": rc, "exit_after_s": round(exit_s, 2),
+                   "error_lines": svc.errors(), "group_processes_left": left,
+                   "summary_total": summary, **tally,
+                   "accepted_but_unanswered": None if received is None
+                   else received - (tally["answered"]),
+                   "not_accepted_after_sigterm": None if received is None
+                   else tally["sent"] - received}
+            out["ok"] = bool(rc == 0 and not out["error_lines"] and summary
+                             and summary.get("unexplained") == 0
+                             and out["accepted_but_unanswered"] == 0 and not left)
+            return out
     finally:
-        if load is not None:
-            load.close()
-        if answers is not None:
-            answers.close()
         svc.kill()
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "open_push",
     "serves_new_stream",
     "service",
+    "slow_subscriber_and_flood",
     "spectra",
 ]
 
@@ -60,7 +61,7 @@ class Load:
     """A sender thread: ``rate_hz`` spectra/s round-robin over ``streams``, seq 0, 1, ... per
     stream, ``t_ns`` the send time; :attr:`sent_at` keeps each seq's monotonic send time."""
 
-    def __init__(self, ingest: str, streams: tuple[str, ...], rate_hz: float) -> None:
+    def __init__(self, ingest: str, streams: tuple[str, ...], rate_hz: float = 150.0) -> None:
         self.streams, self.period_s = streams, 1.0 / rate_hz
         self.pool = spectra()
         self.ctx: zmq.Context[Any] = zmq.Context()
@@ -92,6 +93,10 @@ class Load:
             self.push.send_multipart(encode(msg))
             self.sent_at[stream].append(time.monotonic())
             k += 1
+
+    def seq_at(self, stream: str, t: float) -> int:
+        """The first seq of ``stream`` sent at or after monotonic time ``t``."""
+        return int(np.searchsorted(self.sent_at[stream], t))
 
     def sent_between(self, start: float, end: float) -> dict[str, list[int]]:
         """Per stream, the seqs sent within monotonic ``[start, end]``."""
@@ -219,6 +224,25 @@ class Answers:
         self._thread.join(10)
         self.sub.close(0)
         self.ctx.term()
+
+
+@contextlib.contextmanager
+def flowing_load(publish: str, ingest: str, streams: tuple[str, ...], *, rate_hz: float,
+                 warm_answers: int = 50) -> Iterator[tuple[Answers, Load]]:
+    """A subscriber made live through ``ingest`` and a :class:`Load` of ``streams`` at
+    ``rate_hz`` each, given once every stream has ``warm_answers`` answers (60 s at most); on
+    exit the load is closed, then the subscriber."""
+    answers = Answers(publish)
+    try:
+        answers.wait_live(ingest)
+        load = Load(ingest, streams, rate_hz=rate_hz).start()
+        try:
+            poll_until(lambda: all(answers.count(s) >= warm_answers for s in streams), 60.0)
+            yield answers, load
+        finally:
+            load.close()
+    finally:
+        answers.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,8 +407,25 @@ def serves_new_stream(svc: Any, answers: Answers, stream: str, n: int = 10) -> b
 
 def open_push(ingest: str) -> tuple[zmq.Context[Any], zmq.Socket[Any]]:
     ctx: zmq.Context[Any] = zmq.Context()
+    return ctx, _flood_socket(ctx, ingest)
+
+
+def slow_subscriber_and_flood(ctx: zmq.Context[Any], publish: str, ingest: str
+                              ) -> tuple[zmq.Socket[Any], zmq.Socket[Any]]:
+    """A subscriber to everything at ``publish`` that will never read (its queues hold next to
+    nothing, so the publisher must drop for it), and a PUSH to ``ingest`` that never blocks."""
+    slow = ctx.socket(zmq.SUB)
+    slow.linger = 0
+    slow.rcvhwm = 1
+    slow.setsockopt(zmq.RCVBUF, 4096)
+    slow.setsockopt(zmq.SUBSCRIBE, b"")
+    slow.connect(publish)
+    return slow, _flood_socket(ctx, ingest)
+
+
+def _flood_socket(ctx: zmq.Context[Any], ingest: str) -> zmq.Socket[Any]:
     push = ctx.socket(zmq.PUSH)
     push.linger = 0
     push.sndhwm = 0
     push.connect(ingest)
-    return ctx, push
+    return push

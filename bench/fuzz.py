@@ -47,6 +47,7 @@ if not __package__:  # run as a file
 
     _script.rerun_as_module()
 
+from bench.harness import rss_mb
 from stream.wire import data_message, decode, encode
 
 __all__ = ["MUTATIONS", "LiveFuzzConfig", "killers", "live_fuzz", "live_fuzz_codec", "main"]
@@ -258,17 +259,6 @@ class LiveFuzzConfig:
     timeout_s: float = 900.0
 
 
-def _rss_mb(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
-
-
 def _messages(cfg: LiveFuzzConfig, rng: np.random.Generator) -> Iterator[tuple[str, Frames]]:
     kind = "spectrum" if cfg.path == "spectral" else "ecg"
     fs = None if kind == "spectrum" else 250.0
@@ -330,7 +320,7 @@ def live_fuzz(cfg: LiveFuzzConfig) -> dict[str, Any]:
 
     try:
         pids = dict(service.pids)
-        rss_before = {name: _rss_mb(pid) for name, pid in pids.items()}
+        rss_before = {name: rss_mb(pid) for name, pid in pids.items()}
         sub.connect(service.bound_publish)
         push.connect(service.bound_ingest)
         deadline = time.monotonic() + cfg.timeout_s
@@ -364,7 +354,7 @@ def live_fuzz(cfg: LiveFuzzConfig) -> dict[str, Any]:
                     cfg.path != "spectral" or answered >= sent):
                 break
         running = service.running and service.failure is None
-        rss_after = {name: _rss_mb(pid) for name, pid in service.pids.items()}
+        rss_after = {name: rss_mb(pid) for name, pid in service.pids.items()}
         crashed = sorted(name for name, pid in service.pids.items() if pids.get(name) != pid)
         restarts = dict(getattr(service, "restarts", {}))
     finally:

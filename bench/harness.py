@@ -37,6 +37,7 @@ __all__ = [
     "peak_mb",
     "poll_until",
     "push_socket",
+    "rss_mb",
     "roi_weights",
     "wait_until",
 ]
@@ -162,16 +163,26 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "stream.cli", *args]
 
 
-def peak_mb(pid: int) -> float | None:
-    """Peak resident memory of a live process, MB (``VmHWM``)."""
+def _status_mb(pid: int, field: str) -> float | None:
+    """A kB field of ``/proc/<pid>/status`` in MB (one decimal); ``None`` once it is gone."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{field}:"):
                     return round(int(line.split()[1]) / 1024, 1)
     except OSError:
         return None
     return None
+
+
+def peak_mb(pid: int) -> float | None:
+    """Peak resident memory of a live process, MB (``VmHWM``)."""
+    return _status_mb(pid, "VmHWM")
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of a live process now, MB (``VmRSS``)."""
+    return _status_mb(pid, "VmRSS")
 
 
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Self
 
 import numpy as np
 
 from devices.errors import DeviceError, SourceFileError
+from devices.lifecycle import OpenCloseState
 
 __all__ = ["DeviceError", "EndOfStream", "Frame", "FrameSource", "Pacer", "SourceFileError"]
 
@@ -94,7 +94,7 @@ class Pacer:
         return True
 
 
-class FrameSource:
+class FrameSource(OpenCloseState):
     """Lifecycle shared by every source: ``open()`` acquires, ``read()`` delivers, ``close()``
     releases. A subclass implements ``_open``, ``_read`` and ``_close``.
 
@@ -125,14 +125,6 @@ class FrameSource:
         """Release what ``_open`` acquired. Called at most once, only after ``_open``."""
 
     # -- lifecycle -----------------------------------------------------------------------------
-    @property
-    def is_open(self) -> bool:
-        return self._state == "open"
-
-    @property
-    def closed(self) -> bool:
-        return self._state == "closed"
-
     @property
     def next_due_ns(self) -> int | None:
         return None
@@ -165,11 +157,3 @@ class FrameSource:
     def __enter__(self) -> Self:
         self.open()
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

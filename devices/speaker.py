@@ -15,13 +15,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from types import TracebackType
 from typing import Any, Self
 
 import numpy as np
 
 from devices.audio import CODEC_FS
 from devices.frames import DeviceError
+from devices.lifecycle import OpenCloseState
 from devices.sound import (
     POLL_S,
     Latency,
@@ -77,7 +77,7 @@ class _SampleRing:
         return n
 
 
-class Speaker:
+class Speaker(OpenCloseState):
     """Mono playback to a sound device of float32 blocks of any size at ``fs``.
 
     ``device``: as for :class:`Microphone`. ``block``: samples per device callback at ``fs``
@@ -136,14 +136,6 @@ class Speaker:
         self._resampler: StreamResampler | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
-    @property
-    def is_open(self) -> bool:
-        return self._state == "open"
-
-    @property
-    def closed(self) -> bool:
-        return self._state == "closed"
-
     def open(self) -> None:
         """Acquire the device; playout starts with the first ``prefill_blocks`` written."""
         if self._state == "open":
@@ -193,10 +185,6 @@ class Speaker:
     def __enter__(self) -> Self:
         self.open()
         return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
     # -- writing -----------------------------------------------------------------------------
     def write(self, block: np.ndarray) -> None:

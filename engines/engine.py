@@ -74,11 +74,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from devices.lifecycle import ClosesOnExit
 from engines.cache import EngineCache, cache_key
 from engines.errors import AccuracyGateError, EngineError, InputContractError
 
@@ -134,7 +135,7 @@ class EngineInfo:
     tolerance: float | None = None
 
 
-class Engine(abc.ABC):
+class Engine(abc.ABC, ClosesOnExit):
     """A loaded model that maps float32 batches to float32 batches.
 
     Call it with ``batch: np.ndarray`` float32 of shape ``(B, *spec.input_shape)``,
@@ -244,14 +245,6 @@ class Engine(abc.ABC):
 
     def __enter__(self) -> Engine:
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["json_number", "jsonable", "write_report"]
+__all__ = ["json_number", "jsonable", "publish_report", "write_report"]
 
 
 def json_number(v: Any) -> Any:
@@ -47,3 +48,11 @@ def write_report(report: Any, path: Path | str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     return path
+
+
+def publish_report(report: Any, table: str, json_path: Path | str | None, *, tag: str) -> None:
+    """Print ``table`` (the report's readable summary) on stdout; write ``report`` at
+    ``json_path`` when one is given, saying so on stderr as ``[tag] wrote PATH``."""
+    print(table)
+    if json_path is not None:
+        print(f"[{tag}] wrote {write_report(report, json_path)}", file=sys.stderr, flush=True)

@@ -284,32 +284,30 @@ class MetricsCollector(Collector):
             "sigstream_seq_gaps", "Seqs a sender skipped (lost before reaching the service).",
             labels=["stream"],
         )
-        depth = GaugeMetricFamily("sigstream_queue_depth", "Items queued now.", labels=["stage"])
-        max_depth = GaugeMetricFamily(
-            "sigstream_queue_max_depth", "Highest queue depth seen.", labels=["stage"]
+        # the per-stage families, labelled by stage alone
+        depth, max_depth, capacity, stage_up = (
+            GaugeMetricFamily(name, doc, labels=["stage"]) for name, doc in (
+                ("sigstream_queue_depth", "Items queued now."),
+                ("sigstream_queue_max_depth", "Highest queue depth seen."),
+                ("sigstream_queue_capacity", "Queue bound."),
+                ("sigstream_stage_up", "1 while the stage process is alive."),
+            )
         )
-        capacity = GaugeMetricFamily(
-            "sigstream_queue_capacity", "Queue bound.", labels=["stage"]
+        batch, engine = (
+            HistogramMetricFamily(name, doc, labels=["stage"]) for name, doc in (
+                ("sigstream_batch_rows", "Engine rows per batch."),
+                ("sigstream_engine_seconds", "Engine call time per batch, seconds."),
+            )
+        )
+        restarts, refused = (
+            CounterMetricFamily(name, doc, labels=["stage"]) for name, doc in (
+                ("sigstream_restarts", "Times the supervisor restarted a stage."),
+                ("sigstream_refused_connections", "Connection attempts a CURVE socket refused."),
+            )
         )
         latency = HistogramMetricFamily(
             "sigstream_latency_seconds", "Capture (input t_ns) to result published, seconds.",
             labels=["stream"],
-        )
-        batch = HistogramMetricFamily(
-            "sigstream_batch_rows", "Engine rows per batch.", labels=["stage"]
-        )
-        engine = HistogramMetricFamily(
-            "sigstream_engine_seconds", "Engine call time per batch, seconds.", labels=["stage"]
-        )
-        stage_up = GaugeMetricFamily(
-            "sigstream_stage_up", "1 while the stage process is alive.", labels=["stage"]
-        )
-        restarts = CounterMetricFamily(
-            "sigstream_restarts", "Times the supervisor restarted a stage.", labels=["stage"]
-        )
-        refused = CounterMetricFamily(
-            "sigstream_refused_connections", "Connection attempts a CURVE socket refused.",
-            labels=["stage"],
         )
 
         def samples(stage: str, snap: Mapping[str, Any]) -> list[tuple[Any, list[str], tuple]]:

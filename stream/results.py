@@ -15,11 +15,11 @@ One client is used from one thread (the one that opened it).
 from __future__ import annotations
 
 import time
-from types import TracebackType
 from typing import Any, Self
 
 import zmq
 
+from devices.lifecycle import ClosesOnExit
 from stream.errors import WireError
 from stream.security import ClientSecurity, client_context
 from stream.wire import Message, decode
@@ -29,7 +29,7 @@ __all__ = ["ResultsClient"]
 _MAX_BURST = 10_000  # messages taken per receive(): the caller's loop runs between bursts
 
 
-class ResultsClient:
+class ResultsClient(ClosesOnExit):
     """A subscriber to ``endpoint`` (a service's PUB endpoint) on topic prefix ``topic``.
 
     ``security``: CURVE client keys (``None``: plain). ``lossless``: no receive high-water mark.
@@ -98,7 +98,3 @@ class ResultsClient:
 
     def __enter__(self) -> Self:
         return self.open()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()

@@ -48,12 +48,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any
 
 import msgpack
 import zmq
 
+from devices.lifecycle import ClosesOnExit
 from stream.accounting import StreamSummary, format_summaries, merge_ledgers
 from stream.errors import ServiceError, StageError
 from stream.metrics import Histogram, MetricsCollector, MetricsServer
@@ -75,7 +76,7 @@ _FAILURE_GRACE_S = 3.0  # after the service failed: time the stages get to drain
 LOST_IN_RESTART = "lost_in_restart"
 
 
-class Service:
+class Service(ClosesOnExit):
     """A running pipeline for one path. See the module docstring for the lifecycle.
 
     Public methods are called from one thread (the owner's); the monitor thread reads reports,
@@ -213,14 +214,6 @@ class Service:
     def __enter__(self) -> Service:
         self.start()
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """The latest stats snapshot of each stage (see :meth:`StageStats.snapshot`)."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import importlib
 import logging
 from pathlib import Path
@@ -319,22 +320,13 @@ def _save(
     Recent torch-tensorrt takes ``dynamic_shapes`` on save; older releases keep the symbolic
     batch from the compiled graph's metadata when saved without retracing.
     """
+    # the same program, path and example input both ways
+    save = functools.partial(
+        trt.save, compiled, str(path), output_format="exported_program", arg_inputs=[example]
+    )
     try:
-        trt.save(
-            compiled,
-            str(path),
-            output_format="exported_program",
-            arg_inputs=[example],
-            dynamic_shapes=dynamic_shapes,
-            retrace=True,
-        )
+        save(dynamic_shapes=dynamic_shapes, retrace=True)
     except TypeError as exc:
         if "dynamic_shapes" not in str(exc):
             raise
-        trt.save(
-            compiled,
-            str(path),
-            output_format="exported_program",
-            arg_inputs=[example],
-            retrace=False,
-        )
+        save(retrace=False)

@@ -42,11 +42,11 @@ import struct
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import msgpack
 
+from devices.lifecycle import ClosesOnExit
 from engines.errors import EngineError
 
 __all__ = ["MAGIC", "MAX_BYTES", "MAX_LOST", "MAX_SAMPLES", "ContainerError", "SgcReader",
@@ -97,7 +97,7 @@ def write_sgc(path: str | Path, header: dict[str, Any],
     tmp.replace(path)
 
 
-class SgcReader:
+class SgcReader(ClosesOnExit):
     """An ``.sgc`` file, checked whole by :meth:`open` (structure, declared counts, lost
     frames, CRC) in one pass over a read-only memory map, then read a packet at a time by
     :meth:`packets`. :attr:`header` and :attr:`lost` (lost frames) are set by ``open``.
@@ -212,10 +212,6 @@ class SgcReader:
     def __enter__(self) -> SgcReader:
         self.open()
         return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
 
 def read_sgc(path: str | Path, *, max_bytes: int = MAX_BYTES,

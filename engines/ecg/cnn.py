@@ -78,7 +78,27 @@ class EcgTrunk(nn.Module):
         return self.features(self.spectrogram(x))
 
 
-class EcgClassifier(nn.Module):
+class _TrunkWithHead(nn.Module):
+    """The shared :class:`EcgTrunk`, then a head (flatten, dropout, linear) to ``out_features``;
+    a subclass says what the head's output is by :meth:`head_from_features`."""
+
+    def __init__(
+        self, out_features: int, widths: tuple[int, int, int], dropout: float
+    ) -> None:
+        super().__init__()
+        self.trunk = EcgTrunk(widths)
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(self.trunk.out_features, out_features)
+        )
+
+    def head_from_features(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.head(feats)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head_from_features(self.trunk(x))
+
+
+class EcgClassifier(_TrunkWithHead):
     """Closed-set identification: beat ``(B, 1, 192)`` -> ``(B, n_classes)`` logits."""
 
     def __init__(
@@ -87,20 +107,10 @@ class EcgClassifier(nn.Module):
         widths: tuple[int, int, int] = DEFAULT_WIDTHS,
         dropout: float = 0.3,
     ) -> None:
-        super().__init__()
-        self.trunk = EcgTrunk(widths)
-        self.head = nn.Sequential(
-            nn.Flatten(), nn.Dropout(dropout), nn.Linear(self.trunk.out_features, n_classes)
-        )
-
-    def head_from_features(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.head(feats)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.trunk(x))
+        super().__init__(n_classes, widths, dropout)
 
 
-class EcgEmbedder(nn.Module):
+class EcgEmbedder(_TrunkWithHead):
     """Open-set embedding: beat ``(B, 1, 192)`` -> ``(B, dim)`` L2-normalised float32."""
 
     def __init__(
@@ -109,16 +119,9 @@ class EcgEmbedder(nn.Module):
         widths: tuple[int, int, int] = DEFAULT_WIDTHS,
         dropout: float = 0.1,
     ) -> None:
-        super().__init__()
-        self.trunk = EcgTrunk(widths)
-        self.head = nn.Sequential(
-            nn.Flatten(), nn.Dropout(dropout), nn.Linear(self.trunk.out_features, dim)
-        )
+        super().__init__(dim, widths, dropout)
 
     def head_from_features(self, feats: torch.Tensor) -> torch.Tensor:
         z = self.head(feats)
         # explicit rsqrt form (not F.normalize) keeps the exported graph to plain ops
         return z * torch.rsqrt(z.square().sum(dim=1, keepdim=True) + 1e-12)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head_from_features(self.trunk(x))

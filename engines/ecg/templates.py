@@ -38,6 +38,7 @@ database does wrong (unreadable file, locked for longer than the timeout, foreig
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import secrets
@@ -45,13 +46,14 @@ import sqlite3
 import stat
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
+from devices.lifecycle import ClosesOnExit
 from engines.errors import EngineError
 
 __all__ = [
@@ -163,7 +165,7 @@ def _aad(user: str, model_id: str, column: str) -> bytes:
     return f"{user}\0{model_id}\0{column}".encode()
 
 
-class TemplateStore:
+class TemplateStore(ClosesOnExit):
     """SQLite-backed template store (see the module docstring).
 
     ``path``: the database file (created on :meth:`open`, parent folders too). ``dim``: the
@@ -274,14 +276,6 @@ class TemplateStore:
     def __enter__(self) -> TemplateStore:
         return self.open()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
         return f"<TemplateStore {self._path} dim={self._dim} {state}>"
@@ -330,8 +324,23 @@ class TemplateStore:
             raise TemplateStoreError(
                 f"{self._path}: the {column} of {user!r} does not decrypt (altered?)") from None
 
-    def _write(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
+    @contextlib.contextmanager
+    def _writing(self, what: str) -> Iterator[sqlite3.Connection]:
+        """The open connection, under the store's lock and in one write transaction
+        (``BEGIN IMMEDIATE``): committed when the block ends, rolled back when it raises; a
+        database error becomes a :class:`TemplateStoreError` "cannot ``what``"."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise TemplateStoreError(f"{self._path}: cannot {what}: {exc}") from exc
 
     @staticmethod
     def _bump(conn: sqlite3.Connection) -> None:
@@ -369,53 +378,43 @@ class TemplateStore:
         total = (e / norms).sum(axis=0)
         n = int(e.shape[0])
         now = time.time()
-        with self._lock:
-            conn = self._connection()
-            try:
-                self._write(conn)
-                try:
-                    created = now
-                    if extend:
-                        row = conn.execute(
-                            "SELECT n_beats, sum, created_s FROM templates"
-                            " WHERE user = ? AND model_id = ?",
-                            (user, model_id),
-                        ).fetchone()
-                        if row is not None:
-                            total = total + np.frombuffer(
-                                self._unseal(row[1], user, model_id, "sum"), dtype="<f8")
-                            n += int(row[0])
-                            created = float(row[2])
-                    norm = float(np.linalg.norm(total))
-                    if not norm > 1e-9 * n:
-                        raise ValueError("the embeddings cancel out: no direction to enrol")
-                    template = (total / norm).astype("<f4")
-                    existing = conn.execute(
-                        "SELECT created_s FROM templates WHERE user = ? AND model_id = ?",
-                        (user, model_id),
-                    ).fetchone()
-                    if existing is not None and not extend:
-                        created = float(existing[0])
-                    conn.execute(
-                        "INSERT OR REPLACE INTO templates VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            user,
-                            model_id,
-                            self._dim,
-                            n,
-                            self._seal(template.tobytes(), user, model_id, "template"),
-                            self._seal(total.astype("<f8").tobytes(), user, model_id, "sum"),
-                            created,
-                            now,
-                        ),
-                    )
-                    self._bump(conn)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise TemplateStoreError(f"{self._path}: cannot enrol {user!r}: {exc}") from exc
+        with self._writing(f"enrol {user!r}") as conn:
+            created = now
+            if extend:
+                row = conn.execute(
+                    "SELECT n_beats, sum, created_s FROM templates"
+                    " WHERE user = ? AND model_id = ?",
+                    (user, model_id),
+                ).fetchone()
+                if row is not None:
+                    total = total + np.frombuffer(
+                        self._unseal(row[1], user, model_id, "sum"), dtype="<f8")
+                    n += int(row[0])
+                    created = float(row[2])
+            norm = float(np.linalg.norm(total))
+            if not norm > 1e-9 * n:
+                raise ValueError("the embeddings cancel out: no direction to enrol")
+            template = (total / norm).astype("<f4")
+            existing = conn.execute(
+                "SELECT created_s FROM templates WHERE user = ? AND model_id = ?",
+                (user, model_id),
+            ).fetchone()
+            if existing is not None and not extend:
+                created = float(existing[0])
+            conn.execute(
+                "INSERT OR REPLACE INTO templates VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    user,
+                    model_id,
+                    self._dim,
+                    n,
+                    self._seal(template.tobytes(), user, model_id, "template"),
+                    self._seal(total.astype("<f8").tobytes(), user, model_id, "sum"),
+                    created,
+                    now,
+                ),
+            )
+            self._bump(conn)
         return UserRecord(
             user=user, model_id=model_id, n_beats=n, created_s=created, updated_s=now
         )
@@ -449,20 +448,10 @@ class TemplateStore:
         if model_id is not None:
             query += " AND model_id = ?"
             args = (user, model_id)
-        with self._lock:
-            conn = self._connection()
-            try:
-                self._write(conn)
-                try:
-                    deleted = conn.execute(query, args).rowcount
-                    if deleted:
-                        self._bump(conn)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise TemplateStoreError(f"{self._path}: cannot remove {user!r}: {exc}") from exc
+        with self._writing(f"remove {user!r}") as conn:
+            deleted = conn.execute(query, args).rowcount
+            if deleted:
+                self._bump(conn)
         return deleted > 0
 
     def templates(self, model_id: str) -> tuple[list[str], np.ndarray]:

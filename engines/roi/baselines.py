@@ -188,6 +188,20 @@ def _score(
     return float(f1), float(forgiven.mean())
 
 
+def _trial(
+    cand: ArplsFindPeaks | CwtFindPeaks,
+    results: Sequence[tuple[np.ndarray, np.ndarray]],
+    true_roi: np.ndarray,
+    true_peaks: Sequence[np.ndarray],
+    trials: list[dict[str, Any]],
+) -> tuple[float, float]:
+    """Score a candidate's ``results`` on the validation spectra (:func:`_score`) and append
+    the trial, its parameters and both figures, to ``trials``; returns (peak F1, ROI loss)."""
+    f1, loss = _score(results, true_roi, true_peaks)
+    trials.append({**cand.params(), "peak_f1": f1, "roi_loss": loss})
+    return f1, loss
+
+
 _REL_HEIGHTS = (0.5, 0.7, 0.85, 0.95, 1.0)
 
 
@@ -214,12 +228,8 @@ def tune_arpls_find_peaks(
         corrected = [xi - det.baseline(xi) for xi in x]
         for k, w in itertools.product((4.0, 6.0, 8.0), (1.5, 2.5)):
             cand = replace(det, prominence_sigma=k, min_fwhm_samples=w)
-            f1, loss = _score(
-                [cand.from_corrected(xi, ci) for xi, ci in zip(x, corrected, strict=True)],
-                true_roi,
-                true_peaks,
-            )
-            trials.append({**cand.params(), "peak_f1": f1, "roi_loss": loss})
+            results = [cand.from_corrected(xi, ci) for xi, ci in zip(x, corrected, strict=True)]
+            f1, _ = _trial(cand, results, true_roi, true_peaks, trials)
             if f1 > best_f1:
                 best_f1, best, best_corrected = f1, cand, corrected
     final = _tune_extent(
@@ -253,12 +263,8 @@ def tune_find_peaks_cwt(
         for k in (0.0, 3.0, 6.0, 10.0):
             cand = replace(base, widths=widths, min_snr=snr, min_prominence_sigma=k)
             apexes = [cand.prominent(xi, a) for xi, a in zip(x, raw, strict=True)]
-            f1, loss = _score(
-                [cand.from_apexes(xi, a) for xi, a in zip(x, apexes, strict=True)],
-                true_roi,
-                true_peaks,
-            )
-            trials.append({**cand.params(), "peak_f1": f1, "roi_loss": loss})
+            results = [cand.from_apexes(xi, a) for xi, a in zip(x, apexes, strict=True)]
+            f1, _ = _trial(cand, results, true_roi, true_peaks, trials)
             if f1 > best_f1:
                 best_f1, best, best_apexes = f1, cand, apexes
     final = _tune_extent(
@@ -287,8 +293,7 @@ def _tune_extent(
     best_loss, final = np.inf, best
     for r in _REL_HEIGHTS:
         cand = replace(best, rel_height=r)
-        f1, loss = _score(detect(cand), true_roi, true_peaks)
-        trials.append({**cand.params(), "peak_f1": f1, "roi_loss": loss})
+        _, loss = _trial(cand, detect(cand), true_roi, true_peaks, trials)
         if loss < best_loss:
             best_loss, final = loss, cand
     return final

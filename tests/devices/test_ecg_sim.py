@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from ecg_sessions import only_noise
 
 from devices.ecg_cohort import ECGSYN_WAVES, cohort_subject, subject_session
 from devices.ecg_sim import EcgSimulator, simulate_record
@@ -136,14 +137,7 @@ def test_natural_noise_and_custom_sessions() -> None:
     clean = simulate_record(subject, 1, fs_hz=250.0, duration_s=20.0, snr_db=math.inf)
     natural = simulate_record(subject, 1, fs_hz=250.0, duration_s=20.0)
     assert -10.0 < _snr_db(natural.signal, clean.signal) < 40.0
-    quiet = dataclasses.replace(
-        subject_session(subject, 1),
-        baseline_mV=0.0,
-        electrode_drift_mV=0.0,
-        emg_mV=0.0,
-        powerline_mV=0.0,
-        motion_mV=0.0,
-    )
+    quiet = only_noise(subject)
     assert not quiet.has_noise
     silent = simulate_record(subject, quiet, fs_hz=250.0, duration_s=20.0)
     assert np.array_equal(silent.signal, clean.signal)
@@ -158,13 +152,7 @@ def test_natural_noise_and_custom_sessions() -> None:
 def test_powerline_interference(mains_hz: float, fs_hz: float, present: bool) -> None:
     subject = cohort_subject(1)
     only_mains = dataclasses.replace(
-        subject_session(subject, 1),
-        baseline_mV=0.0,
-        electrode_drift_mV=0.0,
-        emg_mV=0.0,
-        motion_mV=0.0,
-        powerline_mV=0.05,
-        powerline_hz=mains_hz,
+        only_noise(subject, "powerline_mV", 0.05), powerline_hz=mains_hz
     )
     clean = simulate_record(subject, 1, fs_hz=fs_hz, duration_s=10.0, snr_db=math.inf)
     noisy = simulate_record(subject, only_mains, fs_hz=fs_hz, duration_s=10.0)

@@ -16,16 +16,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-import engines.ecg.evaluate
 from engines.ecg.evaluate import (
     DETECTION_FS_HZ,
     DETECTION_NOISE,
     EvalSizes,
-    evaluate_ecg,
+    ecg_report,
     format_table,
 )
 from engines.ecg.evaluate.identity import _fused, _windows
 from engines.ecg.specs import WEIGHTS_DIR
+from engines.report import publish_report
 
 TINY = EvalSizes(
     test_fs_hz=(128.0, 500.0),
@@ -39,28 +39,6 @@ TINY = EvalSizes(
 
 
 SHIPPED_REPORT = WEIGHTS_DIR / "ecg_eval.json"
-
-
-def test_public_names() -> None:
-    assert sorted(engines.ecg.evaluate.__all__) == [
-        "CLOSED_SET_SUBJECTS",
-        "DEFAULT_SEED",
-        "DETECTION_FS_HZ",
-        "DETECTION_NOISE",
-        "DETECTION_SNR_DB",
-        "EvalSizes",
-        "IMPOSTOR_SUBJECTS",
-        "OPEN_SET_SUBJECTS",
-        "PAPER_FIGURES",
-        "SECTIONS",
-        "TARGETS",
-        "ecg_report",
-        "evaluate_ecg",
-        "format_table",
-        "task_metric",
-    ]
-    for name in engines.ecg.evaluate.__all__:
-        assert getattr(engines.ecg.evaluate, name) is not None
 
 
 def test_table_of_the_shipped_report() -> None:
@@ -102,7 +80,8 @@ def test_fused_probes_are_the_matchers_fusion() -> None:
 
 def test_r_peak_section(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "ecg.json"
-    report = evaluate_ecg(json_path=path, sections=("r_peaks",), sizes=TINY, progress=False)
+    report = ecg_report(sections=("r_peaks",), sizes=TINY, progress=False)
+    publish_report(report, format_table(report), path, tag="eval ecg")
     on_disk = json.loads(path.read_text())
     assert on_disk == report
     # computed first, then formatted: what is printed is the table of the returned report
@@ -129,7 +108,7 @@ def test_r_peak_section(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_real_recordings_skipped_with_a_reason(tmp_path: Path) -> None:
-    report = evaluate_ecg(
+    report = ecg_report(
         sections=("real_recordings",), data_dir=tmp_path / "absent", progress=False
     )
     assert "skipped" in report["real_recordings"]
@@ -143,7 +122,7 @@ def test_real_recordings_against_neurokit2() -> None:
     data_dir = Path(__file__).resolve().parents[2] / DEFAULT_DATA_DIR
     if not all((data_dir / r.filename).is_file() for r in REAL_RECORDINGS.values()):
         pytest.skip("real recordings not extracted (make ecg-data)")
-    report = evaluate_ecg(sections=("real_recordings",), data_dir=data_dir, progress=False)
+    report = ecg_report(sections=("real_recordings",), data_dir=data_dir, progress=False)
     real = report["real_recordings"]
     assert set(real["recordings"]) == set(REAL_RECORDINGS)
     for entry in real["recordings"].values():
@@ -181,12 +160,10 @@ def test_identity_sections_bookkeeping(tmp_path: Path, monkeypatch: pytest.Monke
     }
     _random_weights(tmp_path, monkeypatch, card)
     path = tmp_path / "ecg.json"
-    report = evaluate_ecg(
-        json_path=path,
-        sections=("closed_set", "verification", "open_set"),
-        sizes=TINY,
-        progress=False,
+    report = ecg_report(
+        sections=("closed_set", "verification", "open_set"), sizes=TINY, progress=False
     )
+    publish_report(report, format_table(report), path, tag="eval ecg")
     assert json.loads(path.read_text()) == report
 
     cs = report["closed_set"]
@@ -234,7 +211,7 @@ def test_degenerate_sizes_do_not_crash(tmp_path: Path, monkeypatch: pytest.Monke
     tiny = EvalSizes(
         test_fs_hz=(250.0,), enrol_s=3.0, test_s=1.0, n_open_set=1, n_impostors=1
     )  # under 5 beats to enrol anyone, at most one beat to test
-    report = evaluate_ecg(
+    report = ecg_report(
         sections=("closed_set", "verification", "open_set"), sizes=tiny, progress=False
     )
     assert json.dumps(report)
@@ -251,7 +228,7 @@ def test_missing_weights_are_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyP
         spec = specs.ECG_SPECS[key]
         missing = dataclasses.replace(spec, weights=str(tmp_path / spec.weights))
         monkeypatch.setitem(specs.ECG_SPECS, key, missing)
-    report = evaluate_ecg(
+    report = ecg_report(
         sections=("closed_set", "verification", "open_set"), sizes=TINY, progress=False
     )
     for name in ("closed_set", "verification", "open_set"):
@@ -261,7 +238,7 @@ def test_missing_weights_are_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_thresholds_missing_from_the_card(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _random_weights(tmp_path, monkeypatch, {})
-    report = evaluate_ecg(sections=("verification",), sizes=TINY, progress=False)
+    report = ecg_report(sections=("verification",), sizes=TINY, progress=False)
     ver = report["verification"]
     assert "skipped" in ver["thresholds"]["single"] and "skipped" in ver["thresholds"]["fused"]
     assert "at_shipped_thresholds" not in ver["single"]
@@ -270,16 +247,15 @@ def test_thresholds_missing_from_the_card(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_unknown_section() -> None:
     with pytest.raises(ValueError):
-        evaluate_ecg(sections=("nope",), progress=False)
+        ecg_report(sections=("nope",), progress=False)
 
 
-def test_quick_report_with_shipped_weights(tmp_path: Path) -> None:
+def test_quick_report_with_shipped_weights() -> None:
     from engines.ecg.specs import ECG_SPECS
 
     if not all(s.weights_path.is_file() for s in ECG_SPECS.values()):
         pytest.skip("no shipped ECG weights")
-    report = evaluate_ecg(
-        json_path=tmp_path / "ecg.json",
+    report = ecg_report(
         quick=True,
         sections=("closed_set", "verification", "open_set", "r_peaks"),
         progress=False,

@@ -3,6 +3,7 @@ backend choice, accuracy gate, lifecycle. Small throwaway models with weights in
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_net import LENGTH, TinyNet, tiny_spec
 
 import engines.engine as engine_module
 from engines.backends.eager import EagerEngine
@@ -35,21 +37,7 @@ from engines.errors import (
 )
 from engines.spec import ModelSpec
 
-LENGTH = 64
 MAX_BATCH = 8
-
-
-class TinyNet(torch.nn.Module):
-    """Conv-BN-ReLU-Conv over (B, 1, 64): enough ops for fusion to change the arithmetic."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv1d(1, 8, 5, padding=2)
-        self.bn = torch.nn.BatchNorm1d(8)
-        self.head = torch.nn.Conv1d(8, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.bn(self.conv(x))))
 
 
 def make_spec(root: Path, seed: int = 0) -> ModelSpec:
@@ -58,16 +46,7 @@ def make_spec(root: Path, seed: int = 0) -> ModelSpec:
     with torch.no_grad():  # non-trivial running statistics, so BN folding is exercised
         net.bn.running_mean.uniform_(-0.5, 0.5)
         net.bn.running_var.uniform_(0.5, 2.0)
-    weights = root / f"tiny_{seed}.pt"
-    torch.save(net.state_dict(), weights)
-    return ModelSpec(
-        name="tiny",
-        build=TinyNet,
-        input_shape=(1, LENGTH),
-        output_shape=(1, LENGTH),
-        weights=weights.name,
-        weights_dir=root,
-    )
+    return tiny_spec(net, root / f"tiny_{seed}.pt")
 
 
 @pytest.fixture(scope="module")
@@ -248,14 +227,7 @@ def test_missing_weights_are_not_weights_that_do_not_fit(tmp_path: Path) -> None
 
 def test_engine_checks_the_backend_output_shape(built) -> None:
     spec = built[0]
-    wrong = ModelSpec(
-        name="tiny",
-        build=TinyNet,
-        input_shape=(1, LENGTH),
-        output_shape=(2, LENGTH),
-        weights=spec.weights,
-        weights_dir=spec.weights_dir,
-    )
+    wrong = dataclasses.replace(spec, output_shape=(2, LENGTH))
     engine = EagerEngine(wrong, spec.load())
     with pytest.raises(EngineError, match="expected float32"):
         engine(batch(1))

@@ -8,26 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import engines.roi.evaluate
-from engines.roi.evaluate import DEFAULT_SEED, evaluate_roi, format_table, ood_groups
+from engines.report import publish_report
+from engines.roi.evaluate import DEFAULT_SEED, format_table, ood_groups, roi_report
 from engines.roi.evaluate.protocol import simulate_spectra, stream_rng
 from engines.roi.specs import WEIGHTS_DIR
 
 SHIPPED_REPORT = WEIGHTS_DIR / "roi_eval.json"
-
-
-def test_public_names() -> None:
-    assert sorted(engines.roi.evaluate.__all__) == [
-        "DEFAULT_SEED",
-        "MODEL_NAMES",
-        "evaluate_roi",
-        "format_table",
-        "ood_groups",
-        "roi_report",
-        "task_metric",
-    ]
-    for name in engines.roi.evaluate.__all__:
-        assert getattr(engines.roi.evaluate, name) is not None
 
 
 def test_table_of_the_shipped_report() -> None:
@@ -82,8 +68,7 @@ def test_ood_groups_cover_the_brief() -> None:
 @pytest.mark.slow
 def test_tiny_report_without_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "roi.json"
-    report = evaluate_roi(
-        json_path=path,
+    report = roi_report(
         n_test=40,
         models=(),
         n_ood=13,
@@ -93,6 +78,7 @@ def test_tiny_report_without_weights(tmp_path: Path, capsys: pytest.CaptureFixtu
         n_windowing_per_length=2,
         progress=False,
     )
+    publish_report(report, format_table(report), path, tag="eval roi")
     on_disk = json.loads(path.read_text())
     assert on_disk["sizes"]["n_test"] == 40
     assert set(on_disk["models"]) == {"arpls_find_peaks", "find_peaks_cwt"}

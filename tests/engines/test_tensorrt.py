@@ -13,39 +13,18 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from tiny_net import LENGTH, TinyNet, tiny_spec
 
 import engines.backends.tensorrt as trt_backend
 from engines.engine import ACCURACY_TOLERANCE, load_engine, resolve_backend
 from engines.errors import BackendUnavailableError
 from engines.spec import ModelSpec
 
-LENGTH = 64
-
-
-class TinyNet(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv1d(1, 8, 5, padding=2)
-        self.bn = torch.nn.BatchNorm1d(8)
-        self.head = torch.nn.Conv1d(8, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.bn(self.conv(x))))
-
 
 @pytest.fixture()
 def spec(tmp_path: Path) -> ModelSpec:
     torch.manual_seed(0)
-    weights = tmp_path / "tiny.pt"
-    torch.save(TinyNet().state_dict(), weights)
-    return ModelSpec(
-        name="tiny",
-        build=TinyNet,
-        input_shape=(1, LENGTH),
-        output_shape=(1, LENGTH),
-        weights=weights.name,
-        weights_dir=tmp_path,
-    )
+    return tiny_spec(TinyNet(), tmp_path / "tiny.pt")
 
 
 def has_gpu_stack() -> bool:

@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 import urllib.request
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,8 @@ import msgpack
 import numpy as np
 import zmq
 
+from bench.faults_rig import Answers
+from stream.service import ServiceConfig
 from stream.wire import Message, data_message, decode, encode
 
 REPO = Path(__file__).resolve().parents[2]
@@ -227,78 +228,14 @@ class Client:
         term_context(self.ctx)
 
 
-class Answers:
-    """A subscriber to everything, reading in a thread: per stream, seq -> outcomes (``result``
-    or the error code). ``probe``: wait until the subscription is live (needs ``ingest``);
-    without it (a service not started yet), reconnects at once when the publisher binds."""
-
-    def __init__(self, publish: str, ingest: str | None = None, *, probe: bool = True) -> None:
-        self.ctx: zmq.Context[Any] = zmq.Context()
-        self.sub = self.ctx.socket(zmq.SUB)
-        self.sub.linger = 0
-        self.sub.rcvhwm = 0  # the measuring end must not lose anything itself
-        self.sub.reconnect_ivl = 10  # back at once when a (restarted) publisher binds
-        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sub.connect(publish)
-        self.by_stream: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        if probe:
-            assert ingest is not None, "a probe goes to ingest"
-            self._wait_for_subscription(ingest)
-        self._thread = threading.Thread(target=self._run, name="answers", daemon=True)
-        self._thread.start()
-
-    def _wait_for_subscription(self, ingest: str) -> None:
-        push = self.ctx.socket(zmq.PUSH)
-        push.linger = 0
-        push.connect(ingest)
-        deadline = time.monotonic() + TIMEOUT_S
-        try:
-            while time.monotonic() < deadline:
-                push.send_multipart(probe_frames())
-                if self.sub.poll(200):
-                    time.sleep(0.1)
-                    while self.sub.poll(50):
-                        self.sub.recv_multipart()
-                    return
-            raise AssertionError("subscription never became live")
-        finally:
-            push.close(0)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if not self.sub.poll(50):
-                continue
-            msg = decode(self.sub.recv_multipart(), topic=True)
-            if msg.seq is None or msg.stream == PROBE:
-                continue
-            outcome = str(msg.payload.get("code")) if msg.kind == "error" else "result"
-            with self._lock:
-                self.by_stream[msg.stream][msg.seq].append(outcome)
-
-    def answers(self, stream: str) -> dict[int, list[str]]:
-        with self._lock:
-            return {seq: list(v) for seq, v in self.by_stream[stream].items()}
-
-    def count(self, stream: str) -> int:
-        """How many seqs of ``stream`` have at least one answer."""
-        with self._lock:
-            return len(self.by_stream[stream])
-
-    def codes(self, streams: Iterable[str]) -> dict[str, int]:
-        out: dict[str, int] = defaultdict(int)
-        for stream in streams:
-            for outcomes in self.answers(stream).values():
-                for outcome in outcomes:
-                    out[outcome] += 1
-        return dict(out)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(TEARDOWN_S)
-        self.sub.close(0)
-        term_context(self.ctx)
+def live_answers(publish: str, ingest: str) -> Answers:
+    """A :class:`bench.faults_rig.Answers` on ``publish`` whose subscription is live: probed
+    through ``ingest`` until the service answers, so that nothing sent from now on is missed."""
+    answers = Answers(publish)
+    if not answers.wait_live(ingest, TIMEOUT_S):
+        answers.close()
+        raise AssertionError("subscription never became live")
+    return answers
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,3 +318,19 @@ class CliService:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)  # its session: the service and its stages
             self.proc.wait()
+
+
+def local_service_config(weights: Path, **settings: Any) -> ServiceConfig:
+    """An eager spectral service on random 127.0.0.1 ports, batches of up to 8 rows after at
+    most 1 ms, statistics every 0.1 s; ``settings`` add to these or replace them."""
+    return ServiceConfig(**{
+        "path": "spectral",
+        "ingest": "tcp://127.0.0.1:*",
+        "publish": "tcp://127.0.0.1:*",
+        "backend": "eager",
+        "weights": weights,
+        "max_batch": 8,
+        "max_wait_us": 1000,
+        "stats_interval_s": 0.1,
+        **settings,
+    })

@@ -24,32 +24,30 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import msgpack
-import numpy as np
 import pytest
 import zmq
 from service_client import (
     TIMEOUT_S,
-    Answers,
     CliService,
     alive,
     children,
     free_port,
     ingest_took,
+    live_answers,
+    local_service_config,
     term_context,
     wait_until,
 )
 
-from devices.spectra_sim import SpectrumSimConfig, simulate
+from bench.faults_rig import Answers, Load, slow_subscriber_and_flood
 from stream.service import Service, ServiceConfig
 from stream.stages import DROP_CODES
-from stream.wire import data_message, encode
 
 REPO = Path(__file__).resolve().parents[2]
 LOST_IN_RESTART = "lost_in_restart"
@@ -60,74 +58,8 @@ LOST_IN_RESTART = "lost_in_restart"
 
 
 def make_config(weights: Path, **overrides: Any) -> ServiceConfig:
-    settings: dict[str, Any] = {
-        "path": "spectral",
-        "ingest": "tcp://127.0.0.1:*",
-        "publish": "tcp://127.0.0.1:*",
-        "backend": "eager",
-        "weights": weights,
-        "max_batch": 8,
-        "max_wait_us": 1000,
-        "stats_interval_s": 0.1,
-        "stop_timeout_s": 30.0,
-        "watchdog_s": 3.0,
-    }
-    settings.update(overrides)
-    return ServiceConfig(**settings)
-
-
-_POOL = simulate(64, config=SpectrumSimConfig(length=512),
-                 rng=np.random.default_rng(0)).spectra
-
-
-class Load:
-    """A sender thread: ``rate_hz`` messages/s round-robin over ``streams``, seq 0, 1, ... per
-    stream; :attr:`sent_at` keeps the monotonic send time of every seq."""
-
-    def __init__(self, ingest: str, streams: tuple[str, ...], rate_hz: float = 150.0) -> None:
-        self.streams, self.period_s = streams, 1.0 / rate_hz
-        self.ctx = zmq.Context()
-        self.push = self.ctx.socket(zmq.PUSH)
-        self.push.linger = 0
-        self.push.sndhwm = 0  # never block the load; a dead stage's backlog waits here
-        self.push.connect(ingest)
-        self.sent_at: dict[str, list[float]] = {s: [] for s in streams}
-        self._paused = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> Load:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        k, next_t = 0, time.monotonic()
-        while not self._stop.is_set():
-            next_t += self.period_s
-            delay = next_t - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            stream = self.streams[k % len(self.streams)]
-            seq = len(self.sent_at[stream])
-            msg = data_message("spectrum", stream, seq, _POOL[k % len(_POOL)])
-            self.push.send_multipart(encode(msg))
-            self.sent_at[stream].append(time.monotonic())
-            k += 1
-
-    def seq_at(self, stream: str, t: float) -> int:
-        """The first seq of ``stream`` sent at or after monotonic time ``t``."""
-        return int(np.searchsorted(self.sent_at[stream], t))
-
-    def stop(self) -> dict[str, int]:
-        """Stop sending; returns how many messages each stream sent."""
-        self._stop.set()
-        self._thread.join(10)
-        return {s: len(t) for s, t in self.sent_at.items()}
-
-    def close(self) -> None:
-        self.stop()
-        self.push.close(0)
-        term_context(self.ctx)
+    return local_service_config(weights, **{"stop_timeout_s": 30.0, "watchdog_s": 3.0,
+                                            **overrides})
 
 
 def wait_answered(answers: Answers, sent: dict[str, int], *, allowed_missing: int = 0,
@@ -145,7 +77,7 @@ def wait_answered(answers: Answers, sent: dict[str, int], *, allowed_missing: in
 
 def assert_once_each(answers: Answers, stream: str, n: int) -> set[int]:
     """No seq answered twice, nothing answered that was not sent; returns the missing seqs."""
-    got = answers.answers(stream)
+    got = answers.answered(stream)
     twice = {seq: outs for seq, outs in got.items() if len(outs) != 1}
     assert not twice, f"{stream}: answered more than once: {twice}"
     assert set(got) <= set(range(n)), f"{stream}: answers to seqs never sent"
@@ -210,7 +142,7 @@ def service(weights: Path) -> Iterator[Service]:
 
 @pytest.fixture
 def answers(service: Service) -> Iterator[Answers]:
-    a = Answers(service.bound_publish, service.bound_ingest)
+    a = live_answers(service.bound_publish, service.bound_ingest)
     yield a
     a.close()
 
@@ -280,16 +212,7 @@ def test_a_slow_subscriber_slows_nothing(service: Service, answers: Answers) -> 
     # subscriber gets every answer and the publisher stays within its bounds (main grew
     # 123 -> 495 MB on 20,000 such errors).
     ctx = zmq.Context()
-    slow = ctx.socket(zmq.SUB)
-    slow.linger = 0
-    slow.rcvhwm = 1
-    slow.setsockopt(zmq.RCVBUF, 4096)
-    slow.setsockopt(zmq.SUBSCRIBE, b"")
-    slow.connect(service.bound_publish)
-    flood = ctx.socket(zmq.PUSH)
-    flood.linger = 0
-    flood.sndhwm = 0
-    flood.connect(service.bound_ingest)
+    slow, flood = slow_subscriber_and_flood(ctx, service.bound_publish, service.bound_ingest)
     streams, bad, n_bad = ("slow-a", "slow-b"), "slow-bad", 20_000
     publisher = service.pids["publisher"]
     time.sleep(0.5)  # the slow subscription is in place
@@ -338,7 +261,7 @@ def _run_with_fault(weights: Path, stage: str, streams: tuple[str, ...],
     service, the answers, the load, what was sent, and the kill and back times (monotonic)."""
     service = Service(make_config(weights, **config))
     service.start()
-    answers = Answers(service.bound_publish, service.bound_ingest)
+    answers = live_answers(service.bound_publish, service.bound_ingest)
     load = Load(service.bound_ingest, streams)
     try:
         load.start()
@@ -445,7 +368,7 @@ def test_overload_is_shed_and_answered(weights: Path) -> None:
     # served is answered dropped or expired, never left unexplained.
     service = Service(make_config(weights, queue_depth=16, deadline_ms=200, max_batch=4))
     service.start()
-    answers = Answers(service.bound_publish, service.bound_ingest)
+    answers = live_answers(service.bound_publish, service.bound_ingest)
     load = Load(service.bound_ingest, ("ov-a", "ov-b"), rate_hz=3000.0)
     try:
         load.start()
@@ -480,7 +403,7 @@ def test_group_sigterm_drains_under_load(weights: Path) -> None:
     answers = load = None
     try:
         ingest, publish = run.ready(300)
-        answers = Answers(publish, ingest)
+        answers = live_answers(publish, ingest)
         stages = children(run.proc.pid)
         streams = ("term-a", "term-b")
         load = Load(ingest, streams).start()

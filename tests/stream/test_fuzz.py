@@ -443,20 +443,14 @@ def _check(report: dict[str, Any]) -> None:
         assert report["answered"] == report["sent"], report
 
 
+@pytest.mark.parametrize(("messages", "seed"), [
+    (300, 1),
+    pytest.param(20_000, 2, marks=pytest.mark.slow, id="long"),
+])
 @pytest.mark.parametrize("path", ["spectral", "ecg"])
-def test_live_fuzz(path: str, weights: Path, tmp_path: Path) -> None:
+def test_live_fuzz(path: str, messages: int, seed: int, weights: Path, tmp_path: Path) -> None:
     if path == "ecg":
         _ecg_or_skip()
-    report = live_fuzz(LiveFuzzConfig(path=path, messages=300, seed=1, weights=weights,
-                                      workdir=tmp_path))
-    _check(report)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("path", ["spectral", "ecg"])
-def test_live_fuzz_long(path: str, weights: Path, tmp_path: Path) -> None:
-    if path == "ecg":
-        _ecg_or_skip()
-    report = live_fuzz(LiveFuzzConfig(path=path, messages=20_000, seed=2, weights=weights,
+    report = live_fuzz(LiveFuzzConfig(path=path, messages=messages, seed=seed, weights=weights,
                                       workdir=tmp_path))
     _check(report)

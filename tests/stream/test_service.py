@@ -28,6 +28,7 @@ from service_client import (
     children,
     free_port,
     ingest_took,
+    local_service_config,
     wait_until,
 )
 
@@ -43,23 +44,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def make_config(weights: Path, **overrides: Any) -> ServiceConfig:
-    settings: dict[str, Any] = {
-        "path": "spectral",
-        "ingest": "tcp://127.0.0.1:*",
-        "publish": "tcp://127.0.0.1:*",
-        "backend": "eager",
-        "weights": weights,
-        "max_batch": 8,
-        "max_wait_us": 1000,
-        "queue_depth": 256,
-        "stats_interval_s": 0.1,
-        "stop_timeout_s": 20.0,
-        # These tests are about results and accounting, not freshness: a spectrum that waits
-        # at the door on a loaded machine gets its result, not `expired` (the path's 50 ms).
-        "deadline_ms": 60_000,
-    }
-    settings.update(overrides)
-    return ServiceConfig(**settings)
+    # These tests are about results and accounting, not freshness: a spectrum that waits at
+    # the door on a loaded machine gets its result, not `expired` (the path's 50 ms).
+    return local_service_config(weights, **{"queue_depth": 256, "stop_timeout_s": 20.0,
+                                            "deadline_ms": 60_000, **overrides})
 
 
 @pytest.fixture(scope="module", params=[0, 2], ids=["stages-in-ingest", "two-shards"])

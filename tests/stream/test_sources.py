@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zmq
-from service_client import TIMEOUT_S, Answers, wait_until
+from service_client import TIMEOUT_S, wait_until
 
+from bench.faults_rig import Answers
 from devices.frames import EndOfStream, Frame, FrameSource
 from devices.spectrometer import SpectrometerSimConfig, SpectrometerSimulator
 from stream.paths.spectral.sources import run_replay, run_spectral_sim
@@ -344,7 +345,7 @@ def test_a_source_rides_out_a_service_restart(context: zmq.Context, weights: Pat
     buffer_bytes = 64 << 10
     reports: list[PushReport] = []
     # Subscribed before the service binds: no probe, a quick reconnect.
-    first = Answers(f"tcp://127.0.0.1:{ports[0]}", probe=False)
+    first = Answers(f"tcp://127.0.0.1:{ports[0]}")
     second: Answers | None = None
     pusher = threading.Thread(target=lambda: reports.append(push_frames(
         sources, kind="spectrum", connect=ingest, buffer_bytes=buffer_bytes, give_up_s=120.0,
@@ -360,7 +361,7 @@ def test_a_source_rides_out_a_service_restart(context: zmq.Context, weights: Pat
         # Away until 200 more are read: more than ZeroMQ's queue (100) and the buffer (~30).
         wait_until(lambda: all(sources[n].inner.frames_read >= at_stop[n] + 100 for n in names),
                    "the source read on while no service was up")
-        second = Answers(f"tcp://127.0.0.1:{ports[1]}", probe=False)
+        second = Answers(f"tcp://127.0.0.1:{ports[1]}")
         new = Service(config(ports[1]))
         new.start()
         wait_until(lambda: all(second.count(n) >= 40 for n in names), "the new service answers")
@@ -374,7 +375,7 @@ def test_a_source_rides_out_a_service_restart(context: zmq.Context, weights: Pat
             # The newest message is never dropped; once it is answered, everything the
             # service took in is answered or counted, and this subscriber holds each answer.
             summary = service.summary()
-            return all(read[n] - 1 in answers.answers(n) and n in summary
+            return all(read[n] - 1 in answers.answered(n) and n in summary
                        and summary[n].unexplained == 0
                        and answers.count(n) == summary[n].delivered + summary[n].errors_total
                        for n in names)
@@ -401,7 +402,7 @@ def test_a_source_rides_out_a_service_restart(context: zmq.Context, weights: Pat
         n = read[name]
         assert n == report.sent[name] + report.dropped.get(name, 0)
         assert report.dropped.get(name, 0) > 0, "the outage must overflow the buffer"
-        got_first, got_second = first.answers(name), second.answers(name)
+        got_first, got_second = first.answered(name), second.answered(name)
         assert all(len(v) == 1 for v in (*got_first.values(), *got_second.values())), (
             f"{name}: a seq answered twice")
         before, after = sorted(got_first), sorted(got_second)

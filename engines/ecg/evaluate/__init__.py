@@ -78,7 +78,7 @@ from engines.ecg.evaluate.protocol import (
     EvalSizes,
 )
 from engines.ecg.evaluate.r_peaks import DETECTION_NOISE
-from engines.ecg.evaluate.run import ecg_report, evaluate_ecg
+from engines.ecg.evaluate.run import ecg_report
 from engines.ecg.evaluate.table import format_table
 
 __all__ = [
@@ -94,7 +94,6 @@ __all__ = [
     "TARGETS",
     "EvalSizes",
     "ecg_report",
-    "evaluate_ecg",
     "format_table",
     "task_metric",
 ]

@@ -1,5 +1,6 @@
 """The ECG evaluation run: load the models, compute each section, the targets and the run's
-metadata into one report; then print its table and write its JSON."""
+metadata into one report (:func:`engines.report.publish_report` prints its table and writes
+its JSON)."""
 
 from __future__ import annotations
 
@@ -27,42 +28,9 @@ from engines.ecg.evaluate.protocol import (
     log_progress,
 )
 from engines.ecg.evaluate.r_peaks import r_peaks_real, r_peaks_simulated
-from engines.ecg.evaluate.table import format_table
-from engines.report import jsonable, write_report
+from engines.report import jsonable
 
-__all__ = ["ecg_report", "evaluate_ecg"]
-
-
-def evaluate_ecg(
-    *,
-    json_path: Path | str | None = None,
-    seed: int = DEFAULT_SEED,
-    quick: bool = False,
-    progress: bool = True,
-    data_dir: Path | str | None = None,
-    sizes: EvalSizes | None = None,
-    sections: Sequence[str] = SECTIONS,
-    threads: int = 1,
-    batch: int = 512,
-) -> dict[str, Any]:
-    """Run the ECG evaluation, print a table to stdout, write the JSON report; return it.
-
-    The arguments other than ``json_path`` are those of :func:`ecg_report`.
-    """
-    report = ecg_report(
-        seed=seed,
-        quick=quick,
-        progress=progress,
-        data_dir=data_dir,
-        sizes=sizes,
-        sections=sections,
-        threads=threads,
-        batch=batch,
-    )
-    print(format_table(report))
-    if json_path is not None:
-        log_progress(progress, f"wrote {write_report(report, json_path)}")
-    return report
+__all__ = ["ecg_report"]
 
 
 def ecg_report(

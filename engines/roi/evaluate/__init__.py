@@ -44,13 +44,12 @@ section of the report), :mod:`~engines.roi.evaluate.run` (the run that assembles
 
 from engines.roi.evaluate.gate import task_metric
 from engines.roi.evaluate.protocol import DEFAULT_SEED, MODEL_NAMES, ood_groups
-from engines.roi.evaluate.run import evaluate_roi, roi_report
+from engines.roi.evaluate.run import roi_report
 from engines.roi.evaluate.table import format_table
 
 __all__ = [
     "DEFAULT_SEED",
     "MODEL_NAMES",
-    "evaluate_roi",
     "format_table",
     "ood_groups",
     "roi_report",

@@ -1,24 +1,21 @@
-"""The ROI evaluation run: compute every section into one report, its targets and timings;
-then print its table and write its JSON."""
+"""The ROI evaluation run: compute every section into one report, its targets and timings
+(:func:`engines.report.publish_report` prints its table and writes its JSON)."""
 
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from engines.report import write_report
 from engines.roi.detector import RoiDetectorConfig
 from engines.roi.evaluate.protocol import (
     BASELINE_NAMES,
     DEFAULT_SEED,
     MODEL_NAMES,
     TARGETS,
-    log_progress,
 )
 from engines.roi.evaluate.sections import (
     ablation_section,
@@ -30,51 +27,8 @@ from engines.roi.evaluate.sections import (
     simulate_sets,
     windowing_report,
 )
-from engines.roi.evaluate.table import format_table
 
-__all__ = ["evaluate_roi", "roi_report"]
-
-
-def evaluate_roi(
-    *,
-    json_path: Path | None,
-    n_test: int = 30_000,
-    seed: int = DEFAULT_SEED,
-    backend: str = "eager",
-    models: Sequence[str] = MODEL_NAMES,
-    n_ood: int = 1_400,
-    n_baseline: int = 5_000,
-    n_validation: int = 300,
-    n_peak_free_per_band: int = 200,
-    n_windowing_per_length: int = 100,
-    detector_config: RoiDetectorConfig | None = None,
-    threads: int | None = None,
-    batch: int = 512,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Run the ROI evaluation, print a table to stdout, write the JSON report; return it.
-
-    The arguments other than ``json_path`` are those of :func:`roi_report`.
-    """
-    report = roi_report(
-        n_test=n_test,
-        seed=seed,
-        backend=backend,
-        models=models,
-        n_ood=n_ood,
-        n_baseline=n_baseline,
-        n_validation=n_validation,
-        n_peak_free_per_band=n_peak_free_per_band,
-        n_windowing_per_length=n_windowing_per_length,
-        detector_config=detector_config,
-        threads=threads,
-        batch=batch,
-        progress=progress,
-    )
-    print(format_table(report))
-    if json_path is not None:
-        log_progress(progress, f"wrote {write_report(report, json_path)}")
-    return report
+__all__ = ["roi_report"]
 
 
 def roi_report(
@@ -103,7 +57,7 @@ def roi_report(
     may use).
     """
     if backend != "eager":
-        raise ValueError(f"evaluate_roi runs models eagerly; backend {backend!r} not supported")
+        raise ValueError(f"roi_report runs models eagerly; backend {backend!r} not supported")
     unknown = sorted(set(models) - set(MODEL_NAMES))
     if unknown:
         raise ValueError(f"unknown models {unknown}; choose from {MODEL_NAMES}")

@@ -12,7 +12,7 @@ def _fmt(v: Any, spec: str) -> str:
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """The readable summary printed by :func:`evaluate_roi`."""
+    """The readable summary printed by ``sigstream eval roi``."""
     lines = []
     sizes = report["sizes"]
     lines.append(

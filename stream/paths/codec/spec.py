@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from stream.paths.codec.commands import CODEC_MODELS, add_commands
+from stream.paths.deferred import deferred_gate
 from stream.paths.spec import PathSpec
 
 if TYPE_CHECKING:
@@ -24,18 +25,12 @@ def _engine_models(service_max_batch: int) -> Mapping[str, tuple[ModelSpec, int]
             for codec in CODECS.values() for spec in (codec.encoder, codec.decoder)}
 
 
-def _gate(spec: ModelSpec, engine: Any) -> Any:
-    from engines.codec.evaluate import codec_gate
-
-    return codec_gate(spec, engine)
-
-
 SPEC = PathSpec(
     name="codec",
     summary="autoencoder audio codec: live link and offline coding",
     models=CODEC_MODELS,
     default_model="wideband",
     engine_models=_engine_models,
-    task_gate=_gate,
+    task_gate=deferred_gate("engines.codec.evaluate", "codec_gate"),
     cli=add_commands,
 )

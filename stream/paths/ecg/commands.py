@@ -225,9 +225,11 @@ def _train(args: argparse.Namespace, env: Environment) -> int:
 
 
 def _evaluate(args: argparse.Namespace, env: Environment) -> int:
-    from engines.ecg.evaluate import evaluate_ecg
+    from engines.ecg.evaluate import ecg_report, format_table
+    from engines.report import publish_report
 
-    evaluate_ecg(json_path=args.json, quick=args.quick, data_dir=args.data_dir)
+    report = ecg_report(quick=args.quick, data_dir=args.data_dir)
+    publish_report(report, format_table(report), args.json, tag="eval ecg")
     return 0
 
 

@@ -3,15 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
-
+from stream.paths.deferred import deferred_gate, specs_at_service_batch
 from stream.paths.ecg.commands import ECG_MODELS, EcgSettings, add_commands, format_result
 from stream.paths.ecg.stages import EcgPath
 from stream.paths.spec import PathSpec, ServeOptions
-
-if TYPE_CHECKING:
-    from engines.spec import ModelSpec
 
 __all__ = ["SPEC"]
 
@@ -22,18 +17,6 @@ def _serve(options: ServeOptions, settings: EcgSettings) -> EcgPath:
                    max_samples=options.max_samples, model=options.model or "embedding")
 
 
-def _engine_models(service_max_batch: int) -> Mapping[str, tuple[ModelSpec, int]]:
-    from engines.ecg.specs import ECG_SPECS
-
-    return {spec.name: (spec, service_max_batch) for spec in ECG_SPECS.values()}
-
-
-def _gate(spec: ModelSpec, engine: Any) -> Any:
-    from engines.ecg.evaluate.gate import ecg_gate
-
-    return ecg_gate(spec, engine)
-
-
 SPEC = PathSpec(
     name="ecg",
     summary="ECG user recognition (wearable authentication)",
@@ -41,8 +24,8 @@ SPEC = PathSpec(
     settings=EcgSettings,
     models=ECG_MODELS,
     default_model="embedding",
-    engine_models=_engine_models,
-    task_gate=_gate,
+    engine_models=specs_at_service_batch("engines.ecg.specs", "ECG_SPECS"),
+    task_gate=deferred_gate("engines.ecg.evaluate.gate", "ecg_gate"),
     cli=add_commands,
     format_result=format_result,
 )

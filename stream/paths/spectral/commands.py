@@ -80,10 +80,12 @@ def _train(args: argparse.Namespace, env: Environment) -> int:
 
 
 def _evaluate(args: argparse.Namespace, env: Environment) -> int:
-    from engines.roi.evaluate import evaluate_roi
+    from engines.report import publish_report
+    from engines.roi.evaluate import format_table, roi_report
 
     n_test = {} if args.n_test is None else {"n_test": args.n_test}
-    evaluate_roi(json_path=args.json, **n_test)
+    report = roi_report(**n_test)
+    publish_report(report, format_table(report), args.json, tag="eval roi")
     return 0
 
 

@@ -3,15 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from stream.paths.deferred import deferred_gate, specs_at_service_batch
 from stream.paths.spec import PathSpec, ServeOptions
 from stream.paths.spectral.commands import ROI_MODELS, add_commands, format_result
 from stream.paths.spectral.stages import SpectralPath
-
-if TYPE_CHECKING:
-    from engines.spec import ModelSpec
 
 __all__ = ["SPEC"]
 
@@ -21,26 +18,14 @@ def _serve(options: ServeOptions, settings: Any) -> SpectralPath:
                         max_samples=options.max_samples)
 
 
-def _engine_models(service_max_batch: int) -> Mapping[str, tuple[ModelSpec, int]]:
-    from engines.roi.specs import ROI_SPECS
-
-    return {spec.name: (spec, service_max_batch) for spec in ROI_SPECS.values()}
-
-
-def _gate(spec: ModelSpec, engine: Any) -> Any:
-    from engines.roi.evaluate.gate import roi_gate
-
-    return roi_gate(spec, engine)
-
-
 SPEC = PathSpec(
     name="spectral",
     summary="spectral ROI and peak detection",
     serve=_serve,
     models=ROI_MODELS,
     default_model="resnet_unet",
-    engine_models=_engine_models,
-    task_gate=_gate,
+    engine_models=specs_at_service_batch("engines.roi.specs", "ROI_SPECS"),
+    task_gate=deferred_gate("engines.roi.evaluate.gate", "roi_gate"),
     cli=add_commands,
     format_result=format_result,
 )
