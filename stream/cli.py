@@ -156,6 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a service or a link end until Ctrl-C / SIGTERM")
     source = sub.add_parser("source", help="push frames to a service")
+    denoise = sub.add_parser("denoise", help="denoise volumes (DICOM series, NIfTI files)")
     train = sub.add_parser("train", help="train shipped weights (reproducible by seed)")
     evaluate = sub.add_parser("eval", help="regenerate an evaluation report")
     _tap_command(sub)
@@ -163,6 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     groups = CliGroups(
         top=sub, run=run.add_subparsers(dest="path", required=True),
         source=source.add_subparsers(dest="source", required=True),
+        denoise=denoise.add_subparsers(dest="path", required=True),
         train=train.add_subparsers(dest="task", required=True),
         eval=evaluate.add_subparsers(dest="task", required=True), keys=_keys_commands(sub),
     )

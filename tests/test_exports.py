@@ -37,6 +37,7 @@ PACKAGES: dict[str, list[str]] = {
     "stream.paths.spectral": ["SPEC"],
     "stream.paths.ecg": ["EcgSettings", "SPEC"],
     "stream.paths.codec": ["SPEC"],
+    "stream.paths.ct": ["SPEC"],
     "engines": [
         "AccuracyGateError", "BackendUnavailableError", "BatcherConfig", "DynamicBatcher",
         "Engine", "EngineCache", "EngineError", "InputContractError", "ModelSpec",
@@ -44,6 +45,11 @@ PACKAGES: dict[str, list[str]] = {
         "resolve_backend",
     ],
     "engines.backends": [],
+    "engines.ct": ["CT_SPECS", "CtDenoiser", "SERVED_MODEL", "denoise_volume"],
+    "engines.ct.evaluate": [
+        "DOSES", "EvalSizes", "TARGETS", "ct_gate", "ct_report", "evaluate_ct", "format_table",
+        "task_metric",
+    ],
     "engines.ecg": [
         "BEAT_FS_HZ", "BEAT_POST_S", "BEAT_PRE_S", "BEAT_SAMPLES", "Beat", "BeatFrontend",
         "FrontendConfig", "FrontendOutput", "FusionState", "MatchResult", "Matcher",
@@ -53,7 +59,7 @@ PACKAGES: dict[str, list[str]] = {
     "engines.ecg.evaluate": [
         "CLOSED_SET_SUBJECTS", "DEFAULT_SEED", "DETECTION_FS_HZ", "DETECTION_NOISE",
         "DETECTION_SNR_DB", "EvalSizes", "IMPOSTOR_SUBJECTS", "OPEN_SET_SUBJECTS",
-        "PAPER_FIGURES", "SECTIONS", "TARGETS", "ecg_report", "evaluate_ecg", "format_table",
+        "PAPER_FIGURES", "SECTIONS", "TARGETS", "ecg_report", "format_table",
         "task_metric",
     ],
     "engines.ecg.frontend": [
@@ -62,7 +68,7 @@ PACKAGES: dict[str, list[str]] = {
         "extract_beats",
     ],
     "engines.roi.evaluate": [
-        "DEFAULT_SEED", "MODEL_NAMES", "evaluate_roi", "format_table", "ood_groups",
+        "DEFAULT_SEED", "MODEL_NAMES", "format_table", "ood_groups",
         "roi_report", "task_metric",
     ],
     "devices.volumes": [
@@ -86,6 +92,7 @@ PACKAGES: dict[str, list[str]] = {
 }
 
 MODULES: dict[str, list[str]] = {
+    "devices.lifecycle": ["ClosesOnExit", "OpenCloseState"],
     "engines.training": [
         "data_rng", "ema", "log_line", "progress_bar", "run_record", "save_weights",
         "write_card",
@@ -95,6 +102,7 @@ MODULES: dict[str, list[str]] = {
         "excerpt", "is_number", "load_npy", "numeric", "open_table", "read_table", "split_row",
         "text_lines",
     ],
+    "stream.paths.deferred": ["deferred_gate", "specs_at_service_batch"],
     "stream.results": ["ResultsClient"],
 }
 

@@ -1,6 +1,7 @@
 """The processing paths: one immutable tuple of declared :class:`PathSpec`, built once.
 
-Built in: ``spectral`` (spectral peaks), ``ecg`` (user recognition), ``codec`` (audio codec).
+Built in: ``spectral`` (spectral peaks), ``ecg`` (user recognition), ``codec`` (audio codec),
+``ct`` (low-dose CT).
 Each lives in one package here (``stream/paths/<name>/``: what the service runs, its sources,
 its command line) beside its models under ``engines/`` and its devices under ``devices/``.
 
@@ -42,10 +43,11 @@ def path_specs() -> tuple[PathSpec, ...]:
 
     from stream.errors import ConfigError
     from stream.paths.codec import SPEC as codec
+    from stream.paths.ct import SPEC as ct
     from stream.paths.ecg import SPEC as ecg
     from stream.paths.spectral import SPEC as spectral
 
-    specs: list[PathSpec] = [spectral, ecg, codec]
+    specs: list[PathSpec] = [spectral, ecg, codec, ct]
     for point in entry_points(group=PLUGIN_GROUP):
         spec = point.load()
         if not isinstance(spec, PathSpec):

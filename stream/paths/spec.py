@@ -36,13 +36,15 @@ class Environment:
 @dataclass(frozen=True)
 class CliGroups:
     """The ``sigstream`` sub-command groups a path adds its verbs to (argparse sub-parser
-    actions): ``run``, ``source``, ``train``, ``eval``, ``keys``, and ``top`` for a group of its
-    own (``sigstream ecg ...``). A handler set with ``set_defaults(func=...)`` receives the parsed
-    arguments and the :class:`Environment` and returns the exit status."""
+    actions): ``run``, ``source``, ``denoise`` (batch jobs over files), ``train``, ``eval``,
+    ``keys``, and ``top`` for a group of its own (``sigstream ecg ...``). A handler set with
+    ``set_defaults(func=...)`` receives the parsed arguments and the :class:`Environment` and
+    returns the exit status."""
 
     top: Any
     run: Any
     source: Any
+    denoise: Any
     train: Any
     eval: Any
     keys: Any

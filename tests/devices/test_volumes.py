@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -16,13 +15,10 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
-    CTImageStorage,
     ExplicitVRLittleEndian,
-    PositronEmissionTomographyImageStorage,
-    generate_uid,
 )
+from volume_files import SHAPE_YX, slice_hu, write_nifti_file, write_series, write_slice
 
 import devices.volumes as volumes
 from devices.errors import SigstreamError, VolumeError
@@ -41,8 +37,6 @@ from devices.volumes import (
 )
 
 SUFFIX = "sigstream denoise ct red_cnn 25%"
-AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-SHAPE_YX = (32, 32)
 
 
 def _testdata(name: str) -> str:
@@ -53,82 +47,10 @@ def _testdata(name: str) -> str:
     return str(path)
 
 
-def _hu(z: int, shape: tuple[int, int] = SHAPE_YX) -> np.ndarray:
-    """A slice of air, water and bone-like HU that differs per slice (z: slice index)."""
-    y, x = np.mgrid[: shape[0], : shape[1]]
-    hu = np.full(shape, -1000.0)
-    hu[(y - 16) ** 2 + (x - 16) ** 2 < 120] = 40.0 + 10 * z
-    hu[(y - 16) ** 2 + (x - 12) ** 2 < 9] = 900.0 + z
-    return hu
-
-
-def _write_slice(path: Path, values: np.ndarray, *, z_mm: float, series: str, study: str = "",
-                 modality: str = "CT", dtype: type = np.int16, slope: float = 1.0,
-                 intercept: float = -1024.0, bits_stored: int = 16, rescale: bool = True,
-                 orientation: Sequence[float] = AXIAL, position: Sequence[float] | None = None,
-                 instance: int = 1) -> None:
-    """One CT (or PET) slice as pydicom writes it: ``values`` in HU (or Bq/ml)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = (PositronEmissionTomographyImageStorage if modality == "PT"
-                                    else CTImageStorage)
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = study or "1.2.826.0.1.3680043.8.498.1"
-    ds.SeriesInstanceUID = series
-    ds.FrameOfReferenceUID = "1.2.826.0.1.3680043.8.498.2"
-    ds.PatientID, ds.PatientName = "SIG-001", "Phantom^Water"
-    ds.Modality, ds.SeriesDescription, ds.SeriesNumber = modality, "ABDOMEN 5mm", 3
-    ds.InstanceNumber = instance
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.ImagePositionPatient = list(position) if position is not None else [-80.0, -90.0, z_mm]
-    ds.ImageOrientationPatient = list(orientation)
-    ds.PixelSpacing = [0.7, 0.8]
-    ds.SliceThickness = 2.5
-    if rescale:
-        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-    if modality == "PT":
-        ds.Units = "BQML"
-    stored = np.round((values - (intercept if rescale else 0.0)) / (slope if rescale else 1.0))
-    info = np.iinfo(dtype)
-    ds.set_pixel_data(np.clip(stored, info.min, info.max).astype(dtype), "MONOCHROME2", bits_stored,
-                      generate_instance_uid=False)
-    ds.save_as(path, enforce_file_format=True)
-
-
-def _series(folder: Path, *, n: int = 4, step_mm: float = 2.5, names: Sequence[str] = (),
-            **kwargs: object) -> tuple[str, np.ndarray]:
-    """``n`` slices written in ``folder`` under ``names`` (slice z gets names[z]); returns the
-    SeriesInstanceUID and the HU in position order."""
-    folder.mkdir(parents=True, exist_ok=True)
-    series = str(kwargs.pop("series", "")) or generate_uid()
-    names = list(names) or [f"IM{z:04d}" for z in range(n)]
-    for z in range(n):
-        _write_slice(folder / names[z], _hu(z), z_mm=-100.0 + step_mm * z, series=series,
-                     instance=z + 1, **kwargs)  # type: ignore[arg-type]
-    return series, np.stack([_hu(z) for z in range(n)]).astype(np.float32)
-
-
 def _one(results: list[Volume | VolumeFailure]) -> Volume:
     assert len(results) == 1
     assert isinstance(results[0], Volume), results[0]
     return results[0]
-
-
-def _nifti(path: Path, data: np.ndarray, *, slope: float = 1.0, inter: float = 0.0,
-           zooms: Sequence[float] = (0.8, 0.7, 2.5)) -> np.ndarray:
-    """Write ``data`` ((x, y, z)...) as int16 NIfTI with scaling; returns its affine."""
-    affine = np.diag([*zooms[:3], 1.0])
-    affine[:3, 3] = [-12.0, 30.5, -80.0]
-    image = nib.Nifti1Image(np.round((data - inter) / slope).astype(np.int16), affine)
-    image.header.set_slope_inter(slope, inter)
-    image.header.set_xyzt_units("mm")
-    image.header["descrip"] = b"ct phantom"
-    nib.save(image, path)
-    return affine
 
 
 def _load(path: Path) -> nib.Nifti1Image:
@@ -141,7 +63,7 @@ def _load(path: Path) -> nib.Nifti1Image:
 
 def test_slices_are_ordered_by_position_whatever_their_file_names(tmp_path: Path) -> None:
     # File names sort opposite to position; no suffix: found by the DICM marker.
-    uid, hu = _series(tmp_path / "scan", names=["d", "c", "b", "a"])
+    uid, hu = write_series(tmp_path / "scan", names=["d", "c", "b", "a"])
     (tmp_path / "scan" / "README.txt").write_text("not an image")
     volume = _one(list(read_volumes([tmp_path / "scan"], modality="CT")))
     np.testing.assert_array_equal(volume.values, hu)
@@ -159,15 +81,15 @@ def test_order_follows_the_slice_normal_not_z(tmp_path: Path) -> None:
     folder.mkdir()
     sagittal = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
     for z, x in enumerate([10.0, 13.0, 7.0]):
-        _write_slice(folder / f"s{z}.dcm", _hu(z), z_mm=0.0, series="1.2.3.4", position=[
+        write_slice(folder / f"s{z}.dcm", slice_hu(z), z_mm=0.0, series="1.2.3.4", position=[
             x, -90.0, 50.0], orientation=sagittal)
     volume = read_dicom_series(sorted(folder.iterdir()))
-    np.testing.assert_array_equal(volume.values, np.stack([_hu(1), _hu(0), _hu(2)]))
+    np.testing.assert_array_equal(volume.values, np.stack([slice_hu(1), slice_hu(0), slice_hu(2)]))
     assert volume.spacing_mm[0] == pytest.approx(3.0)
 
 
 def test_unsigned_pixels_with_a_half_slope(tmp_path: Path) -> None:
-    _, hu = _series(tmp_path / "u16", dtype=np.uint16, slope=0.5, intercept=-1024.0,
+    _, hu = write_series(tmp_path / "u16", dtype=np.uint16, slope=0.5, intercept=-1024.0,
                     bits_stored=12)
     volume = read_dicom_series(sorted((tmp_path / "u16").iterdir()), modality="ct")
     np.testing.assert_array_equal(volume.values, hu)
@@ -237,10 +159,10 @@ def test_pet_slices_with_their_own_slopes(tmp_path: Path) -> None:
     """PET stores one RescaleSlope per slice (scaled to each slice's maximum)."""
     folder = tmp_path / "pet"
     folder.mkdir()
-    activity = [np.clip(_hu(z), 0, None) * (z + 1) * 10 for z in range(3)]  # Bq/ml
+    activity = [np.clip(slice_hu(z), 0, None) * (z + 1) * 10 for z in range(3)]  # Bq/ml
     slopes = [float(a.max()) / 32767 for a in activity]
     for z in range(3):
-        _write_slice(folder / f"PT{z}", activity[z], z_mm=3.0 * z, series="1.2.3.5",
+        write_slice(folder / f"PT{z}", activity[z], z_mm=3.0 * z, series="1.2.3.5",
                      modality="PT", slope=slopes[z], intercept=0.0)
     volume = read_dicom_series(sorted(folder.iterdir()), modality="PET")
     assert volume.dicom is not None and volume.dicom.slopes == pytest.approx(slopes)
@@ -279,7 +201,7 @@ def test_the_real_nema_pet_scan_reads_as_one_volume(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("dtype", "slope", "bits"), [(np.int16, 1.0, 16), (np.uint16, 0.5, 12)])
 def test_dicom_round_trip_keeps_the_study_and_makes_a_new_series(
         tmp_path: Path, dtype: type, slope: float, bits: int) -> None:
-    uid, hu = _series(tmp_path / "in" / "scan", dtype=dtype, slope=slope, bits_stored=bits,
+    uid, hu = write_series(tmp_path / "in" / "scan", dtype=dtype, slope=slope, bits_stored=bits,
                       names=["x3", "x1", "x2", "x0"])
     volume = _one(list(read_volumes([tmp_path / "in"])))
     rng = np.random.default_rng(0)
@@ -312,7 +234,7 @@ def test_dicom_round_trip_keeps_the_study_and_makes_a_new_series(
 
 
 def test_values_outside_the_stored_range_are_clipped_and_counted(tmp_path: Path) -> None:
-    _series(tmp_path / "in", n=2)
+    write_series(tmp_path / "in", n=2)
     volume = read_dicom_series(sorted((tmp_path / "in").iterdir()))
     denoised = volume.values.copy()
     denoised[0, :2, :3] = 40000.0  # stored 41024 > 32767
@@ -330,7 +252,7 @@ def test_values_outside_the_stored_range_are_clipped_and_counted(tmp_path: Path)
 
 
 def test_writes_never_overwrite(tmp_path: Path) -> None:
-    _series(tmp_path / "in", n=2)
+    write_series(tmp_path / "in", n=2)
     volume = _one(list(read_volumes([tmp_path / "in"])))
     (tmp_path / "taken").mkdir()
     with pytest.raises(FileExistsError, match="refusing to overwrite"):
@@ -345,7 +267,7 @@ def test_writes_never_overwrite(tmp_path: Path) -> None:
 
 
 def test_a_write_that_fails_midway_leaves_nothing(tmp_path: Path) -> None:
-    _series(tmp_path / "in", n=4)
+    write_series(tmp_path / "in", n=4)
     volume = read_dicom_series(sorted((tmp_path / "in").iterdir()))
     denoised = volume.values.copy()
     denoised[3, 7, 7] = np.nan  # found at the last file, after three were written
@@ -356,7 +278,7 @@ def test_a_write_that_fails_midway_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_an_unwritable_output_folder_is_a_clear_os_error(tmp_path: Path) -> None:
-    _series(tmp_path / "in", n=1)
+    write_series(tmp_path / "in", n=1)
     volume = read_dicom_series([tmp_path / "in" / "IM0000"])
     (tmp_path / "file").write_text("")
     with pytest.raises(OSError, match="cannot create the output folder") as info:
@@ -368,7 +290,7 @@ def test_an_unwritable_output_folder_is_a_clear_os_error(tmp_path: Path) -> None
 @pytest.mark.skipif(sys.platform == "win32" or os.geteuid() == 0,
                     reason="root (or Windows) ignores folder permissions")
 def test_a_read_only_output_folder_is_a_clear_os_error(tmp_path: Path) -> None:
-    _series(tmp_path / "in", n=1)
+    write_series(tmp_path / "in", n=1)
     volume = read_dicom_series([tmp_path / "in" / "IM0000"])
     (tmp_path / "ro").mkdir(mode=0o500)
     with pytest.raises(PermissionError, match="cannot write in the output folder"):
@@ -378,10 +300,10 @@ def test_a_read_only_output_folder_is_a_clear_os_error(tmp_path: Path) -> None:
 # -- NIfTI ---------------------------------------------------------------------------------
 
 def test_nifti_round_trip_keeps_affine_and_header(tmp_path: Path) -> None:
-    data = np.stack([_hu(z).T for z in range(3)], axis=-1)  # (x, y, z)
-    affine = _nifti(tmp_path / "ct.nii.gz", data, slope=0.5, inter=-1024.0)
+    data = np.stack([slice_hu(z).T for z in range(3)], axis=-1)  # (x, y, z)
+    affine = write_nifti_file(tmp_path / "ct.nii.gz", data, slope=0.5, inter=-1024.0)
     volume = read_nifti(tmp_path / "ct.nii.gz", modality="CT")
-    np.testing.assert_array_equal(volume.values, np.stack([_hu(z) for z in range(3)]))
+    np.testing.assert_array_equal(volume.values, np.stack([slice_hu(z) for z in range(3)]))
     assert volume.spacing_mm == pytest.approx((2.5, 0.7, 0.8)) and volume.unit == "HU"
     denoised = volume.values + np.float32(0.25)
     (target,) = output_locations(find_inputs([tmp_path / "ct.nii.gz"]), tmp_path / "out")
@@ -399,9 +321,9 @@ def test_nifti_round_trip_keeps_affine_and_header(tmp_path: Path) -> None:
 
 
 def test_nifti_shapes(tmp_path: Path) -> None:
-    _nifti(tmp_path / "slice.nii", _hu(0).T)
+    write_nifti_file(tmp_path / "slice.nii", slice_hu(0).T)
     assert read_nifti(tmp_path / "slice.nii").shape == (1, *SHAPE_YX)
-    _nifti(tmp_path / "one.nii", _hu(0).T[:, :, None, None])
+    write_nifti_file(tmp_path / "one.nii", slice_hu(0).T[:, :, None, None])
     one = read_nifti(tmp_path / "one.nii")
     assert one.shape == (1, *SHAPE_YX)
     write_nifti(one, one.values, tmp_path / "one_out.nii.gz")
@@ -413,29 +335,29 @@ def test_nifti_shapes(tmp_path: Path) -> None:
 def _bad_inputs(root: Path) -> dict[str, str]:
     """Write one good series and one bad item of each kind under ``root``; returns
     ``{folder or file name: pattern its failure message must match}``."""
-    _series(root / "good")
-    _series(root / "truncated")
+    write_series(root / "good")
+    write_series(root / "truncated")
     data = (root / "truncated" / "IM0002").read_bytes()
     (root / "truncated" / "IM0002").write_bytes(data[: len(data) - 300])
     (root / "notdicom").mkdir()
     (root / "notdicom" / "scan.dcm").write_text("this is not a DICOM file\n" * 20)
-    _series(root / "nopixels", n=1)
+    write_series(root / "nopixels", n=1)
     ds = pydicom.dcmread(root / "nopixels" / "IM0000")
     del ds.PixelData
     ds.save_as(root / "nopixels" / "IM0000")
-    _series(root / "mixed", n=2, series="1.2.826.0.1.3680043.8.498.10")
-    _write_slice(root / "mixed" / "IM0009", _hu(2), z_mm=-95.0, modality="MR",
+    write_series(root / "mixed", n=2, series="1.2.826.0.1.3680043.8.498.10")
+    write_slice(root / "mixed" / "IM0009", slice_hu(2), z_mm=-95.0, modality="MR",
                  series="1.2.826.0.1.3680043.8.498.10")
-    uid = _series(root / "gap", n=3)[0]
-    _write_slice(root / "gap" / "IM0003", _hu(3), z_mm=-100.0 + 2.5 * 4, series=uid)
-    uid = _series(root / "tilted", n=2)[0]
-    _write_slice(root / "tilted" / "IM0002", _hu(2), z_mm=-95.0, series=uid,
+    uid = write_series(root / "gap", n=3)[0]
+    write_slice(root / "gap" / "IM0003", slice_hu(3), z_mm=-100.0 + 2.5 * 4, series=uid)
+    uid = write_series(root / "tilted", n=2)[0]
+    write_slice(root / "tilted" / "IM0002", slice_hu(2), z_mm=-95.0, series=uid,
                  orientation=(1.0, 0.0, 0.0, 0.0, 0.9, 0.43589))
-    uid = _series(root / "duplicate", n=2)[0]
-    _write_slice(root / "duplicate" / "IM0002", _hu(2), z_mm=-97.5, series=uid)
-    _series(root / "norescale", n=2, rescale=False)
-    _series(root / "pet", n=2, modality="PT", dtype=np.uint16, slope=0.25, intercept=0.0)
-    nan = np.stack([_hu(z).T for z in range(2)], axis=-1).astype(np.float32)
+    uid = write_series(root / "duplicate", n=2)[0]
+    write_slice(root / "duplicate" / "IM0002", slice_hu(2), z_mm=-97.5, series=uid)
+    write_series(root / "norescale", n=2, rescale=False)
+    write_series(root / "pet", n=2, modality="PT", dtype=np.uint16, slope=0.25, intercept=0.0)
+    nan = np.stack([slice_hu(z).T for z in range(2)], axis=-1).astype(np.float32)
     nan[3, 3, 1] = np.nan
     nib.save(nib.Nifti1Image(nan, np.eye(4)), root / "nan.nii.gz")
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 3), np.float32), np.eye(4)), root / "4d.nii")
@@ -473,8 +395,8 @@ def test_every_bad_item_fails_alone_with_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_force_reads_pet_as_ct_and_ct_without_rescale(tmp_path: Path) -> None:
-    _, hu = _series(tmp_path / "norescale", n=2, rescale=False)
-    _, pet = _series(tmp_path / "pet", n=2, modality="PT", dtype=np.uint16, slope=0.25,
+    _, hu = write_series(tmp_path / "norescale", n=2, rescale=False)
+    _, pet = write_series(tmp_path / "pet", n=2, modality="PT", dtype=np.uint16, slope=0.25,
                      intercept=0.0)
     flat, pt = read_volumes([tmp_path / "norescale", tmp_path / "pet"], modality="CT",
                             force=True)
@@ -498,16 +420,16 @@ def test_a_missing_path_and_an_empty_folder_are_failures(tmp_path: Path) -> None
 # -- finding inputs and naming outputs -----------------------------------------------------
 
 def test_series_are_grouped_by_uid_and_outputs_never_collide(tmp_path: Path) -> None:
-    a, _ = _series(tmp_path / "in" / "p1", n=2, names=["1", "2"])
-    b, _ = _series(tmp_path / "in" / "p1", n=3, names=["3", "4", "5"])  # same folder
-    c, _ = _series(tmp_path / "in" / "p2" / "deep", n=1)
+    a, _ = write_series(tmp_path / "in" / "p1", n=2, names=["1", "2"])
+    b, _ = write_series(tmp_path / "in" / "p1", n=3, names=["3", "4", "5"])  # same folder
+    c, _ = write_series(tmp_path / "in" / "p2" / "deep", n=1)
     (tmp_path / "in" / ".tmp-123-x").mkdir()  # a temporary output of a killed run: ignored
-    _series(tmp_path / "in" / ".tmp-123-x", n=1)
+    write_series(tmp_path / "in" / ".tmp-123-x", n=1)
     (tmp_path / "in" / "p2" / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM")
-    data = np.stack([_hu(0).T], axis=-1)
-    _nifti(tmp_path / "in" / "p2" / "vol.nii.gz", data)
+    data = np.stack([slice_hu(0).T], axis=-1)
+    write_nifti_file(tmp_path / "in" / "p2" / "vol.nii.gz", data)
     (tmp_path / "x").mkdir()
-    _nifti(tmp_path / "x" / "vol.nii.gz", data)
+    write_nifti_file(tmp_path / "x" / "vol.nii.gz", data)
     sources = find_inputs([tmp_path / "in", tmp_path / "x" / "vol.nii.gz"])
     assert [(s.kind, s.series_uid, len(s.files)) for s in sources] == [
         ("dicom", a, 2), ("dicom", b, 3), ("dicom", c, 1), ("nifti", "", 1), ("nifti", "", 1)]
@@ -522,8 +444,8 @@ def test_series_are_grouped_by_uid_and_outputs_never_collide(tmp_path: Path) -> 
 
 
 def test_write_volume_mirrors_each_input_form(tmp_path: Path) -> None:
-    _series(tmp_path / "in" / "scan", n=2)
-    _nifti(tmp_path / "in" / "vol.nii", np.stack([_hu(0).T], axis=-1))
+    write_series(tmp_path / "in" / "scan", n=2)
+    write_nifti_file(tmp_path / "in" / "vol.nii", np.stack([slice_hu(0).T], axis=-1))
     sources = find_inputs([tmp_path / "in", tmp_path / "in" / "scan" / "IM0001"])
     written = []
     for volume, target in zip(read_volumes(sources), output_locations(sources, tmp_path / "o"),

@@ -1,0 +1,55 @@
+"""The CT path's declaration: :data:`SPEC`, listed by :mod:`stream.paths`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from stream.paths.ct.commands import CT_MODELS, SERVED_MODEL, CtSettings, add_commands
+from stream.paths.ct.stages import CtPath
+from stream.paths.spec import PathSpec, ServeOptions
+
+if TYPE_CHECKING:
+    from engines.spec import ModelSpec
+
+__all__ = ["SPEC"]
+
+#: Slices per engine call, in the batch jobs and ahead-of-time builds.
+CT_MAX_BATCH = 8
+
+
+def _serve(options: ServeOptions, settings: CtSettings) -> CtPath:
+    return CtPath(model=options.model or SERVED_MODEL, weights=options.weights,
+                  tile_px=settings.tile_px)
+
+
+def _result_line(body: Mapping[str, Any]) -> str:
+    """``slice 512x512 int16``."""
+    shape = "x".join(str(n) for n in body.get("shape") or [])
+    return f"slice {shape} {body.get('dtype')}"
+
+
+def _engine_models(service_max_batch: int) -> Mapping[str, tuple[ModelSpec, int]]:
+    from engines.ct.specs import CT_SPECS
+
+    return {spec.name: (spec, CT_MAX_BATCH) for spec in CT_SPECS.values()}
+
+
+def _gate(spec: ModelSpec, engine: Any) -> Any:
+    from engines.ct.evaluate.gate import ct_gate
+
+    return ct_gate(spec, engine)
+
+
+SPEC = PathSpec(
+    name="ct",
+    summary="low-dose CT to normal-dose quality (DICOM, NIfTI; live slices)",
+    serve=_serve,
+    settings=CtSettings,
+    models=CT_MODELS,
+    default_model=SERVED_MODEL,
+    engine_models=_engine_models,
+    task_gate=_gate,
+    cli=add_commands,
+    format_result=_result_line,
+)
