@@ -10,7 +10,7 @@ convolutional; the engine's fixed item is the tile that ONNX Runtime and TensorR
 whole; a smaller one is padded (edge values) to the tile; a larger one is cut into overlapping
 tiles whose borders (:data:`TILE_MARGIN_PX`) are dropped when the tiles are stitched back.
 
-Why a whole-slice item of 512² (measured with ``python -m engines.ct.bench``: one 512² phantom
+Why a whole-slice item of 512² (measured with ``python -m bench.ct_serving``: one 512² phantom
 slice, 2 threads, AMD EPYC shared with other work, torch 2.13, onnxruntime 1.32; p50 seconds
 per slice, untrained weights; RED-CNN 3 repeats, UNet 5):
 

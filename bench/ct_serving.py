@@ -1,6 +1,6 @@
 """How a 512² CT slice is best served: eager on the whole slice, or engines on fixed tiles.
 
-``python -m engines.ct.bench [--threads 2] [--repeats 5]`` prints, per model, the p50 wall time
+``python -m bench.ct_serving [--threads 2] [--repeats 5]`` prints, per model, the p50 wall time
 of one 512² phantom slice (dose 0.25) through:
 
 - ``eager_whole``: the torch module on the whole slice (no engine; fully convolutional);
@@ -91,7 +91,7 @@ def bench(*, threads: int = 2, repeats: int = 5, weights_dir: Path | None = None
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m engines.ct.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench.ct_serving", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
