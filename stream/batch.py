@@ -226,7 +226,10 @@ def run_batch(
 
 
 def _name(source: Any) -> str:
-    return str(source.files[0].parent if source.from_folder and source.files else source.root)
+    """How the report names an item: its file, or the folder of a series of several files."""
+    if not source.from_folder or not source.files:
+        return str(source.root)
+    return str(source.files[0] if len(source.files) == 1 else source.files[0].parent)
 
 
 def _record(item: ItemReport, outcome: dict[str, Any] | BaseException, bar: _Progress) -> bool:

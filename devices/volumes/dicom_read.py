@@ -226,13 +226,13 @@ def read_dicom_series(
     want = expected_modality(modality)
     if want is not None and found != want and not force:
         raise VolumeError(f"{source.label}: modality {found or 'missing'}, expected {want} "
-                          f"(force=True reads it anyway)")
+                          f"(--force reads it anyway)")
     ordered, spacing_z = _order(slices, files, source.label, headers[0])
     spacing_yx = _pixel_spacing(ordered, source.label, force)
     rescaled = all(s.slope is not None and s.intercept is not None for s in ordered)
     if found == "CT" and not rescaled and not force:
         raise VolumeError(f"{source.label}: CT without RescaleSlope/RescaleIntercept, so "
-                          f"values may not be HU (force=True reads stored values as HU)")
+                          f"values may not be HU (--force reads stored values as HU)")
     slopes = tuple(1.0 if s.slope is None else s.slope for s in ordered)
     intercepts = tuple(0.0 if s.intercept is None else s.intercept for s in ordered)
     if any(slope == 0.0 for slope in slopes):
@@ -298,7 +298,7 @@ def _pixel_spacing(ordered: list[_Slice], label: str, force: bool) -> tuple[floa
     spacings = {s.spacing_yx for s in ordered}
     if None in spacings:
         if not force:
-            raise VolumeError(f"{label}: no PixelSpacing (force=True reads it as 1 mm)")
+            raise VolumeError(f"{label}: no PixelSpacing (--force reads it as 1 mm)")
         return 1.0, 1.0
     first = np.asarray(next(iter(spacings)), dtype=float)
     for spacing in spacings:
