@@ -95,8 +95,8 @@ class ModelDefaults:
 
 
 MODEL_DEFAULTS: dict[str, ModelDefaults] = {
-    "red_cnn": ModelDefaults(steps=600, batch_size=16, lr=1e-4),
-    "unet": ModelDefaults(steps=12_000, batch_size=16, lr=1e-3),
+    "red_cnn": ModelDefaults(steps=300, batch_size=16, lr=1e-4),
+    "unet": ModelDefaults(steps=6_000, batch_size=16, lr=1e-3),
 }
 
 
