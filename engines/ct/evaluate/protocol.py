@@ -67,8 +67,8 @@ class EvalSizes:
     central crop BM3D is tuned on."""
 
     size_px: int = 512
-    n_test: int = 8
-    n_validation: int = 4
+    n_test: int = 3
+    n_validation: int = 2
     real_files: tuple[str, ...] = REAL_FILES
     bm3d_crop_px: int | None = 256
 
