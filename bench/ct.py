@@ -388,7 +388,7 @@ def source_main(*, endpoint: str, slices: np.ndarray, streams: int, rate_hz: flo
     on each of ``streams`` series on a fixed schedule from ``start_ns`` (Unix ns), each stamped
     with the time it is sent; then send ``{"sent", "max_lag_ms", "elapsed_s"}`` on ``report``
     (a pipe end). ``rate_hz``: slices/s per series."""
-    from stream.paths.ct.stages import SLICE_KIND
+    from stream.paths.ct.spec import CT_SLICES
     from stream.wire import data_message, encode
 
     ids = [f"series-{i}" for i in range(streams)]
@@ -403,7 +403,7 @@ def source_main(*, endpoint: str, slices: np.ndarray, streams: int, rate_hz: flo
             now = wait_until(due)
             max_lag = max(max_lag, now - due)
             pixels = slices[(k * streams + i) % len(slices)]
-            push.send_multipart(encode(data_message(SLICE_KIND, stream, k, pixels, t_ns=now,
+            push.send_multipart(encode(data_message(CT_SLICES.kind, stream, k, pixels, t_ns=now,
                                                     slope=SLOPE, intercept=INTERCEPT)))
     elapsed = (time.time_ns() - start_ns) / 1e9
     push.close()

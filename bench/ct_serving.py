@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from engines.ct.data import CtDataConfig, scanned_phantoms
-from engines.ct.specs import CT_SPECS, TILE_MARGIN_PX
-from engines.ct.tiles import denoise_slices, to_hu, to_model
+from engines.ct.specs import CT_SPECS, CT_UNITS, TILE_MARGIN_PX
 from engines.engine import load_engine
+from engines.slices import denoise_slices
 from engines.spec import ModelSpec
 
 __all__ = ["bench", "main"]
@@ -49,7 +49,8 @@ def _p50(run: Any, repeats: int) -> tuple[float, np.ndarray]:
 
 def _whole(module: torch.nn.Module, hu: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
-        return to_hu(module(torch.from_numpy(to_model(hu)[:, None])).numpy()[:, 0])
+        x = torch.from_numpy(CT_UNITS.to_model(hu)[:, None])
+        return CT_UNITS.from_model(module(x).numpy()[:, 0])
 
 
 def bench(*, threads: int = 2, repeats: int = 5, weights_dir: Path | None = None,
@@ -79,7 +80,8 @@ def bench(*, threads: int = 2, repeats: int = 5, weights_dir: Path | None = None
                 name = f"{backend}_{'tiles256' if tile == 256 else 'whole512'}"
                 try:
                     seconds, out = _p50(functools.partial(
-                        denoise_slices, engine, hu, tile=tile, margin=TILE_MARGIN_PX, batch=9),
+                        denoise_slices, engine, hu, tile=tile, margin=TILE_MARGIN_PX, batch=9,
+                        units=CT_UNITS),
                         repeats)
                 finally:
                     engine.close()

@@ -1,7 +1,7 @@
 """Low-dose CT denoising (paper §5): models, training data, training, evaluation, serving.
 
 Modules: :mod:`~engines.ct.models` (RED-CNN, residual UNet), :mod:`~engines.ct.specs` (their
-frozen specs and the input contract), :mod:`~engines.ct.tiles` (slices of any size on the
+frozen specs and the input contract), :mod:`engines.slices` (slices of any size on the
 engine's fixed tile), :mod:`~engines.ct.data` (phantom pairs, cache, patches),
 :mod:`~engines.ct.train`, :mod:`~engines.ct.metrics`, :mod:`~engines.ct.baselines`,
 :mod:`~engines.ct.evaluate` and :mod:`~engines.ct.denoise` (the API for notebooks and batch

@@ -58,7 +58,7 @@ from devices.ct_dose import (
 )
 from devices.ct_phantom import PhantomSlice, Region, anatomical_slice
 from engines import training
-from engines.ct.tiles import to_model
+from engines.ct.specs import CT_UNITS
 
 __all__ = [
     "CACHE_DIR",
@@ -330,6 +330,6 @@ class PatchSampler:
                 x, y = x[:, ::-1], y[:, ::-1]
             if rng.random() < 0.5:
                 x, y = x[::-1], y[::-1]
-            low[b, 0] = to_model(x)
-            ref[b, 0] = to_model(y)
+            low[b, 0] = CT_UNITS.to_model(x)
+            ref[b, 0] = CT_UNITS.to_model(y)
         return low, ref

@@ -13,7 +13,7 @@ Both work on normalised HU, ``x = (HU + 1000) / 1000`` (air 0, water 1, cortical
 - :class:`ResidualUNet`: MONAI's ``BasicUNet`` (2-D, 4 poolings, LeakyReLU, no normalisation
   layer, so a tile's output does not depend on the rest of the tile) predicting the noise,
   ``y = x - unet(x)``; its last 1 x 1 convolution starts at zero, so the untrained model is the
-  identity. ``H, W`` multiples of 16 (the engine wrapper pads, :mod:`engines.ct.tiles`).
+  identity. ``H, W`` multiples of 16 (the engine wrapper pads, :mod:`engines.slices`).
 """
 
 from __future__ import annotations

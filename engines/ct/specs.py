@@ -6,7 +6,7 @@ Contract (both models): one item is ``(1, TILE_PX, TILE_PX)`` float32 of normali
 
 in and out (the output is the normal-dose estimate in the same units). The models are fully
 convolutional; the engine's fixed item is the tile that ONNX Runtime and TensorRT compile for.
-:mod:`engines.ct.tiles` serves a slice of any size on it: a slice of the tile's size goes in
+:mod:`engines.slices` serves a slice of any size on it: a slice of the tile's size goes in
 whole; a smaller one is padded (edge values) to the tile; a larger one is cut into overlapping
 tiles whose borders (:data:`TILE_MARGIN_PX`) are dropped when the tiles are stitched back.
 
@@ -40,6 +40,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engines.slices import SliceUnits
 from engines.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CT_SPECS",
+    "CT_UNITS",
     "HU_OFFSET",
     "HU_SCALE",
     "SERVED_MODEL",
@@ -62,6 +64,8 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 #: Normalisation: ``x = (HU + HU_OFFSET) / HU_SCALE``; back: ``HU = x * HU_SCALE - HU_OFFSET``.
 HU_OFFSET = 1000.0
 HU_SCALE = 1000.0
+#: HU in the models' units (:mod:`engines.slices`).
+CT_UNITS = SliceUnits(unit="HU", offset=HU_OFFSET, scale=HU_SCALE)
 #: The engine's item: one ``TILE_PX``² slice (see the module docstring for why).
 TILE_PX = 512
 #: Border of each tile dropped when a slice larger than a tile is stitched from tiles.

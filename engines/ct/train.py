@@ -67,8 +67,7 @@ from engines.ct.data import (
     scanned_phantoms,
 )
 from engines.ct.metrics import SOFT_TISSUE_WINDOW_HU, psnr_db
-from engines.ct.specs import CT_SPECS, WEIGHTS_DIR
-from engines.ct.tiles import to_hu, to_model
+from engines.ct.specs import CT_SPECS, CT_UNITS, WEIGHTS_DIR
 
 __all__ = [
     "DEFAULT_N_PHANTOMS",
@@ -106,7 +105,8 @@ def _validate(net: nn.Module, sets: list[tuple[np.ndarray, np.ndarray, np.ndarra
     net.eval()
     scores = []
     for low, ref, body in sets:
-        out = to_hu(net(torch.from_numpy(to_model(low)[None, None])).numpy()[0, 0])
+        x = torch.from_numpy(CT_UNITS.to_model(low)[None, None])
+        out = CT_UNITS.from_model(net(x).numpy()[0, 0])
         scores.append(psnr_db(out, ref, mask=body))
     net.train()
     return float(np.mean(scores))

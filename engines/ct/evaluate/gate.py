@@ -12,10 +12,10 @@ import numpy as np
 from engines.ct.evaluate.protocol import TARGET_DOSE, EvalSizes
 from engines.ct.evaluate.sets import EvalSlice, phantom_set
 from engines.ct.metrics import psnr_db
-from engines.ct.specs import TILE_MARGIN_PX
-from engines.ct.tiles import denoise_slices
+from engines.ct.specs import CT_UNITS, TILE_MARGIN_PX
 from engines.engine import Engine
 from engines.gates import Infer, TaskGate, compare, eager_infer
+from engines.slices import denoise_slices
 from engines.spec import ModelSpec
 
 __all__ = ["GATE_TOLERANCE_DB", "ct_gate", "gate_slices", "task_metric"]
@@ -32,7 +32,8 @@ def task_metric(infer: Callable[[np.ndarray], np.ndarray], slices: list[EvalSlic
                 tile: int, batch: int, margin: int = TILE_MARGIN_PX) -> float:
     """Mean PSNR (dB) of ``infer``'s output on ``slices`` at dose 0.25, tiles of ``tile``²."""
     stack = np.stack([ev.low[TARGET_DOSE] for ev in slices])
-    out = denoise_slices(infer, stack, tile=tile, margin=min(margin, tile // 4), batch=batch)
+    out = denoise_slices(infer, stack, tile=tile, margin=min(margin, tile // 4), batch=batch,
+                         units=CT_UNITS)
     return float(np.mean([psnr_db(o, ev.reference, mask=ev.body)
                           for o, ev in zip(out, slices, strict=True)]))
 

@@ -18,7 +18,8 @@ from engines.ct.metrics import (
     rmse_hu,
     ssim,
 )
-from engines.ct.tiles import Infer, denoise_slices
+from engines.ct.specs import CT_UNITS
+from engines.slices import Infer, denoise_slices
 
 __all__ = ["Denoise", "model_denoiser", "reference_scores", "score_image", "summarise"]
 
@@ -81,9 +82,10 @@ def summarise(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str,
 
 
 def model_denoiser(infer: Infer, *, tile: int, margin: int, batch: int) -> Denoise:
-    """A model served as the engine serves it (:func:`engines.ct.tiles.denoise_slices`)."""
+    """A model served as the engine serves it (:func:`engines.slices.denoise_slices`)."""
 
     def run(low: np.ndarray, dose: float) -> np.ndarray:
-        return denoise_slices(infer, low[None], tile=tile, margin=margin, batch=batch)[0]
+        return denoise_slices(infer, low[None], tile=tile, margin=margin, batch=batch,
+                              units=CT_UNITS)[0]
 
     return run

@@ -3,8 +3,8 @@
 (``sigstream denoise ct``, :mod:`stream.batch`: a local pool or Ray) and as live slices
 (``sigstream run ct``).
 
-:mod:`~stream.paths.ct.stages` holds what the service runs, :mod:`.commands` its command line;
-:data:`SPEC` (:mod:`.spec`) declares it.
+:mod:`.commands` holds its command line; :data:`SPEC` (:mod:`.spec`) declares it, the live
+slices served by the volume paths' shared :class:`~stream.paths.slices.SlicePath`.
 """
 
 from __future__ import annotations

@@ -6,21 +6,25 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from stream.paths.ct.commands import CT_MODELS, SERVED_MODEL, CtSettings, add_commands
-from stream.paths.ct.stages import CtPath
+from stream.paths.slices import SliceModality, SlicePath
 from stream.paths.spec import PathSpec, ServeOptions
 
 if TYPE_CHECKING:
     from engines.spec import ModelSpec
 
-__all__ = ["SPEC"]
+__all__ = ["CT_SLICES", "SPEC"]
+
+#: Live CT slices: int16/uint16 with a rescale, or float32 HU.
+CT_SLICES = SliceModality(path="ct", unit="HU", stored_dtypes=("int16", "uint16"),
+                          specs="engines.ct.specs:CT_SPECS", units="engines.ct.specs:CT_UNITS")
 
 #: Slices per engine call, in the batch jobs and ahead-of-time builds.
 CT_MAX_BATCH = 8
 
 
-def _serve(options: ServeOptions, settings: CtSettings) -> CtPath:
-    return CtPath(model=options.model or SERVED_MODEL, weights=options.weights,
-                  tile_px=settings.tile_px)
+def _serve(options: ServeOptions, settings: CtSettings) -> SlicePath:
+    return SlicePath(modality=CT_SLICES, model=options.model or SERVED_MODEL,
+                     weights=options.weights, tile_px=settings.tile_px)
 
 
 def _result_line(body: Mapping[str, Any]) -> str:
