@@ -431,14 +431,14 @@ def live_slices(pool: np.ndarray, weights: Path | None, *, config: CtBenchConfig
                 cache_dir: Path) -> dict[str, Any]:
     """Part 3: slices through a running CT service, accounted for one by one."""
     from bench.pipeline import _collect
-    from stream.paths.ct.commands import CtSettings
     from stream.paths.ct.spec import CT_MAX_BATCH
+    from stream.paths.slices import SliceSettings
     from stream.results import ResultsClient
     from stream.service import Service, ServiceConfig
 
     service_config = ServiceConfig(
         path="ct", ingest="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*",
-        backend=config.backend, model=config.model, weights=weights, settings=CtSettings(),
+        backend=config.backend, model=config.model, weights=weights, settings=SliceSettings(),
         workers=config.live_workers, threads=config.threads, max_batch=CT_MAX_BATCH,
         cache_dir=cache_dir,
     )

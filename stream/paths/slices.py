@@ -16,6 +16,7 @@ makes them (``kind="<path>-slice"``, one series per stream) and gets each back d
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib
 import math
@@ -26,14 +27,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stream.errors import InputError
+from stream.errors import ConfigError, InputError
 from stream.wire import Message
 
 if TYPE_CHECKING:
     from engines.slices import SliceUnits, TilePlan
     from engines.spec import ModelSpec
 
-__all__ = ["MAX_SIDE_PX", "SliceModality", "SlicePath", "SliceStage", "SliceWorker"]
+__all__ = [
+    "MAX_SIDE_PX", "SliceModality", "SlicePath", "SliceSettings", "SliceStage", "SliceWorker",
+]
 
 MAX_SIDE_PX = 2048
 
@@ -63,6 +66,29 @@ class SliceModality:
             return getattr(importlib.import_module(module), name)
 
         return attribute(self.specs), attribute(self.units)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SliceSettings:
+    """A live volume path's own settings: ``tile_px``, the engine's item in pixels a side
+    (``None``: the model's), a multiple of 16 from 64 to 1024."""
+
+    tile_px: int | None = None
+
+    def __post_init__(self) -> None:
+        t = self.tile_px
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t % 16
+                              or not 64 <= t <= 1024):
+            raise ConfigError(f"tile_px must be a multiple of 16 from 64 to 1024, got {t!r}")
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--tile-px", type=int, default=None,
+                            help="engine item, pixels a side (default: the model's)")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, env: Any) -> SliceSettings:
+        return cls(tile_px=args.tile_px)
 
 
 def _rescale(msg: Message, modality: SliceModality) -> tuple[float, float]:

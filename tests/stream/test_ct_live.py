@@ -16,7 +16,7 @@ from volume_files import slice_hu
 
 from engines.ct.denoise import CtDenoiser
 from engines.ct.specs import CT_SPECS
-from stream.paths.ct.commands import CtSettings
+from stream.paths.slices import SliceSettings
 from stream.service import Service, ServiceConfig
 
 TILE = 64
@@ -34,7 +34,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def service(weights: Path) -> Iterator[Service]:
     config = ServiceConfig(
         path="ct", ingest="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*", backend="eager",
-        model="red_cnn", weights=weights, settings=CtSettings(tile_px=TILE), workers=1,
+        model="red_cnn", weights=weights, settings=SliceSettings(tile_px=TILE), workers=1,
         max_batch=4, deadline_ms=60_000, stats_interval_s=0.1, stop_timeout_s=20.0,
     )
     with Service(config) as svc:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from stream.paths.ct.commands import CT_MODELS, SERVED_MODEL, CtSettings, add_commands
-from stream.paths.slices import SliceModality, SlicePath
+from stream.paths.ct.commands import CT_MODELS, SERVED_MODEL, add_commands
+from stream.paths.slices import SliceModality, SlicePath, SliceSettings
 from stream.paths.spec import PathSpec, ServeOptions
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ CT_SLICES = SliceModality(path="ct", unit="HU", stored_dtypes=("int16", "uint16"
 CT_MAX_BATCH = 8
 
 
-def _serve(options: ServeOptions, settings: CtSettings) -> SlicePath:
+def _serve(options: ServeOptions, settings: SliceSettings) -> SlicePath:
     return SlicePath(modality=CT_SLICES, model=options.model or SERVED_MODEL,
                      weights=options.weights, tile_px=settings.tile_px)
 
@@ -49,7 +49,7 @@ SPEC = PathSpec(
     name="ct",
     summary="low-dose CT to normal-dose quality (DICOM, NIfTI; live slices)",
     serve=_serve,
-    settings=CtSettings,
+    settings=SliceSettings,
     models=CT_MODELS,
     default_model=SERVED_MODEL,
     engine_models=_engine_models,
