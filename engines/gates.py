@@ -13,6 +13,8 @@ model                  metric (same data for both)                      toleranc
 ``ecg_cnn``            closed-set accuracy on the cohort's session 1    0.002
 ``codec_*_encoder``    mean PESQ-WB on the real speech (engine encodes) 0.05
 ``codec_*_decoder``    mean PESQ-WB on the real speech (engine decodes) 0.05
+``ct_*``               PSNR on 3 held-out phantom slices, dose 0.25     0.05 dB
+``pet_*``              PSNR vs 10 min on 3 simulated 2-minute slices    0.05 dB
 =====================  ===============================================  =========
 
 Each family's gate lives beside its model (``engines/<family>/gate.py``) and is declared by its

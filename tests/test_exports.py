@@ -38,6 +38,7 @@ PACKAGES: dict[str, list[str]] = {
     "stream.paths.ecg": ["EcgSettings", "SPEC"],
     "stream.paths.codec": ["SPEC"],
     "stream.paths.ct": ["SPEC"],
+    "stream.paths.pet": ["SPEC"],
     "engines": [
         "AccuracyGateError", "BackendUnavailableError", "BatcherConfig", "DynamicBatcher",
         "Engine", "EngineCache", "EngineError", "InputContractError", "ModelSpec",
@@ -46,6 +47,7 @@ PACKAGES: dict[str, list[str]] = {
     ],
     "engines.backends": [],
     "engines.ct": ["CT_SPECS", "CtDenoiser", "SERVED_MODEL", "denoise_volume"],
+    "engines.pet": ["PET_SPECS", "PetDenoiser", "SERVED_MODEL", "denoise_volume"],
     "engines.ct.evaluate": [
         "DOSES", "EvalSizes", "TARGETS", "ct_gate", "ct_report", "evaluate_ct", "format_table",
         "task_metric",

@@ -1,7 +1,7 @@
 """The processing paths: one immutable tuple of declared :class:`PathSpec`, built once.
 
 Built in: ``spectral`` (spectral peaks), ``ecg`` (user recognition), ``codec`` (audio codec),
-``ct`` (low-dose CT).
+``ct`` (low-dose CT), ``pet`` (short-acquisition PET).
 Each lives in one package here (``stream/paths/<name>/``: what the service runs, its sources,
 its command line) beside its models under ``engines/`` and its devices under ``devices/``.
 
@@ -45,9 +45,10 @@ def path_specs() -> tuple[PathSpec, ...]:
     from stream.paths.codec import SPEC as codec
     from stream.paths.ct import SPEC as ct
     from stream.paths.ecg import SPEC as ecg
+    from stream.paths.pet import SPEC as pet
     from stream.paths.spectral import SPEC as spectral
 
-    specs: list[PathSpec] = [spectral, ecg, codec, ct]
+    specs: list[PathSpec] = [spectral, ecg, codec, ct, pet]
     for point in entry_points(group=PLUGIN_GROUP):
         spec = point.load()
         if not isinstance(spec, PathSpec):

@@ -20,7 +20,7 @@ import argparse
 import dataclasses
 import importlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,9 +33,11 @@ from stream.wire import Message
 if TYPE_CHECKING:
     from engines.slices import SliceUnits, TilePlan
     from engines.spec import ModelSpec
+    from stream.paths.spec import ServeOptions
 
 __all__ = [
     "MAX_SIDE_PX", "SliceModality", "SlicePath", "SliceSettings", "SliceStage", "SliceWorker",
+    "result_line", "slice_server",
 ]
 
 MAX_SIDE_PX = 2048
@@ -235,3 +237,19 @@ class SlicePath:
                              margin=min(int(spec.extra.get("tile_margin_px", 0)), tile // 4))
         worker.warm_up(max_batch)
         return worker
+
+
+def slice_server(modality: SliceModality, default_model: str
+                 ) -> Callable[[ServeOptions, SliceSettings], SlicePath]:
+    """A volume path's :attr:`~stream.paths.spec.PathSpec.serve`: its live slices."""
+    def serve(options: ServeOptions, settings: SliceSettings) -> SlicePath:
+        return SlicePath(modality=modality, model=options.model or default_model,
+                         weights=options.weights, tile_px=settings.tile_px)
+
+    return serve
+
+
+def result_line(body: Mapping[str, Any]) -> str:
+    """A slice result in one line: ``slice 512x512 int16``."""
+    shape = "x".join(str(n) for n in body.get("shape") or [])
+    return f"slice {shape} {body.get('dtype')}"

@@ -183,5 +183,5 @@ def test_the_registry_lists_a_plug_in_after_the_built_in_paths(plugin: dict[str,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     names, line = run.stdout.splitlines()
-    assert names == "spectral ecg codec ct tiny"
+    assert names == "spectral ecg codec ct pet tiny"
     assert line.startswith("dev-1  seq=7  ") and line.endswith("  score=+1.500")

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from stream.paths.ct.commands import CT_MODELS, SERVED_MODEL, add_commands
-from stream.paths.slices import SliceModality, SlicePath, SliceSettings
-from stream.paths.spec import PathSpec, ServeOptions
+from stream.paths.slices import SliceModality, SliceSettings, result_line, slice_server
+from stream.paths.spec import PathSpec
 
 if TYPE_CHECKING:
     from engines.spec import ModelSpec
@@ -20,17 +20,6 @@ CT_SLICES = SliceModality(path="ct", unit="HU", stored_dtypes=("int16", "uint16"
 
 #: Slices per engine call, in the batch jobs and ahead-of-time builds.
 CT_MAX_BATCH = 8
-
-
-def _serve(options: ServeOptions, settings: SliceSettings) -> SlicePath:
-    return SlicePath(modality=CT_SLICES, model=options.model or SERVED_MODEL,
-                     weights=options.weights, tile_px=settings.tile_px)
-
-
-def _result_line(body: Mapping[str, Any]) -> str:
-    """``slice 512x512 int16``."""
-    shape = "x".join(str(n) for n in body.get("shape") or [])
-    return f"slice {shape} {body.get('dtype')}"
 
 
 def _engine_models(service_max_batch: int) -> Mapping[str, tuple[ModelSpec, int]]:
@@ -48,12 +37,12 @@ def _gate(spec: ModelSpec, engine: Any) -> Any:
 SPEC = PathSpec(
     name="ct",
     summary="low-dose CT to normal-dose quality (DICOM, NIfTI; live slices)",
-    serve=_serve,
+    serve=slice_server(CT_SLICES, SERVED_MODEL),
     settings=SliceSettings,
     models=CT_MODELS,
     default_model=SERVED_MODEL,
     engine_models=_engine_models,
     task_gate=_gate,
     cli=add_commands,
-    format_result=_result_line,
+    format_result=result_line,
 )
