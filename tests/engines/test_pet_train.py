@@ -12,14 +12,16 @@ import pytest
 import torch
 
 from engines.pet.models import N2vUNet
-from engines.pet.specs import PET_METHODS, PET_SPECS, PET_UNITS, SERVED_MODEL
+from engines.pet.specs import IMAGES_ONLY_MODEL, PET_METHODS, PET_SPECS, PET_UNITS, SERVED_MODEL
 from engines.pet.train import TrainImages, train_pet
+from stream.paths.pet.commands import IMAGES_ONLY_MODEL as IMAGES_ONLY
 from stream.paths.pet.commands import PET_MODELS
 from stream.paths.pet.commands import SERVED_MODEL as CLI_SERVED
 
 
 def test_the_cli_names_the_engine_models() -> None:
     assert PET_MODELS == tuple(sorted(PET_SPECS)) and CLI_SERVED == SERVED_MODEL
+    assert IMAGES_ONLY == IMAGES_ONLY_MODEL and PET_METHODS[IMAGES_ONLY].target == "blind_spot"
 
 
 @pytest.mark.parametrize("model", sorted(PET_SPECS))

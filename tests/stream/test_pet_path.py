@@ -106,13 +106,13 @@ def test_training_from_scans_needs_an_output_folder(scans: Path,
     assert "--out" in capsys.readouterr().err
 
 
-def test_ct_is_refused_one_line_and_the_others_finish(scans: Path, weights: Path,
+def test_ct_is_refused_one_line_and_the_others_finish_on_a_pool(scans: Path, weights: Path,
                                                       tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     write_series(tmp_path / "ct", n=2)
     rc = main(["denoise", "pet", str(tmp_path / "ct"), str(scans), "--out", str(tmp_path / "o"),
                "--model", MODEL, "--weights", str(weights), "--backend", "eager",
-               "--no-progress"])
+               "--workers", "2", "--no-progress"])  # a local pool: the job pickles
     assert rc == 1
     out = capsys.readouterr()
     assert "modality CT" in out.err and "denoised 1 of 2 series" in out.out

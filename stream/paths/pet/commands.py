@@ -20,7 +20,9 @@ __all__ = ["PET_MODELS", "SERVED_MODEL", "add_commands", "activity_mask"]
 
 # Keys of engines.pet.specs.PET_SPECS and its SERVED_MODEL (a test pins them).
 PET_MODELS = ("n2n", "n2v", "n2v2", "n2v2_struct")
-SERVED_MODEL = "n2v2_struct"
+SERVED_MODEL = "n2n"
+#: What ``train pet --from`` fits by default: the best model that needs no raw counts.
+IMAGES_ONLY_MODEL = "n2v2_struct"
 #: Where the statistics of a PET volume are taken: voxels above this fraction of the volume's
 #: mean positive activity (the phantom or patient, not the air round it).
 ACTIVE_FRACTION = 0.2
@@ -46,14 +48,16 @@ def add_commands(groups: CliGroups) -> None:
 
     train = groups.train.add_parser(
         "pet", help="the self-supervised PET denoisers (on the simulation, or --from scans)")
-    train.add_argument("--model", choices=PET_MODELS, default=SERVED_MODEL)
+    train.add_argument("--model", choices=PET_MODELS, default=None,
+                       help=f"default {SERVED_MODEL}; with --from {IMAGES_ONLY_MODEL} "
+                            "(n2n needs the raw counts of two half scans)")
     train.add_argument("--from", dest="inputs", nargs="+", type=Path, default=None,
                        metavar="INPUT", help="train on these noisy scans (DICOM files, folders, "
                                              "NIfTI) instead of the simulation; needs --out")
     train.add_argument("--force", action="store_true",
                        help="with --from: also read a non-PET modality")
-    train.add_argument("--steps", type=int, default=None, help="optimiser steps (default: "
-                                                                "shipped)")
+    train.add_argument("--steps", type=int, default=None,
+                       help="optimiser steps (default: the shipped model's)")
     train.add_argument("--threads", type=int, default=2)
     train_options(train)
     train.set_defaults(func=_train)
@@ -78,9 +82,9 @@ def _denoise(args: argparse.Namespace, env: Environment) -> int:
 
 
 def _train(args: argparse.Namespace, env: Environment) -> int:
-    from engines.pet.train import DEFAULTS, train_pet
+    from engines.pet.train import train_pet
 
-    steps = DEFAULTS.steps if args.steps is None else args.steps
+    model = args.model or (SERVED_MODEL if args.inputs is None else IMAGES_ONLY_MODEL)
     images = None
     if args.inputs is not None:
         from engines.pet.data import images_from
@@ -89,7 +93,7 @@ def _train(args: argparse.Namespace, env: Environment) -> int:
             raise ConfigError("train pet --from needs --out DIR: weights fitted to your scans "
                               "must not replace the shipped ones")
         images = images_from(args.inputs, force=args.force)
-    card = train_pet(args.model, args.seed, args.out, images=images, steps=steps,
+    card = train_pet(model, args.seed, args.out, images=images, steps=args.steps,
                      threads=args.threads)
     where = args.out or "the shipped weights folder"
     print(f"{card['name']}: {card['steps']} steps on {card['data']['slices']} slices in "
