@@ -23,6 +23,7 @@ declare a job (:class:`BatchJob`) and this module runs it; it names no path.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import json
 import multiprocessing
 import os
@@ -40,6 +41,8 @@ from devices.errors import SigstreamError, VolumeError
 __all__ = ["BatchJob", "BatchReport", "ItemReport", "VolumeDenoiser", "noise_sd", "run_batch"]
 
 _NOT_RETRIED = (VolumeError, FileExistsError)
+#: Slices denoised between two progress reports of a series.
+_CHUNK_SLICES = 8
 
 
 class VolumeDenoiser(Protocol):
@@ -140,14 +143,22 @@ class _Worker:
         self.denoiser = job.denoiser()
         self.denoiser.start()
 
-    def run(self, source: Any, out_path: Path) -> dict[str, Any]:
+    def run(self, source: Any, out_path: Path,
+            progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """Read, denoise and write one item; ``progress(slices done, slices)`` after each
+        chunk of slices."""
         from devices.volumes import read_source, write_volume
 
         t0 = time.perf_counter()
         job = self.job
         volume = read_source(source, modality=job.modality, force=job.force)
-        denoised = np.asarray(self.denoiser.denoise(volume.values, volume.spacing_mm),
-                              np.float32)
+        values, n = volume.values, volume.values.shape[0]
+        denoised = np.empty(values.shape, np.float32)
+        for z in range(0, n, _CHUNK_SLICES):
+            denoised[z:z + _CHUNK_SLICES] = self.denoiser.denoise(values[z:z + _CHUNK_SLICES],
+                                                                  volume.spacing_mm)
+            if progress is not None:
+                progress(min(z + _CHUNK_SLICES, n), n)
         written = write_volume(volume, denoised, out_path, description_suffix=job.description,
                                rescale=job.rescale)  # type: ignore[arg-type]
         mask = None if job.foreground is None else job.foreground(volume.values)
@@ -163,15 +174,21 @@ class _Worker:
 _process_worker: _Worker | None = None
 
 
-def _start_process_worker(job: BatchJob) -> None:
-    global _process_worker
+_progress_queue: Any = None
+
+
+def _start_process_worker(job: BatchJob, progress: Any) -> None:
+    global _process_worker, _progress_queue
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _progress_queue = progress
     _process_worker = _Worker(job)
 
 
-def _run_in_process(source: Any, out_path: Path) -> dict[str, Any]:
+def _run_in_process(index: int, source: Any, out_path: Path) -> dict[str, Any]:
     assert _process_worker is not None
-    return _process_worker.run(source, out_path)
+    queue = _progress_queue
+    return _process_worker.run(source, out_path,
+                               lambda done, total: queue.put((index, done, total)))
 
 
 def run_batch(
@@ -209,7 +226,7 @@ def run_batch(
     report.items = [ItemReport(input=_name(s), output=str(p)) for s, p in zip(sources, locations,
                                                                              strict=True)]
     t0 = time.perf_counter()
-    bar = _Progress(len(sources), enabled=progress)
+    bar = _Progress([item.input for item in report.items], enabled=progress)
     try:
         if ray:
             _run_ray(job, sources, locations, report, workers, ray, bar)
@@ -232,19 +249,23 @@ def _name(source: Any) -> str:
     return str(source.files[0] if len(source.files) == 1 else source.files[0].parent)
 
 
-def _record(item: ItemReport, outcome: dict[str, Any] | BaseException, bar: _Progress) -> bool:
-    """Put an attempt's ``outcome`` in ``item``; True if the item should be tried again."""
+def _record(report: BatchReport, index: int, outcome: dict[str, Any] | BaseException,
+            bar: _Progress) -> bool:
+    """Put an attempt's ``outcome`` in item ``index``; True if it should be tried again."""
+    item = report.items[index]
     item.attempts += 1
     if isinstance(outcome, BaseException):
         item.error = _reason(outcome)
         again = item.attempts < 2 and not isinstance(outcome, _NOT_RETRIED)
-        if not again:
-            bar.failed(item)
+        if again:
+            bar.restart(index)
+        else:
+            bar.failed(index, item)
         return again
     for key, value in outcome.items():
         setattr(item, key, value)
     item.status, item.error = "ok", None
-    bar.done(item)
+    bar.done(index, item)
     return False
 
 
@@ -262,10 +283,11 @@ def _run_inline(job: BatchJob, sources: Sequence[Any], locations: Sequence[Path]
         for i, (source, location) in enumerate(zip(sources, locations, strict=True)):
             while True:
                 try:
-                    outcome: dict[str, Any] | BaseException = worker.run(source, location)
+                    outcome: dict[str, Any] | BaseException = worker.run(
+                        source, location, functools.partial(bar.progress, i))
                 except Exception as exc:  # one item's fault, reported; the others go on
                     outcome = exc
-                if not _record(report.items[i], outcome, bar):
+                if not _record(report, i, outcome, bar):
                     break
     finally:
         worker.denoiser.close()
@@ -273,27 +295,38 @@ def _run_inline(job: BatchJob, sources: Sequence[Any], locations: Sequence[Path]
 
 def _run_pool(job: BatchJob, sources: Sequence[Any], locations: Sequence[Path],
               report: BatchReport, workers: int, bar: _Progress) -> None:
+    context = multiprocessing.get_context("spawn")
+    progress = context.Queue()  # (item, slices done, slices) from the workers
     pending = list(range(len(sources)))
+
+    def drain() -> None:
+        while not progress.empty():
+            bar.progress(*progress.get())
+
     while pending:
         # A pool whose process died is broken for all its futures: the items still waiting
         # are tried again on a new pool (each attempt counted).
         with cf.ProcessPoolExecutor(
-            max_workers=min(workers, len(pending)),
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_process_worker, initargs=(job,),
+            max_workers=min(workers, len(pending)), mp_context=context,
+            initializer=_start_process_worker, initargs=(job, progress),
         ) as pool:
-            futures = {pool.submit(_run_in_process, sources[i], locations[i]): i
+            futures = {pool.submit(_run_in_process, i, sources[i], locations[i]): i
                        for i in pending}
             pending = []
             try:
-                for future in cf.as_completed(futures):
-                    i = futures[future]
-                    try:
-                        outcome: dict[str, Any] | BaseException = future.result()
-                    except Exception as exc:
-                        outcome = exc
-                    if _record(report.items[i], outcome, bar):
-                        pending.append(i)
+                waiting = set(futures)
+                while waiting:
+                    done, waiting = cf.wait(waiting, timeout=0.25,
+                                            return_when=cf.FIRST_COMPLETED)
+                    drain()
+                    for future in done:
+                        i = futures[future]
+                        try:
+                            outcome: dict[str, Any] | BaseException = future.result()
+                        except Exception as exc:
+                            outcome = exc
+                        if _record(report, i, outcome, bar):
+                            pending.append(i)
             except KeyboardInterrupt:
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
@@ -330,7 +363,7 @@ def _run_ray(job: BatchJob, sources: Sequence[Any], locations: Sequence[Path],
                 outcome = exc.as_instanceof_cause()
             except ray.exceptions.RayError as exc:  # the actor died
                 outcome = exc
-            if _record(report.items[i], outcome, bar):
+            if _record(report, i, outcome, bar):
                 queue.append(i)
     finally:
         if started:
@@ -338,29 +371,62 @@ def _run_ray(job: BatchJob, sources: Sequence[Any], locations: Sequence[Path],
 
 
 class _Progress:
-    """Two bars on stderr: series done, and slices done (as each series finishes); a failed
-    item's line is printed above them."""
+    """Bars on stderr: series done and slices done overall, and one bar per series being
+    denoised (its slices; in this process and on a local pool — Ray actors report a series
+    when it finishes); a failed item's line is printed above them."""
 
-    def __init__(self, items: int, *, enabled: bool) -> None:
+    def __init__(self, names: Sequence[str], *, enabled: bool) -> None:
         self.enabled = enabled
+        self.names = [Path(name).name for name in names]
+        self.counted: dict[int, int] = {}  # slices of each item already on the overall bar
+        self.bars: dict[int, Any] = {}
         if enabled:
             from tqdm import tqdm
 
-            self.series = tqdm(total=items, desc="series", unit="series", position=0,
+            self.tqdm = tqdm
+            self.series = tqdm(total=len(names), desc="series", unit="series", position=0,
                                file=sys.stderr)
             self.slices = tqdm(desc="slices", unit="slice", position=1, file=sys.stderr)
 
-    def done(self, item: ItemReport) -> None:
+    def progress(self, index: int, done: int, total: int) -> None:
+        """Item ``index`` has ``done`` of its ``total`` slices denoised."""
+        if not self.enabled:
+            return
+        bar = self.bars.get(index)
+        if bar is None:
+            # Redrawn at every report (a chunk of slices), however quick the series.
+            bar = self.bars[index] = self.tqdm(
+                total=total, desc=f"  {self.names[index]}", unit="slice", leave=False,
+                position=2 + len(self.bars), mininterval=0, file=sys.stderr)
+        bar.update(done - bar.n)
+        self.slices.update(done - self.counted.get(index, 0))
+        self.counted[index] = done
+
+    def restart(self, index: int) -> None:
+        """Item ``index`` is tried again: its slices come off the overall bar."""
         if self.enabled:
-            self.slices.update(item.slices or 0)
+            self.slices.update(-self.counted.get(index, 0))
+            self._end(index)
+
+    def _end(self, index: int) -> None:
+        bar = self.bars.pop(index, None)
+        if bar is not None:
+            bar.close()
+        self.counted.pop(index, None)
+
+    def done(self, index: int, item: ItemReport) -> None:
+        if self.enabled:
+            self.slices.update((item.slices or 0) - self.counted.get(index, 0))
+            self._end(index)
             self.series.update()
             self.series.set_postfix_str(f"{Path(item.input).name}: {item.slices} slices, "
                                         f"{item.seconds} s")
 
-    def failed(self, item: ItemReport) -> None:
+    def failed(self, index: int, item: ItemReport) -> None:
         error = str(item.error)
         line = error if error.startswith(item.input) else f"{item.input}: {error}"
         if self.enabled:
+            self._end(index)
             self.series.write(line, file=sys.stderr)
             self.series.update()
         else:
@@ -368,5 +434,7 @@ class _Progress:
 
     def close(self) -> None:
         if self.enabled:
+            for index in list(self.bars):
+                self._end(index)
             self.slices.close()
             self.series.close()

@@ -145,6 +145,18 @@ def test_a_failed_item_is_tried_once_more_on_a_local_pool(spec: ModelSpec, tmp_p
         np.testing.assert_allclose(got, want, atol=1.0)
 
 
+def test_progress_shows_each_series_slices_as_they_are_denoised(
+        spec: ModelSpec, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_series(tmp_path / "in" / "a", n=20)  # 3 chunks of slices: 8, 16, 20
+    write_series(tmp_path / "in" / "b", n=3)
+    report = run_batch([tmp_path / "in"], tmp_path / "out", _job(spec), workers=2,
+                       progress=True)
+    assert [item.status for item in report.items] == ["ok", "ok"]
+    err = capsys.readouterr().err
+    assert "  a:" in err and "8/20" in err and "16/20" in err  # the series' own bar
+    assert "series: 100%" in err and "slices: 23slice" in err
+
+
 def test_a_fresh_local_ray_cluster_denoises_two_series(spec: ModelSpec, tmp_path: Path) -> None:
     pytest.importorskip("ray")
     write_series(tmp_path / "in" / "a", n=2)
