@@ -59,6 +59,7 @@ from bench.harness import emit
 from bench.volumes import (
     BenchRun,
     VolumeBenchPath,
+    add_common_arguments,
     batch_throughput,
     cycled,
     engine_throughput,
@@ -188,20 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="slices of the batch series (default 300; --quick 24)")
     parser.add_argument("--quick", action="store_true",
                         help="24 slices, 2 engine rounds, 5 s of live slices")
-    parser.add_argument("--engine-rounds", type=int, default=None,
-                        help="alternating rounds of part 1 (default 6; --quick 2)")
-    parser.add_argument("--backend", default="auto",
-                        help="backend of the batch jobs and the service (auto, eager, "
-                             "onnxruntime, tensorrt)")
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads per engine")
-    parser.add_argument("--live-series", type=int, default=2)
-    parser.add_argument("--live-rate", type=float, default=4.0,
-                        help="live slices/s, all series together")
-    parser.add_argument("--live-seconds", type=float, default=None,
-                        help="how long live slices are sent (default 15; --quick 5)")
-    parser.add_argument("--live-workers", type=int, default=2, help="the service's workers")
-    parser.add_argument("--no-ray", action="store_true", help="skip the Ray runs")
-    parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
+    add_common_arguments(parser)
     args = parser.parse_args(argv)
     try:
         config = CtBenchConfig(

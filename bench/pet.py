@@ -75,6 +75,7 @@ from bench.harness import emit
 from bench.volumes import (
     BenchRun,
     VolumeBenchPath,
+    add_common_arguments,
     backends,
     batch_throughput,
     engine_throughput,
@@ -102,8 +103,7 @@ _RANDOM_NOTE = "random-init (shipped weights absent)"
 
 @dataclass(frozen=True, kw_only=True)
 class PetBenchConfig:
-    """One run. ``model``: a key of :data:`engines.pet.PET_SPECS`, served in parts 1-3 and the
-    blind-spot model of part 4. ``slices``: slices of the series. ``scan``: a real PET series
+    """One run. ``model``: a key of :data:`engines.pet.PET_SPECS`, served in parts 1-3. ``slices``: slices of the series. ``scan``: a real PET series
     to take the values from (``None``: :func:`synthetic_volume`). ``engine_rounds``:
     alternating rounds of part 1 (each: 4 batch-1 calls and one batch-8 call per backend).
     ``backend``: parts 2 and 3. ``threads``: intra-op threads of every engine. ``ray``: run the
@@ -113,7 +113,7 @@ class PetBenchConfig:
     4, ``train_steps`` steps each per round for ``train_rounds`` rounds, on ``train_threads``
     torch threads. ``seed``: of the synthetic counts."""
 
-    model: str = "n2v2_struct"
+    model: str = "n2n"
     slices: int = VOLUME_SLICES
     scan: Path | None = None
     engine_rounds: int = 6
@@ -125,7 +125,7 @@ class PetBenchConfig:
     live_seconds: float = 15.0
     live_workers: int = 2
     drain_s: float = 60.0
-    train_models: tuple[str, ...] = ("n2v2_struct", "n2n")
+    train_models: tuple[str, ...] = ("n2v2_struct", "n2n")  # a blind-spot model and N2N
     train_steps: int = 20
     train_rounds: int = 2
     train_threads: int = 2
@@ -353,9 +353,9 @@ def bench(config: PetBenchConfig) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.pet",
                                      description=__doc__.split("\n\n")[0])
-    from engines.pet.specs import PET_METHODS, PET_SPECS  # no torch
+    from engines.pet.specs import IMAGES_ONLY_MODEL, PET_METHODS, PET_SPECS, SERVED_MODEL
 
-    parser.add_argument("--model", default="n2v2_struct", choices=sorted(PET_SPECS))
+    parser.add_argument("--model", default=SERVED_MODEL, choices=sorted(PET_SPECS))
     parser.add_argument("--slices", type=int, default=None,
                         help=f"slices of the series (default {VOLUME_SLICES}; --quick 24)")
     parser.add_argument("--scan", type=Path, default=None, metavar="FOLDER",
@@ -364,26 +364,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="24 slices, 2 engine rounds, 5 s of live slices, 1 round of 10 "
                              "training steps")
-    parser.add_argument("--engine-rounds", type=int, default=None,
-                        help="alternating rounds of part 1 (default 6; --quick 2)")
-    parser.add_argument("--backend", default="auto",
-                        help="backend of the batch jobs and the service (auto, eager, "
-                             "onnxruntime, tensorrt)")
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads per engine")
-    parser.add_argument("--live-series", type=int, default=2)
-    parser.add_argument("--live-rate", type=float, default=4.0,
-                        help="live slices/s, all series together")
-    parser.add_argument("--live-seconds", type=float, default=None,
-                        help="how long live slices are sent (default 15; --quick 5)")
-    parser.add_argument("--live-workers", type=int, default=2, help="the service's workers")
+    add_common_arguments(parser)
     parser.add_argument("--train-steps", type=int, default=None,
                         help="training steps per model (default 20; --quick 10)")
     parser.add_argument("--train-rounds", type=int, default=None,
                         help="rounds of part 4, the models taking turns (default 2; --quick 1)")
     parser.add_argument("--train-threads", type=int, default=2,
                         help="torch threads while training")
-    parser.add_argument("--no-ray", action="store_true", help="skip the Ray runs")
-    parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     try:
         config = PetBenchConfig(
@@ -396,9 +383,9 @@ def main(argv: list[str] | None = None) -> int:
             live_series=args.live_series, live_rate_hz=args.live_rate,
             live_seconds=args.live_seconds or (5.0 if args.quick else 15.0),
             live_workers=args.live_workers,
-            # a blind-spot model (--model's, or the served one) and Noise2Noise
+            # a blind-spot model (--model's, or the best one) and Noise2Noise
             train_models=(args.model if PET_METHODS[args.model].target == "blind_spot"
-                          else PetBenchConfig.model, "n2n"),
+                          else IMAGES_ONLY_MODEL, "n2n"),
             train_steps=args.train_steps or (10 if args.quick else 20),
             train_rounds=args.train_rounds or (1 if args.quick else 2),
             train_threads=args.train_threads,

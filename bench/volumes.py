@@ -13,6 +13,7 @@ move between machines the way wall time does.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import functools
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BenchRun",
+    "add_common_arguments",
     "VolumeBenchPath",
     "backends",
     "batch_throughput",
@@ -574,3 +576,22 @@ class BenchRun:
         self.machine["load_avg_1m_after"] = self.loads
         self.machine["loaded_machine"] = loaded_machine_notes(self.machine, self.loads)
         return self.result
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every volume bench takes (engine rounds, backend, threads, the live part,
+    Ray, the JSON file)."""
+    parser.add_argument("--engine-rounds", type=int, default=None,
+                        help="alternating rounds of part 1 (default 6; --quick 2)")
+    parser.add_argument("--backend", default="auto",
+                        help="backend of the batch jobs and the service (auto, eager, "
+                             "onnxruntime, tensorrt)")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads per engine")
+    parser.add_argument("--live-series", type=int, default=2)
+    parser.add_argument("--live-rate", type=float, default=4.0,
+                        help="live slices/s, all series together")
+    parser.add_argument("--live-seconds", type=float, default=None,
+                        help="how long live slices are sent (default 15; --quick 5)")
+    parser.add_argument("--live-workers", type=int, default=2, help="the service's workers")
+    parser.add_argument("--no-ray", action="store_true", help="skip the Ray runs")
+    parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")

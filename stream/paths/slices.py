@@ -33,11 +33,11 @@ from stream.wire import Message
 if TYPE_CHECKING:
     from engines.slices import SliceUnits, TilePlan
     from engines.spec import ModelSpec
-    from stream.paths.spec import ServeOptions
+    from stream.paths.spec import CliGroups, PathSpec, ServeOptions
 
 __all__ = [
     "MAX_SIDE_PX", "SliceModality", "SlicePath", "SliceSettings", "SliceStage", "SliceWorker",
-    "result_line", "slice_server",
+    "result_line", "slice_server", "volume_path_spec",
 ]
 
 MAX_SIDE_PX = 2048
@@ -63,11 +63,13 @@ class SliceModality:
 
     def load(self) -> tuple[dict[str, ModelSpec], SliceUnits]:
         """The path's model specs and units."""
-        def attribute(ref: str) -> Any:
-            module, name = ref.split(":")
-            return getattr(importlib.import_module(module), name)
+        return _attribute(self.specs), _attribute(self.units)
 
-        return attribute(self.specs), attribute(self.units)
+
+def _attribute(ref: str) -> Any:
+    """The object ``"module:NAME"`` names (imported on first use: the engine side only)."""
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -253,3 +255,24 @@ def result_line(body: Mapping[str, Any]) -> str:
     """A slice result in one line: ``slice 512x512 int16``."""
     shape = "x".join(str(n) for n in body.get("shape") or [])
     return f"slice {shape} {body.get('dtype')}"
+
+
+def volume_path_spec(*, modality: SliceModality, summary: str, models: tuple[str, ...],
+                     default_model: str, max_batch: int, gate: str,
+                     cli: Callable[[CliGroups], None]) -> PathSpec:
+    """The :class:`~stream.paths.spec.PathSpec` of a volume path: its live slices served by
+    :class:`SlicePath`, its engines built ``max_batch`` slices a call, ``gate``
+    (``"module:function"``) its task gate, ``cli`` its verbs."""
+    from stream.paths.spec import PathSpec
+
+    def engine_models(service_max_batch: int) -> Mapping[str, tuple[ModelSpec, int]]:
+        specs, _ = modality.load()
+        return {spec.name: (spec, max_batch) for spec in specs.values()}
+
+    def task_gate(spec: ModelSpec, engine: Any) -> Any:
+        return _attribute(gate)(spec, engine)
+
+    return PathSpec(name=modality.path, summary=summary,
+                    serve=slice_server(modality, default_model), settings=SliceSettings,
+                    models=models, default_model=default_model, engine_models=engine_models,
+                    task_gate=task_gate, cli=cli, format_result=result_line)

@@ -161,3 +161,14 @@ def test_live_slices_come_back_denoised_and_bad_ones_are_answered(
     np.testing.assert_allclose(got, want_floats, rtol=1e-4, atol=1e-2)
     assert by_key["bed-2", 1]["code"] == "bad_field"
     assert by_key["bed-2", 2]["code"] == "bad_dtype"
+
+
+@pytest.mark.parametrize("name", ["ct", "pet"])
+def test_a_volume_path_declares_an_engine_and_a_gate_per_model(name: str) -> None:
+    from stream.paths import path_specs
+
+    (spec,) = [s for s in path_specs() if s.name == name]
+    engines = spec.engine_models(64)
+    assert set(engines) == {f"{name}_{model}" for model in spec.models}
+    assert all(batch == 8 and model.input_shape[0] == 1 for model, batch in engines.values())
+    assert spec.serve is not None and spec.task_gate is not None
