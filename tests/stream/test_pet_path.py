@@ -100,10 +100,12 @@ def test_scans_denoised_with_weights_trained_on_them(scans: Path, weights: Path,
     assert "DERIVED" in written.ImageType
 
 
-def test_training_from_scans_needs_an_output_folder(scans: Path,
+def test_training_from_scans_needs_an_output_folder_and_a_blind_spot_model(scans: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "pet", "--from", str(scans), "--steps", "1"]) == 2
     assert "--out" in capsys.readouterr().err
+    assert main(["train", "pet", "--model", "n2n", "--from", str(scans), "--out", "x"]) == 2
+    assert "half scans" in capsys.readouterr().err
 
 
 def test_ct_is_refused_one_line_and_the_others_finish_on_a_pool(scans: Path, weights: Path,

@@ -92,6 +92,10 @@ def _train(args: argparse.Namespace, env: Environment) -> int:
         if args.out is None:
             raise ConfigError("train pet --from needs --out DIR: weights fitted to your scans "
                               "must not replace the shipped ones")
+        if model == "n2n":
+            raise ConfigError("train pet --from: n2n learns from two half scans' raw counts, "
+                              f"which images do not have; use a blind-spot model such as "
+                              f"{IMAGES_ONLY_MODEL}")
         images = images_from(args.inputs, force=args.force)
     card = train_pet(model, args.seed, args.out, images=images, steps=args.steps,
                      threads=args.threads)
