@@ -9,7 +9,8 @@ Layout of the cache directory, flat, one entry per key::
 
     <key>.<suffix>   the artifact (".onnx", ".ep", ...)
     <key>.json       metadata: key, components, artifact sha256 and size, model, shapes,
-                     precision, versions, device, created (Unix seconds)
+                     precision, versions, device, created (Unix seconds), and once the
+                     artifact passed the accuracy gate, its result (``accuracy_gate``)
     <key>.lock       advisory fcntl lock held while one process builds the entry
 
 Writes are atomic: the artifact and then its metadata are written to temporary files in the same
@@ -307,6 +308,30 @@ class EngineCache:
                 key, suffix=suffix, components=components, build=build, metadata=metadata
             )
             return path, False
+
+    def record_gate(self, key: str, result: Mapping[str, Any]) -> None:
+        """Note in ``key``'s metadata that its artifact passed the accuracy gate (``result``:
+        the measured error and the tolerance), atomically; a missing entry is left alone."""
+        meta_path = self._root / f"{key}{_META_SUFFIX}"
+        meta = self._read_meta(meta_path)
+        if meta is None:
+            return
+        meta["accuracy_gate"] = dict(result)
+        tmp_meta = self._tmp_path(meta_path)
+        try:
+            tmp_meta.write_text(json.dumps(meta, indent=1, sort_keys=True, default=_json_default))
+            os.replace(tmp_meta, meta_path)
+        except OSError as exc:  # a read-only cache still serves; the gate runs again next time
+            logger.warning("engine cache: cannot record the gate of %s: %s", key[:12], exc)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp_meta.unlink()
+
+    def recorded_gate(self, key: str) -> dict[str, Any] | None:
+        """The accuracy gate result recorded for ``key`` (:meth:`record_gate`), if any."""
+        meta = self._read_meta(self._root / f"{key}{_META_SUFFIX}")
+        gate = None if meta is None else meta.get("accuracy_gate")
+        return gate if isinstance(gate, dict) else None
 
     def remove(self, key: str) -> None:
         """Remove an entry (metadata first, so a half-removed entry is never seen as valid)."""

@@ -84,11 +84,14 @@ def test_onnxruntime_agrees_with_eager(built, eager) -> None:
     assert info.tolerance == ACCURACY_TOLERANCE["fp32"]
 
 
-def test_second_load_is_a_cache_hit(built) -> None:
+def test_second_load_is_a_cache_hit_that_reuses_the_gate(built) -> None:
     spec, cache, first = built
     with load_engine(spec, "onnxruntime", max_batch=MAX_BATCH, cache_dir=cache) as second:
         assert second.info is not None and second.info.cache_hit is True
         assert second.info.cache_key == first.info.cache_key
+        # The gate ran when the entry was built; its result is in the entry, not run again.
+        assert second.info.check_s == 0.0
+        assert second.info.max_abs_error == first.info.max_abs_error
         x = batch(3)
         np.testing.assert_array_equal(second(x), first(x))
 
