@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +14,6 @@ from engines.ct.models import ResidualUNet
 from engines.ct.specs import CT_SPECS
 from engines.errors import ConfigError, InputContractError, WeightsNotFoundError
 from engines.spec import ModelSpec
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread, as every test here (the machine is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_unet_spec(folder: Path, tile: int = 64) -> ModelSpec:

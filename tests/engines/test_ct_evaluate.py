@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from test_ct_denoise import tiny_unet_spec
 
 from engines.ct.evaluate import EvalSizes, ct_report, format_table, task_metric
@@ -23,15 +21,6 @@ TINY = EvalSizes(size_px=128, n_test=1, n_validation=1, real_files=("CT_small.dc
                  bm3d_crop_px=None)
 FIGURES = {"psnr_db", "psnr_wide_db", "ssim", "rmse_hu", "hu_bias", "hu_bias_abs",
            "noise_sd_hu", "mtf50_lp_per_cm", "mtf50_ratio", "per_slice_psnr_db"}
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread, as every test here (the machine is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
 from engines.ct.models import RedCnn, ResidualUNet
 from engines.ct.specs import CT_SPECS, HU_OFFSET, HU_SCALE, TILE_PX
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread, as every test here (the machine is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("shape", [(2, 1, 21, 21), (1, 1, 37, 50)])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -12,15 +10,6 @@ from engines.backends.eager import eager_infer
 from engines.ct.models import RedCnn
 from engines.ct.specs import CT_UNITS
 from engines.slices import SliceUnits, axis_plan, cut_tiles, denoise_slices, stitch_tiles
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread, as every test here (the machine is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("length", [5, 32, 33, 70, 100])
