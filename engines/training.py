@@ -10,9 +10,11 @@ Blocking and single-threaded: called from the thread that runs the training.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from tqdm import tqdm
 
 __all__ = [
     "data_rng",
+    "deterministic_torch",
     "ema",
     "log_line",
     "progress_bar",
@@ -35,6 +38,21 @@ def data_rng(seed: int, tag: int) -> np.random.Generator:
     """The random stream ``SeedSequence([seed, tag])``: one ``tag`` per purpose (batch order,
     augmentation, validation set...), so the streams of one seed never coincide."""
     return np.random.default_rng(np.random.SeedSequence([int(seed), tag]))
+
+
+@contextlib.contextmanager
+def deterministic_torch(threads: int) -> Iterator[None]:
+    """torch on ``threads`` threads with deterministic algorithms for the block, the
+    process-wide settings put back afterwards (tests train inside a larger process)."""
+    old_threads = torch.get_num_threads()
+    old_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_deterministic)
 
 
 def progress_bar(steps: int, desc: str, *, enabled: bool) -> tqdm[int]:

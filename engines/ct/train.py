@@ -160,16 +160,8 @@ def train_ct(
                patch_px=patch_px, n_phantoms=n_phantoms, config=config, cache_dir=cache_dir,
                workers=workers, threads=threads, n_val=n_val,
                val_every=val_every or max(1, steps // 5), budget_s=budget_s)
-    # Process-wide torch settings, put back afterwards (tests train inside a larger process).
-    old_threads = torch.get_num_threads()
-    old_deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
-    try:
+    with training.deterministic_torch(threads):
         return _train(run, log, progress)
-    finally:
-        torch.set_num_threads(old_threads)
-        torch.use_deterministic_algorithms(old_deterministic)
 
 
 @dataclass(frozen=True, kw_only=True)

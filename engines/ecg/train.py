@@ -279,15 +279,8 @@ def train_ecg(
     out = Path(out_dir) if out_dir is not None else WEIGHTS_DIR
     out.mkdir(parents=True, exist_ok=True)
 
-    previous_threads = torch.get_num_threads()
-    previous_det = torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
-    try:
+    with training.deterministic_torch(threads):
         return _train(model, seed, out, cfg, progress, threads)
-    finally:
-        torch.use_deterministic_algorithms(previous_det)
-        torch.set_num_threads(previous_threads)
 
 
 def _init_trunk(net: EcgClassifier | EcgEmbedder, how: str, folder: Path) -> dict[str, Any]:

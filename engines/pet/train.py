@@ -165,17 +165,10 @@ def train_pet(
     data_s = time.perf_counter() - t_data
     out = Path(out_dir) if out_dir is not None else WEIGHTS_DIR
     out.mkdir(parents=True, exist_ok=True)
-    old_threads = torch.get_num_threads()
-    old_deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
-    try:
+    with training.deterministic_torch(threads):
         card, net = _train(model, seed, out, images, steps=steps, batch_size=batch_size,
                            lr=lr, patch_px=patch_px,
                            val_every=val_every or max(1, steps // 5), progress=progress)
-    finally:
-        torch.set_num_threads(old_threads)
-        torch.use_deterministic_algorithms(old_deterministic)
     card["data"]["load_s"] = data_s
     card.update(training.run_record(
         net, threads=threads,
