@@ -84,3 +84,18 @@ def test_per_slice_units_make_the_activity_scale_irrelevant() -> None:
     for factor in (1e-3, 1.0, 1e3):
         x = PET_UNITS.to_model(slice_ * factor)
         np.testing.assert_allclose(x, PET_UNITS.to_model(slice_), rtol=1e-5)
+
+
+def test_the_task_gate_scores_the_engine_as_eager_on_simulated_slices(tmp_path: Path) -> None:
+    import dataclasses
+
+    from engines.engine import load_engine
+    from engines.pet.gate import pet_gate
+
+    torch.manual_seed(0)
+    torch.save(PET_SPECS["n2v"].build().state_dict(), tmp_path / "pet_n2v.pt")
+    spec = dataclasses.replace(PET_SPECS["n2v"], weights_dir=tmp_path)
+    with load_engine(spec, "onnxruntime", max_batch=2, check=False) as engine:
+        gate = pet_gate(spec, engine)
+    assert gate.passed and gate.metric == "PSNR dB"
+    assert 0.0 < gate.eager < 60.0  # an untrained model's PSNR against the 10-minute image
