@@ -70,15 +70,8 @@ class Canvas:
         i1 = min(self.size, math.ceil((cy + r) / self.px + c) + 1)
         return slice(i0, max(i0, i1)), slice(j0, max(j0, j1))
 
-    def ellipse(
-        self,
-        cx: float,
-        cy: float,
-        rx: float,
-        ry: float,
-        angle_deg: float = 0.0,
-        power: float = 2.0,
-    ) -> tuple[slice, slice, np.ndarray]:
+    def ellipse(self, cx: float, cy: float, rx: float, ry: float, angle_deg: float = 0.0,
+                power: float = 2.0) -> tuple[slice, slice, np.ndarray]:
         """A filled (super-)ellipse: its window and the bool mask inside that window."""
         rx, ry = max(rx, 1e-3), max(ry, 1e-3)
         sy, sx = self._window(cx, cy, max(rx, ry))
@@ -93,12 +86,8 @@ class Canvas:
             inside = np.abs(u) ** power + np.abs(v) ** power <= 1.0
         return sy, sx, inside
 
-    def paint(
-        self,
-        shape: tuple[slice, slice, np.ndarray],
-        new_id: int,
-        over: Iterable[int],
-    ) -> None:
+    def paint(self, shape: tuple[slice, slice, np.ndarray], new_id: int,
+              over: Iterable[int]) -> None:
         """Set ``new_id`` where the shape covers one of the ids in ``over``."""
         sy, sx, inside = shape
         allowed = np.zeros(_N_IDS, dtype=bool)
