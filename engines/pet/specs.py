@@ -74,8 +74,8 @@ class PetMethod:
 _N2V2 = {"blur_pool": True, "top_skip": False}
 
 #: Blind spots per patch: 2 %, not careamics' 0.2 %: with ten times fewer loss pixels per
-#: step a model learned too slowly for a CPU budget (measured: after 300 steps its output's
-#: mean was still 0.2-0.4 of its input's).
+#: step a model learned too slowly for a CPU budget (measured on an early N2V2 variant: after
+#: 300 steps of 16 patches its output's mean was still 0.2-0.4 of its input's).
 _FRACTION = 0.02
 
 PET_METHODS: dict[str, PetMethod] = {

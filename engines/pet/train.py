@@ -5,9 +5,9 @@ Entry point: :func:`train_pet` (``sigstream train pet --model n2n --seed 0``; wi
 
 Protocol:
 
-- Data: by default :func:`engines.pet.data.load_set` ("train"): simulated 2-minute OSEM images
-  of the NEMA IEC phantom (and, for ``n2n``, the OSEM images of two binomial halves of each
-  one's counts). The 10-minute images are never trained on; a few validation pairs measure
+- Data: by default :func:`engines.pet.data.training_images` (256 slices): simulated 2-minute
+  OSEM images of the NEMA IEC phantom (and, for ``n2n``, the OSEM images of two binomial halves
+  of each one's counts). The 10-minute images are never trained on; a few validation pairs measure
   progress (recorded in the card, never used to pick weights). With ``images`` (``--from``):
   the transaxial slices of the user's volumes, no validation.
 - Patches of ``patch_px``² (64) at random places, random flips and 90° turns, in the models'
