@@ -103,8 +103,9 @@ _RANDOM_NOTE = "random-init (shipped weights absent)"
 
 @dataclass(frozen=True, kw_only=True)
 class PetBenchConfig:
-    """One run. ``model``: a key of :data:`engines.pet.PET_SPECS`, served in parts 1-3. ``slices``: slices of the series. ``scan``: a real PET series
-    to take the values from (``None``: :func:`synthetic_volume`). ``engine_rounds``:
+    """One run. ``model``: a key of :data:`engines.pet.PET_SPECS`, served in parts 1-3.
+    ``slices``: slices of the series. ``scan``: a real PET series to take the values from
+    (``None``: :func:`synthetic_volume`). ``engine_rounds``:
     alternating rounds of part 1 (each: 4 batch-1 calls and one batch-8 call per backend).
     ``backend``: parts 2 and 3. ``threads``: intra-op threads of every engine. ``ray``: run the
     Ray part. ``live_rate_hz``: slices/s of all live series together; ``live_seconds``: how
