@@ -26,7 +26,8 @@ inherits the builtin a caller would catch without knowing sigstream (msgpack's
     │   ├── AccuracyGateError (RuntimeError)     a compiled engine that disagrees with eager
     │   ├── TemplateStoreError            engines.ecg.templates: template store or its key
     │   ├── BitstreamError (ValueError)   engines.codec.bitstream: bytes that are not a frame
-    │   └── ContainerError (ValueError)   engines.codec.container: not an intact .sgc file
+    │   ├── ContainerError (ValueError)   engines.codec.container: not an intact .sgc file
+    │   └── NemaError (ValueError)        engines.pet.nema_locate: no NEMA IQ phantom found
     ├── MessageError (ValueError)         stream.errors: a message answered with an `error`
     │   │                                 result (carries `code`, `stream`, `seq`)
     │   ├── WireError                     it breaks wire format v1

@@ -96,8 +96,8 @@ PACKAGES: dict[str, list[str]] = {
 MODULES: dict[str, list[str]] = {
     "devices.lifecycle": ["ClosesOnExit", "OpenCloseState"],
     "engines.training": [
-        "data_rng", "ema", "log_line", "progress_bar", "run_record", "save_weights",
-        "write_card",
+        "data_rng", "deterministic_torch", "ema", "log_line", "progress_bar", "run_record",
+        "save_weights", "write_card",
     ],
     "devices.files": [
         "EXCERPT_CHARS", "MAX_FILE_BYTES", "MAX_LINE_CHARS", "TextTable", "check_file",
