@@ -8,7 +8,8 @@ fine), or one 2-D slice ``(y, x)`` (a one-slice volume). Every per-sphere sequen
 size, 10 -> 37 mm. Coordinates are voxel indices ``(z, y, x)`` (floats: sub-voxel) and mm from
 the centre of voxel ``(0, 0, 0)`` (``index * spacing``). numpy/scipy only; no torch.
 
-The phantom's geometry and how it is found (:func:`locate_phantom`) are described in
+The phantom's geometry and how it is found
+(:func:`~engines.pet.nema_locate.locate_phantom`) are described in
 :mod:`engines.pet.nema_locate`.
 
 Measurements (:func:`analyse_nema`), on the unsmoothed values:
@@ -58,13 +59,8 @@ from scipy import ndimage
 from engines.errors import ConfigError
 from engines.pet.earl import earl_check
 from engines.pet.nema_locate import (
-    BODY_ARC_CENTRE_OFFSET_MM,
-    BODY_CORNER_RADIUS_MM,
-    BODY_DOME_RADIUS_MM,
-    BODY_HALF_HEIGHT_MM,
     LUNG_DIAMETER_MM,
     LUNG_ROI_DIAMETER_MM,
-    RING_RADIUS_MM,
     SPHERE_DIAMETERS_MM,
     NemaConfig,
     NemaError,
@@ -73,28 +69,9 @@ from engines.pet.nema_locate import (
     _locate,
     _smooth,
     _volume,
-    locate_phantom,
 )
 
-__all__ = [
-    "BODY_ARC_CENTRE_OFFSET_MM",
-    "BODY_CORNER_RADIUS_MM",
-    "BODY_DOME_RADIUS_MM",
-    "BODY_HALF_HEIGHT_MM",
-    "LUNG_DIAMETER_MM",
-    "LUNG_ROI_DIAMETER_MM",
-    "NemaActivities",
-    "NemaConfig",
-    "NemaError",
-    "NemaMode",
-    "NemaReport",
-    "PhantomLocation",
-    "RING_RADIUS_MM",
-    "SPHERE_DIAMETERS_MM",
-    "SphereLocation",
-    "analyse_nema",
-    "locate_phantom",
-]
+__all__ = ["NemaActivities", "NemaMode", "NemaReport", "analyse_nema"]
 
 # Where the background level is read to draw the body: inside the body whatever the rotation
 # (the axis is >= 112 mm from every edge) and clear of the spheres (<= 75.7 mm from it).

@@ -24,14 +24,8 @@ from volume_files import write_series
 
 from devices.errors import SigstreamError
 from engines.pet.earl import EARL_BANDS, EARL_DIAMETERS_MM, earl_check
-from engines.pet.nema import (
-    RING_RADIUS_MM,
-    SPHERE_DIAMETERS_MM,
-    NemaActivities,
-    NemaError,
-    analyse_nema,
-    locate_phantom,
-)
+from engines.pet.nema import NemaActivities, analyse_nema
+from engines.pet.nema_locate import RING_RADIUS_MM, SPHERE_DIAMETERS_MM, NemaError, locate_phantom
 from stream.errors import ConfigError
 from stream.paths.pet.nema_command import add_nema_command
 from stream.paths.spec import CliGroups, Environment

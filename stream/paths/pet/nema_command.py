@@ -78,7 +78,8 @@ def _compare(image: Any, reference: Any) -> dict[str, float]:
 
 def _nema(args: argparse.Namespace, env: Environment) -> int:
     from devices.errors import VolumeError
-    from engines.pet.nema import NemaActivities, NemaError, analyse_nema
+    from engines.pet.nema import NemaActivities, analyse_nema
+    from engines.pet.nema_locate import NemaError
 
     activities = NemaActivities(sphere_bqml=args.sphere_activity,
                                 background_bqml=args.background_activity, ratio=args.ratio)
