@@ -56,12 +56,11 @@ from typing import Any, Literal
 import numpy as np
 from scipy import ndimage
 
+from devices.pet_phantom import LUNG_DIAMETER_MM, SPHERE_DIAMETERS_MM
 from engines.errors import ConfigError
 from engines.pet.earl import earl_check
 from engines.pet.nema_locate import (
-    LUNG_DIAMETER_MM,
     LUNG_ROI_DIAMETER_MM,
-    SPHERE_DIAMETERS_MM,
     NemaConfig,
     NemaError,
     PhantomLocation,

@@ -8,8 +8,8 @@ with their centres in one transverse plane on a circle of radius 57.2 mm round t
 axis, 60 degrees apart in order of size; the cold lung insert (51 mm) on that axis; the
 D-shaped body 294 x 224 mm (a half-disc of radius 147 mm whose centre lies 35 mm from the axis
 toward the flat side, and a flat side with 77 mm corners, 112 mm from the axis). The
-analysis draws the body from the image itself (any rotation, any simulator); the body
-constants here describe it.
+analysis draws the body from the image itself (any rotation, any simulator); the sizes come
+from :mod:`devices.pet_phantom`, the phantom's one description.
 
 Localisation (:func:`locate_phantom`), on a Gaussian-smoothed copy (``detect_sigma_mm``):
 
@@ -37,38 +37,20 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage, optimize, signal
 
+from devices.pet_phantom import SPHERE_DIAMETERS_MM, SPHERE_RING_RADIUS_MM
 from engines.errors import ConfigError, EngineError
 
 __all__ = [
-    "BODY_ARC_CENTRE_OFFSET_MM",
-    "BODY_CORNER_RADIUS_MM",
-    "BODY_DOME_RADIUS_MM",
-    "BODY_HALF_HEIGHT_MM",
-    "LUNG_DIAMETER_MM",
     "LUNG_ROI_DIAMETER_MM",
     "NemaConfig",
     "NemaError",
     "PhantomLocation",
-    "RING_RADIUS_MM",
-    "SPHERE_DIAMETERS_MM",
     "SphereLocation",
     "locate_phantom",
 ]
 
-#: Sphere inner diameters, mm, in the order of every per-sphere sequence (and round the ring).
-SPHERE_DIAMETERS_MM: tuple[float, ...] = (10.0, 13.0, 17.0, 22.0, 28.0, 37.0)
-#: Radius of the circle of sphere centres round the phantom's axis, mm.
-RING_RADIUS_MM = 57.2
-#: Outer diameter of the cold lung insert on the axis, mm.
-LUNG_DIAMETER_MM = 51.0
 #: The NU-2 lung-residual ROI, mm.
 LUNG_ROI_DIAMETER_MM = 30.0
-#: The D-shaped body (inner): dome radius, its centre's offset from the axis toward the flat
-#: side, the flat side's corner radius and its distance from the axis, mm.
-BODY_DOME_RADIUS_MM = 147.0
-BODY_ARC_CENTRE_OFFSET_MM = 35.0
-BODY_CORNER_RADIUS_MM = 77.0
-BODY_HALF_HEIGHT_MM = 112.0
 
 _RING_STEP_RAD = math.pi / 3
 _PROFILE_SAMPLES = 720
@@ -168,7 +150,7 @@ def _volume(values: np.ndarray, spacing_mm: Sequence[float]
     if bad:
         raise NemaError(f"{bad} NaN or Inf voxels of {array.size}")
     fov = min(array.shape[1] * spacing[1], array.shape[2] * spacing[2])
-    need = 2 * (RING_RADIUS_MM + SPHERE_DIAMETERS_MM[-1] / 2 + 10.0)
+    need = 2 * (SPHERE_RING_RADIUS_MM + SPHERE_DIAMETERS_MM[-1] / 2 + 10.0)
     if fov < need:
         raise NemaError(f"a field of view of {fov:.0f} mm cannot hold the sphere ring "
                         f"({need:.0f} mm across)")
@@ -217,7 +199,7 @@ def _find_axis(image: np.ndarray, spacing_yx: tuple[float, float]) -> tuple[floa
     low, high = quarters.min(axis=0), quarters.max(axis=0)
     score = np.where(low >= 0.5 * level, (low - core) / (high + 0.1 * level), -np.inf)
     # The ring must fit inside the image round the axis.
-    reach = RING_RADIUS_MM + SPHERE_DIAMETERS_MM[-1] / 2
+    reach = SPHERE_RING_RADIUS_MM + SPHERE_DIAMETERS_MM[-1] / 2
     my = min(int(math.ceil(reach / spacing_yx[0])), image.shape[0] // 2 - 1)
     mx = min(int(math.ceil(reach / spacing_yx[1])), image.shape[1] // 2 - 1)
     inner = np.full_like(score, -np.inf)
@@ -254,7 +236,7 @@ def _find_plane(smoothed: np.ndarray, axis_yx: tuple[float, float],
     if smoothed.shape[0] == 1:
         return 0
     angles = np.linspace(0, 2 * math.pi, _PROFILE_SAMPLES, endpoint=False)
-    ys, xs = _ring_points(axis_yx, spacing_yx, RING_RADIUS_MM, angles)
+    ys, xs = _ring_points(axis_yx, spacing_yx, SPHERE_RING_RADIUS_MM, angles)
     nz = smoothed.shape[0]
     coords = [np.repeat(np.arange(nz, dtype=float), ys.size), np.tile(ys, nz), np.tile(xs, nz)]
     profiles = ndimage.map_coordinates(smoothed, coords, order=1,
@@ -277,7 +259,7 @@ def _fit_rotation(profile: np.ndarray) -> tuple[float, int]:
     for handedness in (1, -1):
         template = np.zeros(n)
         for i, centre in enumerate(_sphere_angles(0.0, handedness)):
-            half = 2 * math.asin(SPHERE_DIAMETERS_MM[i] / 2 / (2 * RING_RADIUS_MM))
+            half = 2 * math.asin(SPHERE_DIAMETERS_MM[i] / 2 / (2 * SPHERE_RING_RADIUS_MM))
             offset = np.angle(np.exp(1j * (phi - centre)))
             template[np.abs(offset) < half] = 1.0
         corr = np.fft.irfft(spectrum * np.conj(np.fft.rfft(template - template.mean())), n)
@@ -308,8 +290,8 @@ def _refine_ring(plane: np.ndarray, spacing_yx: tuple[float, float],
         ay, ax, theta = float(p[0]), float(p[1]), float(p[2])
         total = 0.0
         for (oy, ox), angle in zip(discs, _sphere_angles(theta, handedness), strict=True):
-            cy = ay + RING_RADIUS_MM * math.sin(angle) / dy
-            cx = ax + RING_RADIUS_MM * math.cos(angle) / dx
+            cy = ay + SPHERE_RING_RADIUS_MM * math.sin(angle) / dy
+            cx = ax + SPHERE_RING_RADIUS_MM * math.cos(angle) / dx
             total += float(ndimage.map_coordinates(
                 plane, [cy + oy / dy, cx + ox / dx], order=1, mode="nearest").sum())
         return -total
@@ -412,7 +394,7 @@ def _locate(volume: np.ndarray, spacing: tuple[float, float, float],
     axis = _find_axis(smoothed[inside].mean(axis=0), spacing_yx)
     plane_guess = _find_plane(smoothed, axis, spacing_yx)
     angles = np.linspace(0, 2 * math.pi, _PROFILE_SAMPLES, endpoint=False)
-    ys, xs = _ring_points(axis, spacing_yx, RING_RADIUS_MM, angles)
+    ys, xs = _ring_points(axis, spacing_yx, SPHERE_RING_RADIUS_MM, angles)
     profile = ndimage.map_coordinates(smoothed[plane_guess], [ys, xs], order=1, mode="nearest")
     theta0, handedness = _fit_rotation(profile)
     axis, theta0 = _refine_ring(smoothed[plane_guess], spacing_yx, axis, theta0, handedness)
@@ -421,8 +403,8 @@ def _locate(volume: np.ndarray, spacing: tuple[float, float, float],
     for diameter, angle in zip(SPHERE_DIAMETERS_MM, _sphere_angles(theta0, handedness),
                                strict=True):
         start = (float(plane_guess),
-                 axis[0] + RING_RADIUS_MM * math.sin(angle) / spacing[1],
-                 axis[1] + RING_RADIUS_MM * math.cos(angle) / spacing[2])
+                 axis[0] + SPHERE_RING_RADIUS_MM * math.sin(angle) / spacing[1],
+                 axis[1] + SPHERE_RING_RADIUS_MM * math.cos(angle) / spacing[2])
         centre = _refine_sphere(volume, spacing, start, diameter / 2, cfg.sphere_search_mm)
         spheres.append(SphereLocation(
             diameter_mm=diameter, centre_vox=centre,

@@ -23,9 +23,10 @@ from scipy import ndimage
 from volume_files import write_series
 
 from devices.errors import SigstreamError
+from devices.pet_phantom import SPHERE_DIAMETERS_MM, SPHERE_RING_RADIUS_MM
 from engines.pet.earl import EARL_BANDS, EARL_DIAMETERS_MM, earl_check
 from engines.pet.nema import NemaActivities, analyse_nema
-from engines.pet.nema_locate import RING_RADIUS_MM, SPHERE_DIAMETERS_MM, NemaError, locate_phantom
+from engines.pet.nema_locate import NemaError, locate_phantom
 from stream.errors import ConfigError
 from stream.paths.pet.nema_command import add_nema_command
 from stream.paths.spec import CliGroups, Environment
@@ -119,8 +120,8 @@ def render_nema(*, shape: tuple[int, int, int], spacing: tuple[float, float, flo
     for i, (diameter, concentration) in enumerate(zip(SPHERE_DIAMETERS_MM, sphere_bqml,
                                                       strict=True)):
         angle = theta + handedness * i * math.pi / 3
-        centre = (plane_z, axis[0] + RING_RADIUS_MM * math.sin(angle) / spacing[1],
-                  axis[1] + RING_RADIUS_MM * math.cos(angle) / spacing[2])
+        centre = (plane_z, axis[0] + SPHERE_RING_RADIUS_MM * math.sin(angle) / spacing[1],
+                  axis[1] + SPHERE_RING_RADIUS_MM * math.cos(angle) / spacing[2])
         box, fraction = _ball_fraction(shape, spacing, centre, diameter / 2)
         values[box] = values[box] * (1 - fraction) + concentration * fraction
         centres.append(centre)
@@ -196,7 +197,7 @@ def test_exact_phantom_gives_the_constructed_recovery_coefficients(
     assert report.contrast_recovery_percent == tuple(sorted(report.contrast_recovery_percent))
     loc = report.location
     assert loc.handedness == -1 and loc.ring_angle_deg == pytest.approx(300.0, abs=1.0)
-    assert loc.plane_z == 10 and loc.ring_radius_mm == pytest.approx(RING_RADIUS_MM, abs=0.5)
+    assert loc.plane_z == 10 and loc.ring_radius_mm == pytest.approx(SPHERE_RING_RADIUS_MM, abs=0.5)
     assert loc.axis_vox[1:] == pytest.approx(p.axis, abs=0.25)
     json.loads(report.to_json())
     assert "EARL1" in report.format_table()
@@ -327,7 +328,7 @@ def test_the_real_nema_scan(real_scan: tuple[np.ndarray, tuple[float, float, flo
     ay, ax = loc.axis_mm[1], loc.axis_mm[2]
     for s in loc.spheres:
         assert math.hypot(s.centre_mm[1] - ay, s.centre_mm[2] - ax) == pytest.approx(
-            RING_RADIUS_MM, abs=5.0)
+            SPHERE_RING_RADIUS_MM, abs=5.0)
         assert abs(s.centre_vox[0] - loc.plane_z) < 2.0  # one plane of spheres
     # The spheres lie 60 degrees apart round the ring.
     angles = sorted(math.degrees(math.atan2(s.centre_mm[1] - ay, s.centre_mm[2] - ax)) % 360
