@@ -58,6 +58,7 @@ if not __package__:  # run as a file
 from bench.harness import emit
 from bench.volumes import (
     BenchRun,
+    VolumeBenchConfig,
     VolumeBenchPath,
     add_common_arguments,
     batch_throughput,
@@ -77,36 +78,20 @@ SLICE_STEP_MM = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
-class CtBenchConfig:
-    """One run. ``model``: a key of :data:`engines.ct.CT_SPECS`. ``slices``: slices of the batch
-    series. ``engine_rounds``: alternating rounds of part 1 (each: 4 batch-1 calls and one
-    batch-8 call per backend). ``backend``: parts 2 and 3. ``threads``: intra-op threads of
-    every engine. ``ray``: run the Ray part. ``live_rate_hz``: slices/s of all live series
-    together; ``live_seconds``: how long they are sent; ``live_workers``: the service's engine
-    workers; ``drain_s``: longest wait for answers after the last slice is sent."""
+class CtBenchConfig(VolumeBenchConfig):
+    """One run (:class:`~bench.volumes.VolumeBenchConfig`): ``model`` a key of
+    :data:`engines.ct.CT_SPECS`, ``slices`` of the batch series, ``phantoms`` drawn for them."""
 
     model: str = "unet"
     slices: int = 300
-    engine_rounds: int = 6
-    backend: str = "auto"
-    threads: int = 1
-    ray: bool = True
-    live_series: int = 2
-    live_rate_hz: float = 4.0
-    live_seconds: float = 15.0
-    live_workers: int = 2
-    drain_s: float = 60.0
     phantoms: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("slices", "engine_rounds", "threads", "live_series", "live_workers",
-                     "phantoms"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        super().__post_init__()
+        if self.phantoms < 1:
+            raise ValueError(f"phantoms must be at least 1, got {self.phantoms}")
         if self.slices < 2:
             raise ValueError("slices must be at least 2 (the series is also split in two)")
-        if not (self.live_rate_hz > 0 and self.live_seconds > 0 and self.drain_s > 0):
-            raise ValueError("live_rate_hz, live_seconds and drain_s must be > 0")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -74,6 +74,7 @@ if not __package__:  # run as a file
 from bench.harness import emit
 from bench.volumes import (
     BenchRun,
+    VolumeBenchConfig,
     VolumeBenchPath,
     add_common_arguments,
     backends,
@@ -102,30 +103,17 @@ _RANDOM_NOTE = "random-init (shipped weights absent)"
 
 
 @dataclass(frozen=True, kw_only=True)
-class PetBenchConfig:
-    """One run. ``model``: a key of :data:`engines.pet.PET_SPECS`, served in parts 1-3.
-    ``slices``: slices of the series. ``scan``: a real PET series to take the values from
-    (``None``: :func:`synthetic_volume`). ``engine_rounds``:
-    alternating rounds of part 1 (each: 4 batch-1 calls and one batch-8 call per backend).
-    ``backend``: parts 2 and 3. ``threads``: intra-op threads of every engine. ``ray``: run the
-    Ray part. ``live_rate_hz``: slices/s of all live series together; ``live_seconds``: how
-    long they are sent; ``live_workers``: the service's engine workers; ``drain_s``: longest
-    wait for answers after the last slice is sent. ``train_models``: the models timed in part
-    4, ``train_steps`` steps each per round for ``train_rounds`` rounds, on ``train_threads``
-    torch threads. ``seed``: of the synthetic counts."""
+class PetBenchConfig(VolumeBenchConfig):
+    """One run (:class:`~bench.volumes.VolumeBenchConfig`): ``model`` a key of
+    :data:`engines.pet.PET_SPECS`, served in parts 1-3; ``slices`` of the series; ``scan`` a
+    real PET series to take the values from (``None``: :func:`synthetic_volume`);
+    ``train_models`` the models timed in part 4, ``train_steps`` steps each per round for
+    ``train_rounds`` rounds, on ``train_threads`` torch threads; ``seed`` of the synthetic
+    counts."""
 
     model: str = "n2n"
     slices: int = VOLUME_SLICES
     scan: Path | None = None
-    engine_rounds: int = 6
-    backend: str = "auto"
-    threads: int = 1
-    ray: bool = True
-    live_series: int = 2
-    live_rate_hz: float = 4.0
-    live_seconds: float = 15.0
-    live_workers: int = 2
-    drain_s: float = 60.0
     train_models: tuple[str, ...] = ("n2v2_struct", "n2n")  # a blind-spot model and N2N
     train_steps: int = 20
     train_rounds: int = 2
@@ -133,8 +121,8 @@ class PetBenchConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("engine_rounds", "threads", "live_series", "live_workers", "train_rounds",
-                     "train_threads"):
+        super().__post_init__()
+        for name in ("train_rounds", "train_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.slices < 8:
@@ -142,8 +130,6 @@ class PetBenchConfig:
         if self.train_steps < 5:
             raise ValueError(f"train_steps must be at least 5 (the first fifth is warm-up), "
                              f"got {self.train_steps}")
-        if not (self.live_rate_hz > 0 and self.live_seconds > 0 and self.drain_s > 0):
-            raise ValueError("live_rate_hz, live_seconds and drain_s must be > 0")
 
 
 # ---------------------------------------------------------------------------------------------

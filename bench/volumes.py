@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BenchRun",
+    "VolumeBenchConfig",
     "add_common_arguments",
     "VolumeBenchPath",
     "backends",
@@ -576,6 +577,36 @@ class BenchRun:
         self.machine["load_avg_1m_after"] = self.loads
         self.machine["loaded_machine"] = loaded_machine_notes(self.machine, self.loads)
         return self.result
+
+
+@dataclass(frozen=True, kw_only=True)
+class VolumeBenchConfig:
+    """What every volume bench run sets (the options of :func:`add_common_arguments`):
+    ``model``, ``slices`` of the series, ``engine_rounds`` (alternating rounds of part 1, each
+    4 batch-1 calls and one batch-8 call per backend), ``backend`` of parts 2 and 3, intra-op
+    ``threads`` of every engine, ``ray`` (run the Ray part), ``live_rate_hz`` (slices/s of all
+    live series together), ``live_seconds`` (how long they are sent), ``live_workers`` (the
+    service's engine workers), ``drain_s`` (longest wait for answers after the last slice).
+    Each bench adds its own fields and checks."""
+
+    model: str
+    slices: int
+    engine_rounds: int = 6
+    backend: str = "auto"
+    threads: int = 1
+    ray: bool = True
+    live_series: int = 2
+    live_rate_hz: float = 4.0
+    live_seconds: float = 15.0
+    live_workers: int = 2
+    drain_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in ("engine_rounds", "threads", "live_series", "live_workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not (self.live_rate_hz > 0 and self.live_seconds > 0 and self.drain_s > 0):
+            raise ValueError("live_rate_hz, live_seconds and drain_s must be > 0")
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
