@@ -82,19 +82,17 @@ def source_main(*, endpoint: str, signals: list[np.ndarray], fs_hz: float, chunk
     ctx = zmq.Context()
     push = harness.push_socket(ctx, endpoint)
     start_ns = time.time_ns() + 200_000_000
-    max_lag = 0
     span_ns = round((n - 1) * 1e9 / fs_hz)
-    for k in range(chunks):
-        for i in range(streams):
-            due = start_ns + int((k + 1 + i / streams) * period_ns)
-            now = harness.wait_until(due)
-            max_lag = max(max_lag, now - due)
-            chunk = signals[i][k * n:(k + 1) * n]
-            push.send_multipart(encode(data_message(
-                "ecg", f"w{i}", k, chunk, t_ns=now - span_ns, fs=fs_hz)))
+    schedule = harness.Schedule(start_ns=start_ns, rounds=chunks, streams=streams,
+                                period_ns=period_ns, offset=1)
+    for k, i, now in schedule:
+        chunk = signals[i][k * n:(k + 1) * n]
+        push.send_multipart(encode(data_message(
+            "ecg", f"w{i}", k, chunk, t_ns=now - span_ns, fs=fs_hz)))
     push.close()
     ctx.term()
-    report.send({"chunks": chunks, "chunk_samples": n, "max_lag_ms": max_lag / 1e6})
+    report.send({"chunks": chunks, "chunk_samples": n,
+                 "max_lag_ms": schedule.max_lag_ns / 1e6})
     report.close()
 
 

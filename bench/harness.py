@@ -103,6 +103,27 @@ def wait_until(due_ns: int) -> int:
     return now
 
 
+class Schedule:
+    """The due times of a paced load: round ``k`` of stream ``i`` (of ``streams``) is due at
+    ``start_ns + (k + offset + i / streams) * period_ns``, the streams spread evenly over each
+    period. Iterating sleeps until each is due and yields ``(k, i, now_ns)``; ``max_lag_ns``
+    is how far the load fell behind its schedule."""
+
+    def __init__(self, *, start_ns: int, rounds: int, streams: int, period_ns: float,
+                 offset: int = 0) -> None:
+        self.start_ns, self.rounds, self.streams = start_ns, rounds, streams
+        self.period_ns, self.offset = period_ns, offset
+        self.max_lag_ns = 0
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        for k in range(self.rounds):
+            for i in range(self.streams):
+                due = self.start_ns + int((k + self.offset + i / self.streams) * self.period_ns)
+                now = wait_until(due)
+                self.max_lag_ns = max(self.max_lag_ns, now - due)
+                yield k, i, now
+
+
 @contextlib.contextmanager
 def load_process(mp: Any, target: Callable[..., None], *, name: str,
                  **kwargs: Any) -> Iterator[tuple[Any, Any]]:

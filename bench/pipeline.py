@@ -49,13 +49,13 @@ if not __package__:  # run as a file
     _script.rerun_as_module()
 
 from bench.harness import (
+    Schedule,
     add_service_options,
     cpu_seconds,
     emit,
     load_process,
     push_socket,
     roi_weights,
-    wait_until,
 )
 from stream.results import ResultsClient
 from stream.stages import DROP_CODES
@@ -83,21 +83,16 @@ def source_main(
     period_ns = 1e9 / rate_hz
     ctx = zmq.Context()
     push = push_socket(ctx, endpoint)
-    max_lag = 0
-    k_total = 0
-    for k in range(per_stream):
-        for i, stream in enumerate(ids):
-            due = start_ns + int((k + i / streams) * period_ns)
-            now = wait_until(due)
-            max_lag = max(max_lag, now - due)
-            spectrum = pool[k_total % _POOL]
-            k_total += 1
-            # Captured now: a source starved of CPU must not be billed to the pipeline.
-            push.send_multipart(encode(data_message("spectrum", stream, k, spectrum, t_ns=now)))
+    schedule = Schedule(start_ns=start_ns, rounds=per_stream, streams=streams,
+                        period_ns=period_ns)
+    for k, i, now in schedule:
+        spectrum = pool[(k * streams + i) % _POOL]
+        # Captured now: a source starved of CPU must not be billed to the pipeline.
+        push.send_multipart(encode(data_message("spectrum", ids[i], k, spectrum, t_ns=now)))
     elapsed = (time.time_ns() - start_ns) / 1e9
     push.close()
     ctx.term()
-    report.send({"sent": {s: per_stream for s in ids}, "max_lag_ms": max_lag / 1e6,
+    report.send({"sent": {s: per_stream for s in ids}, "max_lag_ms": schedule.max_lag_ns / 1e6,
                  "elapsed_s": elapsed})
     report.close()
 

@@ -47,6 +47,7 @@ if not __package__:  # run as a file
 
     _script.rerun_as_module()
 
+from bench.harness import Schedule, push_socket
 from bench.pipeline import _weights, cpu_seconds, emit
 
 _POOL = 256  # distinct simulated spectra, cycled
@@ -90,34 +91,23 @@ def load_main(*, endpoint: str, streams: int, rate_hz: float, seconds: float,
     per_stream = max(1, round(rate_hz * seconds))
     period_ns = 1e9 / rate_hz
     ctx = zmq.Context()
-    push = ctx.socket(zmq.PUSH)
-    push.sndhwm = 0  # the load never blocks: a slow service shows as latency
-    push.linger = 10_000
-    push.connect(endpoint)
+    push = push_socket(ctx, endpoint)
     malformed: dict[str, int] = {}
-    max_lag = 0
-    k_total = 0
-    for k in range(per_stream):
-        for i, stream in enumerate(ids):
-            due = start_ns + int((k + i / streams) * period_ns)
-            now = time.time_ns()
-            if due > now:
-                time.sleep((due - now) / 1e9)
-                now = time.time_ns()
-            max_lag = max(max_lag, now - due)
-            spectrum = pool[k_total % _POOL]
-            k_total += 1
-            if malformed_every and k_total % malformed_every == 0:
-                kind = _MALFORMED_KINDS[(k_total // malformed_every) % len(_MALFORMED_KINDS)]
-                malformed[kind] = malformed.get(kind, 0) + 1
-                push.send_multipart(_malformed(kind, stream, k, spectrum, now))
-            else:
-                push.send_multipart(encode(data_message("spectrum", stream, k, spectrum,
-                                                        t_ns=now)))
+    schedule = Schedule(start_ns=start_ns, rounds=per_stream, streams=streams,
+                        period_ns=period_ns)
+    for k, i, now in schedule:
+        k_total = k * streams + i + 1  # messages sent, this one included
+        spectrum = pool[(k_total - 1) % _POOL]
+        if malformed_every and k_total % malformed_every == 0:
+            kind = _MALFORMED_KINDS[(k_total // malformed_every) % len(_MALFORMED_KINDS)]
+            malformed[kind] = malformed.get(kind, 0) + 1
+            push.send_multipart(_malformed(kind, ids[i], k, spectrum, now))
+        else:
+            push.send_multipart(encode(data_message("spectrum", ids[i], k, spectrum, t_ns=now)))
     push.close()
     ctx.term()
     report.send({"sent": {s: per_stream for s in ids}, "malformed": malformed,
-                 "max_lag_ms": max_lag / 1e6})
+                 "max_lag_ms": schedule.max_lag_ns / 1e6})
     report.close()
 
 

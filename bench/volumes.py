@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import zmq
 
-from bench.harness import cpu_seconds, load_process, push_socket, wait_until
+from bench.harness import Schedule, cpu_seconds, load_process, push_socket
 from bench.machine import loaded_machine_notes, machine_info
 
 if TYPE_CHECKING:
@@ -445,20 +445,17 @@ def source_main(*, endpoint: str, kind: str, slices: np.ndarray, slopes: np.ndar
     period_ns = 1e9 / rate_hz
     ctx = zmq.Context()
     push = push_socket(ctx, endpoint)
-    max_lag = 0
-    for k in range(per_stream):
-        for i, stream in enumerate(ids):
-            due = start_ns + int((k + i / streams) * period_ns)
-            now = wait_until(due)
-            max_lag = max(max_lag, now - due)
-            j = (k * streams + i) % len(slices)
-            push.send_multipart(encode(data_message(kind, stream, k, slices[j], t_ns=now,
-                                                    slope=float(slopes[j]),
-                                                    intercept=float(intercept))))
+    schedule = Schedule(start_ns=start_ns, rounds=per_stream, streams=streams,
+                        period_ns=period_ns)
+    for k, i, now in schedule:
+        j = (k * streams + i) % len(slices)
+        push.send_multipart(encode(data_message(kind, ids[i], k, slices[j], t_ns=now,
+                                                slope=float(slopes[j]),
+                                                intercept=float(intercept))))
     elapsed = (time.time_ns() - start_ns) / 1e9
     push.close()
     ctx.term()
-    report.send({"sent": {s: per_stream for s in ids}, "max_lag_ms": max_lag / 1e6,
+    report.send({"sent": {s: per_stream for s in ids}, "max_lag_ms": schedule.max_lag_ns / 1e6,
                  "elapsed_s": elapsed})
     report.close()
 
