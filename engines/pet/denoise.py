@@ -7,6 +7,7 @@ slice on activity over its mean), for notebooks, the batch runner and Ray actors
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,8 +33,6 @@ def pet_spec(model: str = SERVED_MODEL, weights: str | os.PathLike[str] | None =
              ) -> ModelSpec:
     """The spec of PET model ``model``, with ``weights`` (a ``.pt`` file with its card beside
     it, e.g. from ``sigstream train pet --from``) instead of the shipped ones."""
-    import dataclasses
-
     if model not in PET_SPECS:
         raise ConfigError(f"unknown PET model {model!r}; choose from {sorted(PET_SPECS)}")
     spec = PET_SPECS[model]
