@@ -55,18 +55,7 @@ if not __package__:  # run as a file
 
     _script.rerun_as_module()
 
-from bench.harness import emit
-from bench.volumes import (
-    BenchRun,
-    VolumeBenchConfig,
-    VolumeBenchPath,
-    add_common_arguments,
-    batch_throughput,
-    cycled,
-    engine_throughput,
-    live_slices,
-    weights_spec,
-)
+from bench import volumes
 
 __all__ = ["CtBenchConfig", "bench", "ct_path", "main", "phantom_pool"]
 
@@ -78,7 +67,7 @@ SLICE_STEP_MM = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
-class CtBenchConfig(VolumeBenchConfig):
+class CtBenchConfig(volumes.VolumeBenchConfig):
     """One run (:class:`~bench.volumes.VolumeBenchConfig`): ``model`` a key of
     :data:`engines.ct.CT_SPECS`, ``slices`` of the batch series, ``phantoms`` drawn for them."""
 
@@ -98,7 +87,7 @@ class CtBenchConfig(VolumeBenchConfig):
 # Inputs
 
 
-def ct_path() -> VolumeBenchPath:
+def ct_path() -> volumes.VolumeBenchPath:
     """The CT path as this bench writes (int16, slope 1, intercept -1024, 0.98 mm pixels, 1 mm
     apart), denoises and serves it."""
     from pydicom.uid import CTImageStorage
@@ -107,7 +96,7 @@ def ct_path() -> VolumeBenchPath:
     from stream.paths.ct.commands import body_mask
     from stream.paths.ct.spec import CT_MAX_BATCH, CT_SLICES
 
-    return VolumeBenchPath(
+    return volumes.VolumeBenchPath(
         name="ct", modality="CT", sop_class=CTImageStorage, unit="HU", unit_key="hu",
         slice_px=SLICE_PX, pixel_mm=PIXEL_MM, slice_step_mm=SLICE_STEP_MM, slope=SLOPE,
         intercept=INTERCEPT, patient_id="BENCH-CT", series_description="BENCH 1mm",
@@ -136,31 +125,19 @@ def bench(config: CtBenchConfig) -> dict[str, Any]:
 
     if config.model not in CT_SPECS:
         raise ValueError(f"unknown CT model {config.model!r}; choose from {sorted(CT_SPECS)}")
-    run = BenchRun("ct", {**dataclasses.asdict(config),
-                          "backend_resolved": resolve_backend(config.backend)[0]})
+    run = volumes.BenchRun("ct", {**dataclasses.asdict(config),
+                                  "backend_resolved": resolve_backend(config.backend)[0]})
     result = run.result
     path = ct_path()
     with tempfile.TemporaryDirectory(prefix="bench-ct-") as tmp_name:
         tmp = Path(tmp_name)
-        cache_dir = tmp / "engine-cache"
-        spec, result["weights"], live_weights = weights_spec(CT_SPECS[config.model], tmp)
+        spec, result["weights"], live_weights = volumes.weights_spec(CT_SPECS[config.model], tmp)
         t0 = time.perf_counter()
         pool = phantom_pool(min(config.phantoms, config.slices))
         result["config"]["phantom_pool_s"] = round(time.perf_counter() - t0, 2)
-        with run.phase("engines"):
-            result["engines"] = engine_throughput(path, spec, pool, rounds=config.engine_rounds,
-                                                  threads=config.threads, cache_dir=cache_dir)
-        with run.phase("batch"):
-            result["batch"] = batch_throughput(
-                path, spec, cycled(pool, config.slices), backend=config.backend,
-                threads=config.threads, ray=config.ray, description=f"bench.ct {config.model}",
-                tmp=tmp, cache_dir=cache_dir)
-        with run.phase("live"):
-            result["live"] = live_slices(
-                path, pool[:8], live_weights, model=config.model, backend=config.backend,
-                threads=config.threads, series=config.live_series, rate_hz=config.live_rate_hz,
-                seconds=config.live_seconds, workers=config.live_workers,
-                drain_s=config.drain_s, cache_dir=cache_dir)
+        volumes.serving_parts(run, config, path, spec, engine_values=pool,
+                              batch_values=volumes.cycled(pool, config.slices),
+                              live_values=pool[:8], live_weights=live_weights, tmp=tmp)
     return run.finish()
 
 
@@ -174,22 +151,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="slices of the batch series (default 300; --quick 24)")
     parser.add_argument("--quick", action="store_true",
                         help="24 slices, 2 engine rounds, 5 s of live slices")
-    add_common_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        config = CtBenchConfig(
-            model=args.model,
-            slices=args.slices if args.slices is not None else (24 if args.quick else 300),
-            engine_rounds=args.engine_rounds or (2 if args.quick else 6),
-            backend=args.backend, threads=args.threads, ray=not args.no_ray,
-            live_series=args.live_series, live_rate_hz=args.live_rate,
-            live_seconds=args.live_seconds or (5.0 if args.quick else 15.0),
-            live_workers=args.live_workers, phantoms=8 if args.quick else 16,
-        )
-    except ValueError as exc:
-        parser.error(str(exc))
-    emit(bench(config), args.json)
-    return 0
+    volumes.add_common_arguments(parser)
+    return volumes.bench_main(parser, argv, lambda args: CtBenchConfig(
+        model=args.model,
+        slices=args.slices if args.slices is not None else (24 if args.quick else 300),
+        phantoms=8 if args.quick else 16, **volumes.common_config(args),
+    ), bench)
 
 
 if __name__ == "__main__":

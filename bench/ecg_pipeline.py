@@ -180,15 +180,7 @@ def run_once(args: argparse.Namespace, streams: int, db: Path, mp: Any) -> dict[
         "decision_latency_ms": _pct(got["latency"]),
         "capture_latency_ms": _pct(got["capture"]),
         "source_max_lag_ms": round(got["source"]["max_lag_ms"], 2),
-        "service_accounting": {
-            "received": sum(s.received for s in summary.values()),
-            "consumed": sum(s.consumed for s in summary.values()),
-            "emitted": sum(s.emitted for s in summary.values()),
-            "delivered": sum(s.delivered for s in summary.values()),
-            "errors": sum(s.errors_total for s in summary.values()),
-            "dropped": sum(s.dropped_total for s in summary.values()),
-            "unexplained": sum(s.unexplained for s in summary.values()),
-        },
+        "service_accounting": harness.service_accounting(summary, per_input=False),
         "cpu_s_per_s": {name: round(c / duration_s, 3) for name, c in cpu.items()},
     }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -18,20 +19,28 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
+
+if TYPE_CHECKING:
+    from stream.accounting import StreamSummary
 
 __all__ = [
     "REPO",
     "LogTap",
+    "PacedLoad",
+    "SpectralRun",
     "add_service_options",
     "cli",
     "cpu_seconds",
     "emit",
+    "engine_totals",
     "free_port",
+    "load_avg_1m",
     "load_process",
     "measured",
     "peak_mb",
@@ -39,6 +48,8 @@ __all__ = [
     "push_socket",
     "rss_mb",
     "roi_weights",
+    "service_accounting",
+    "spectral_run",
     "wait_until",
 ]
 
@@ -124,6 +135,39 @@ class Schedule:
                 yield k, i, now
 
 
+class PacedLoad:
+    """The sending end of a load process: a :func:`push_socket` to ``endpoint`` (``push``) and
+    the :class:`Schedule` (``schedule``) of ``per_stream = max(1, round(rate_hz * seconds))``
+    rounds for each of the stream ids ``ids``, ``rate_hz`` rounds/s from ``start_ns`` (Unix
+    ns). Used as a context manager: on a normal exit the socket gets its backlog out, then
+    ``{"sent": {id: per_stream}, **extra, "max_lag_ms", "elapsed_s"}`` goes on ``report`` (a
+    pipe end; ``extra`` is this object's dict of the load's own totals). On an error nothing
+    is reported: the collector sees the process die."""
+
+    def __init__(self, *, endpoint: str, ids: list[str], rate_hz: float, seconds: float,
+                 start_ns: int, report: Any) -> None:
+        self.ids, self.start_ns, self.report = ids, start_ns, report
+        self.per_stream = max(1, round(rate_hz * seconds))
+        self.schedule = Schedule(start_ns=start_ns, rounds=self.per_stream, streams=len(ids),
+                                 period_ns=1e9 / rate_hz)
+        self.extra: dict[str, Any] = {}
+        self._ctx: zmq.Context[Any] = zmq.Context()
+        self.push = push_socket(self._ctx, endpoint)
+
+    def __enter__(self) -> PacedLoad:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        elapsed_s = (time.time_ns() - self.start_ns) / 1e9
+        self.push.close()
+        self._ctx.term()
+        if exc_type is None:
+            self.report.send({"sent": {s: self.per_stream for s in self.ids}, **self.extra,
+                              "max_lag_ms": self.schedule.max_lag_ns / 1e6,
+                              "elapsed_s": elapsed_s})
+            self.report.close()
+
+
 @contextlib.contextmanager
 def load_process(mp: Any, target: Callable[..., None], *, name: str,
                  **kwargs: Any) -> Iterator[tuple[Any, Any]]:
@@ -160,6 +204,74 @@ def roi_weights(args: argparse.Namespace, tmp: Path) -> tuple[Path | None, str]:
     path = tmp / f"untrained_{args.model}.pt"
     torch.save(spec.build().state_dict(), path)
     return path, "untrained (shipped weights missing; timing does not depend on weights)"
+
+
+def service_accounting(summary: Mapping[str, StreamSummary], *,
+                       per_input: bool = True) -> dict[str, int]:
+    """The service's own account (:meth:`stream.service.Service.summary`) summed over its
+    streams: received, (with ``per_input=False``, for paths that do not answer input for
+    input, consumed and emitted,) delivered, errors, dropped and unexplained messages."""
+    from stream.accounting import total_summary
+
+    total = total_summary(summary)
+    counts = {"received": total.received}
+    if not per_input:
+        counts |= {"consumed": total.consumed, "emitted": total.emitted}
+    return counts | {"delivered": total.delivered, "errors": total.errors_total,
+                     "dropped": total.dropped_total, "unexplained": total.unexplained}
+
+
+def engine_totals(stats: Mapping[str, Mapping[str, Any]]) -> tuple[int, int, float]:
+    """``(batches, rows, engine seconds)`` over the engine workers (stages named
+    ``worker...``) of a service's :meth:`~stream.service.Service.stats`."""
+    batches = rows = 0
+    engine_s = 0.0
+    for name, snap in stats.items():
+        if name.startswith("worker"):
+            counts, rows_sum, _ = snap["batch_rows"]
+            batches += sum(counts)
+            rows += int(rows_sum)
+            engine_s += float(snap["engine_s"][1])
+    return batches, rows, engine_s
+
+
+def load_avg_1m() -> float:
+    """This machine's 1-minute load average (two decimals)."""
+    return round(os.getloadavg()[0], 2)
+
+
+@dataclass(kw_only=True)
+class SpectralRun:
+    """A spectral bench's run (:func:`spectral_run`): ``mp`` the spawn context of its
+    processes, ``tmp`` its temporary folder, ``weights``/``weights_note`` what
+    :func:`roi_weights` gave, ``result`` its JSON result."""
+
+    mp: Any
+    tmp: Path
+    weights: Path | None
+    weights_note: str
+    result: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @staticmethod
+    def machine_at_start() -> dict[str, Any]:
+        """The ``config`` entries of the machine at the start: ``cpus``,
+        ``load_avg_1m_at_start``."""
+        return {"cpus": os.cpu_count(), "load_avg_1m_at_start": load_avg_1m()}
+
+
+@contextlib.contextmanager
+def spectral_run(args: argparse.Namespace, *, prefix: str) -> Iterator[SpectralRun]:
+    """A spectral bench's run: a temporary folder (``prefix``) holding the weights for
+    ``args.model``/``args.weights`` (:func:`roi_weights`) while it lasts; on a normal exit
+    ``result["config"]["load_avg_1m_at_end"]`` is set."""
+    import multiprocessing
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as name:
+        weights, note = roi_weights(args, Path(name))
+        run = SpectralRun(mp=multiprocessing.get_context("spawn"), tmp=Path(name),
+                          weights=weights, weights_note=note)
+        yield run
+        run.result.setdefault("config", {})["load_avg_1m_at_end"] = load_avg_1m()
 
 
 def poll_until(done: Callable[[], bool], timeout_s: float, poll_s: float = 0.05) -> bool:

@@ -71,19 +71,7 @@ if not __package__:  # run as a file
 
     _script.rerun_as_module()
 
-from bench.harness import emit
-from bench.volumes import (
-    BenchRun,
-    VolumeBenchConfig,
-    VolumeBenchPath,
-    add_common_arguments,
-    backends,
-    batch_throughput,
-    engine_throughput,
-    live_slices,
-    ratio,
-    weights_spec,
-)
+from bench import volumes
 
 __all__ = ["PetBenchConfig", "bench", "main", "pet_path", "scan_volume", "synthetic_volume"]
 
@@ -103,7 +91,7 @@ _RANDOM_NOTE = "random-init (shipped weights absent)"
 
 
 @dataclass(frozen=True, kw_only=True)
-class PetBenchConfig(VolumeBenchConfig):
+class PetBenchConfig(volumes.VolumeBenchConfig):
     """One run (:class:`~bench.volumes.VolumeBenchConfig`): ``model`` a key of
     :data:`engines.pet.PET_SPECS`, served in parts 1-3; ``slices`` of the series; ``scan`` a
     real PET series to take the values from (``None``: :func:`synthetic_volume`);
@@ -137,7 +125,7 @@ class PetBenchConfig(VolumeBenchConfig):
 
 
 def pet_path(*, pixel_mm: float = PIXEL_MM, slice_step_mm: float = SLICE_STEP_MM,
-             slice_px: int = SLICE_PX) -> VolumeBenchPath:
+             slice_px: int = SLICE_PX) -> volumes.VolumeBenchPath:
     """The PET path as this bench writes (int16, a slope per slice, Units BQML), denoises and
     serves it."""
     from pydicom.uid import PositronEmissionTomographyImageStorage
@@ -146,7 +134,7 @@ def pet_path(*, pixel_mm: float = PIXEL_MM, slice_step_mm: float = SLICE_STEP_MM
     from stream.paths.pet.commands import activity_mask
     from stream.paths.pet.spec import PET_MAX_BATCH, PET_SLICES
 
-    return VolumeBenchPath(
+    return volumes.VolumeBenchPath(
         name="pet", modality="PT", sop_class=PositronEmissionTomographyImageStorage,
         unit="Bq/ml", unit_key="bq_ml", slice_px=slice_px, pixel_mm=pixel_mm,
         slice_step_mm=slice_step_mm, slope=None, intercept=0.0, patient_id="BENCH-PET",
@@ -271,8 +259,8 @@ def training_throughput(models: tuple[str, ...], *, steps: int, rounds: int, thr
         a, b = out["models"]["n2n"], out["models"][blind]
         out["n2n_over_blind_spot"] = {
             "blind_spot_model": blind,
-            "steps_per_s": ratio(a["steps_per_s"], b["steps_per_s"]),
-            "cpu_per_step": ratio(a["cpu_ms_per_step"], b["cpu_ms_per_step"]),
+            "steps_per_s": volumes.ratio(a["steps_per_s"], b["steps_per_s"]),
+            "cpu_per_step": volumes.ratio(a["cpu_ms_per_step"], b["cpu_ms_per_step"]),
         }
     return out
 
@@ -290,9 +278,9 @@ def bench(config: PetBenchConfig) -> dict[str, Any]:
     for model in (config.model, *config.train_models):
         if model not in PET_SPECS:
             raise ValueError(f"unknown PET model {model!r}; choose from {sorted(PET_SPECS)}")
-    run = BenchRun("pet", {**dataclasses.asdict(config),
-                           "scan": None if config.scan is None else str(config.scan),
-                           "backend_resolved": resolve_backend(config.backend)[0]})
+    run = volumes.BenchRun("pet", {**dataclasses.asdict(config),
+                                   "scan": None if config.scan is None else str(config.scan),
+                                   "backend_resolved": resolve_backend(config.backend)[0]})
     result = run.result
     t0 = time.perf_counter()
     if config.scan is None:
@@ -311,25 +299,14 @@ def bench(config: PetBenchConfig) -> dict[str, Any]:
                       "figures_for_volume_of": [VOLUME_SLICES, SLICE_PX, SLICE_PX]}
     with tempfile.TemporaryDirectory(prefix="bench-pet-") as tmp_name:
         tmp = Path(tmp_name)
-        cache_dir = tmp / "engine-cache"
-        spec, result["weights"], live_weights = weights_spec(
+        spec, result["weights"], live_weights = volumes.weights_spec(
             PET_SPECS[config.model], tmp, random_note=_RANDOM_NOTE)
-        with run.phase("engines"):
-            result["engines"] = engine_throughput(path, spec, values,
-                                                  rounds=config.engine_rounds,
-                                                  threads=config.threads, cache_dir=cache_dir)
-        with run.phase("batch"):
-            result["batch"] = batch_throughput(
-                path, spec, values, backend=config.backend, threads=config.threads,
-                ray=config.ray, description=f"bench.pet {config.model}", tmp=tmp,
-                cache_dir=cache_dir, per_backend=backends())
-        with run.phase("live"):
-            middle = len(values) // 2
-            result["live"] = live_slices(
-                path, values[max(0, middle - 4):middle + 4], live_weights, model=config.model,
-                backend=config.backend, threads=config.threads, series=config.live_series,
-                rate_hz=config.live_rate_hz, seconds=config.live_seconds,
-                workers=config.live_workers, drain_s=config.drain_s, cache_dir=cache_dir)
+        middle = len(values) // 2
+        volumes.serving_parts(run, config, path, spec, engine_values=values,
+                              batch_values=values,
+                              live_values=values[max(0, middle - 4):middle + 4],
+                              live_weights=live_weights, tmp=tmp,
+                              per_backend=volumes.backends())
         with run.phase("training"):
             result["training"] = training_throughput(
                 config.train_models, steps=config.train_steps, rounds=config.train_rounds,
@@ -351,42 +328,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="24 slices, 2 engine rounds, 5 s of live slices, 1 round of 10 "
                              "training steps")
-    add_common_arguments(parser)
+    volumes.add_common_arguments(parser)
     parser.add_argument("--train-steps", type=int, default=None,
                         help="training steps per model (default 20; --quick 10)")
     parser.add_argument("--train-rounds", type=int, default=None,
                         help="rounds of part 4, the models taking turns (default 2; --quick 1)")
     parser.add_argument("--train-threads", type=int, default=2,
                         help="torch threads while training")
-    args = parser.parse_args(argv)
-    try:
-        config = PetBenchConfig(
-            model=args.model,
-            slices=args.slices if args.slices is not None else (24 if args.quick else
-                                                                VOLUME_SLICES),
-            scan=args.scan,
-            engine_rounds=args.engine_rounds or (2 if args.quick else 6),
-            backend=args.backend, threads=args.threads, ray=not args.no_ray,
-            live_series=args.live_series, live_rate_hz=args.live_rate,
-            live_seconds=args.live_seconds or (5.0 if args.quick else 15.0),
-            live_workers=args.live_workers,
-            # a blind-spot model (--model's, or the best one) and Noise2Noise
-            train_models=(args.model if PET_METHODS[args.model].target == "blind_spot"
-                          else IMAGES_ONLY_MODEL, "n2n"),
-            train_steps=args.train_steps or (10 if args.quick else 20),
-            train_rounds=args.train_rounds or (1 if args.quick else 2),
-            train_threads=args.train_threads,
-        )
-    except ValueError as exc:
-        parser.error(str(exc))
-    from devices.errors import ConfigError
-
-    try:
-        result = bench(config)
-    except ConfigError as exc:
-        parser.exit(2, f"{parser.prog}: {exc}\n")
-    emit(result, args.json)
-    return 0
+    return volumes.bench_main(parser, argv, lambda args: PetBenchConfig(
+        model=args.model,
+        slices=args.slices if args.slices is not None else (24 if args.quick else
+                                                            VOLUME_SLICES),
+        scan=args.scan,
+        # a blind-spot model (--model's, or the best one) and Noise2Noise
+        train_models=(args.model if PET_METHODS[args.model].target == "blind_spot"
+                      else IMAGES_ONLY_MODEL, "n2n"),
+        train_steps=args.train_steps or (10 if args.quick else 20),
+        train_rounds=args.train_rounds or (1 if args.quick else 2),
+        train_threads=args.train_threads, **volumes.common_config(args),
+    ), bench)
 
 
 if __name__ == "__main__":

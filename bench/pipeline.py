@@ -32,16 +32,12 @@ If the shipped weights are missing, an untrained model of the same architecture 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zmq
 
 if not __package__:  # run as a file
     import _script
@@ -49,13 +45,15 @@ if not __package__:  # run as a file
     _script.rerun_as_module()
 
 from bench.harness import (
-    Schedule,
+    PacedLoad,
     add_service_options,
     cpu_seconds,
     emit,
+    engine_totals,
     load_process,
-    push_socket,
     roi_weights,
+    service_accounting,
+    spectral_run,
 )
 from stream.results import ResultsClient
 from stream.stages import DROP_CODES
@@ -79,22 +77,13 @@ def source_main(
 
     pool = simulate(_POOL, config=SpectrumSimConfig(), rng=np.random.default_rng(seed)).spectra
     ids = [f"inst-{i}" for i in range(streams)]
-    per_stream = max(1, round(rate_hz * seconds))
-    period_ns = 1e9 / rate_hz
-    ctx = zmq.Context()
-    push = push_socket(ctx, endpoint)
-    schedule = Schedule(start_ns=start_ns, rounds=per_stream, streams=streams,
-                        period_ns=period_ns)
-    for k, i, now in schedule:
-        spectrum = pool[(k * streams + i) % _POOL]
-        # Captured now: a source starved of CPU must not be billed to the pipeline.
-        push.send_multipart(encode(data_message("spectrum", ids[i], k, spectrum, t_ns=now)))
-    elapsed = (time.time_ns() - start_ns) / 1e9
-    push.close()
-    ctx.term()
-    report.send({"sent": {s: per_stream for s in ids}, "max_lag_ms": schedule.max_lag_ns / 1e6,
-                 "elapsed_s": elapsed})
-    report.close()
+    with PacedLoad(endpoint=endpoint, ids=ids, rate_hz=rate_hz, seconds=seconds,
+                   start_ns=start_ns, report=report) as load:
+        for k, i, now in load.schedule:
+            spectrum = pool[(k * streams + i) % _POOL]
+            # Captured now: a source starved of CPU must not be billed to the pipeline.
+            load.push.send_multipart(encode(data_message("spectrum", ids[i], k, spectrum,
+                                                         t_ns=now)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,21 +194,8 @@ def run_service(args: argparse.Namespace, weights: Path | None, mp: Any) -> dict
         service.stop()
         summary = service.summary()
         stats = service.stats()
-    rows = batches = 0
-    engine_s = 0.0
-    for name, snap in stats.items():
-        if name.startswith("worker"):
-            counts, rows_sum, _ = snap["batch_rows"]
-            batches += sum(counts)
-            rows += int(rows_sum)
-            engine_s += float(snap["engine_s"][1])
-    out["service_accounting"] = {
-        "received": sum(s.received for s in summary.values()),
-        "delivered": sum(s.delivered for s in summary.values()),
-        "errors": sum(s.errors_total for s in summary.values()),
-        "dropped": sum(s.dropped_total for s in summary.values()),
-        "unexplained": sum(s.unexplained for s in summary.values()),
-    }
+    batches, rows, engine_s = engine_totals(stats)
+    out["service_accounting"] = service_accounting(summary)
     out["engine"] = {
         "backend": sorted(set(backend.values())),
         "batches": batches,
@@ -300,23 +276,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-naive", action="store_true")
     args = parser.parse_args(argv)
 
-    mp = multiprocessing.get_context("spawn")
-    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
-        weights, weights_note = roi_weights(args, Path(tmp))
-        result: dict[str, Any] = {
-            "config": {
-                "streams": args.streams, "rate_hz": args.rate, "seconds": args.seconds,
-                "offered_per_s": args.streams * args.rate, "model": args.model,
-                "weights": weights_note, "backend": args.backend, "shards": args.shards,
-                "workers": args.workers, "threads": args.threads, "max_batch": args.max_batch,
-                "max_wait_us": args.max_wait_us, "queue_depth": args.queue_depth,
-                "queue_policy": args.queue_policy, "cpus": os.cpu_count(),
-                "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
-            }
+    with spectral_run(args, prefix="bench-pipeline-") as run:
+        result = run.result
+        result["config"] = {
+            "streams": args.streams, "rate_hz": args.rate, "seconds": args.seconds,
+            "offered_per_s": args.streams * args.rate, "model": args.model,
+            "weights": run.weights_note, "backend": args.backend, "shards": args.shards,
+            "workers": args.workers, "threads": args.threads, "max_batch": args.max_batch,
+            "max_wait_us": args.max_wait_us, "queue_depth": args.queue_depth,
+            "queue_policy": args.queue_policy, **run.machine_at_start(),
         }
-        result["service"] = run_service(args, weights, mp)
+        result["service"] = run_service(args, run.weights, run.mp)
         if not args.skip_naive:
-            result["naive"] = run_naive(args, weights, mp)
+            result["naive"] = run_naive(args, run.weights, run.mp)
             s, n = result["service"], result["naive"]
             result["ratios_naive_over_service"] = {
                 key: _ratio(n["latency_ms"][key], s["latency_ms"][key])
@@ -326,7 +298,6 @@ def main(argv: list[str] | None = None) -> int:
                 s["delivered"], n["delivered"]
             )
         result["find_peaks_cwt"] = cwt_throughput()
-        result["config"]["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
     emit(result, args.json)
     return 0
 

@@ -29,11 +29,9 @@ If the shipped weights are missing, an untrained model of the same architecture 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -47,8 +45,7 @@ if not __package__:  # run as a file
 
     _script.rerun_as_module()
 
-from bench.harness import Schedule, push_socket
-from bench.pipeline import _weights, cpu_seconds, emit
+from bench.harness import PacedLoad, cpu_seconds, emit, service_accounting, spectral_run
 
 _POOL = 256  # distinct simulated spectra, cycled
 _MALFORMED_KINDS = ("payload_length", "bad_dtype", "nan", "missing_field")
@@ -88,27 +85,20 @@ def load_main(*, endpoint: str, streams: int, rate_hz: float, seconds: float,
 
     pool = simulate(_POOL, config=SpectrumSimConfig(), rng=np.random.default_rng(seed)).spectra
     ids = [f"inst-{i}" for i in range(streams)]
-    per_stream = max(1, round(rate_hz * seconds))
-    period_ns = 1e9 / rate_hz
-    ctx = zmq.Context()
-    push = push_socket(ctx, endpoint)
     malformed: dict[str, int] = {}
-    schedule = Schedule(start_ns=start_ns, rounds=per_stream, streams=streams,
-                        period_ns=period_ns)
-    for k, i, now in schedule:
-        k_total = k * streams + i + 1  # messages sent, this one included
-        spectrum = pool[(k_total - 1) % _POOL]
-        if malformed_every and k_total % malformed_every == 0:
-            kind = _MALFORMED_KINDS[(k_total // malformed_every) % len(_MALFORMED_KINDS)]
-            malformed[kind] = malformed.get(kind, 0) + 1
-            push.send_multipart(_malformed(kind, ids[i], k, spectrum, now))
-        else:
-            push.send_multipart(encode(data_message("spectrum", ids[i], k, spectrum, t_ns=now)))
-    push.close()
-    ctx.term()
-    report.send({"sent": {s: per_stream for s in ids}, "malformed": malformed,
-                 "max_lag_ms": schedule.max_lag_ns / 1e6})
-    report.close()
+    with PacedLoad(endpoint=endpoint, ids=ids, rate_hz=rate_hz, seconds=seconds,
+                   start_ns=start_ns, report=report) as load:
+        load.extra["malformed"] = malformed
+        for k, i, now in load.schedule:
+            k_total = k * streams + i + 1  # messages sent, this one included
+            spectrum = pool[(k_total - 1) % _POOL]
+            if malformed_every and k_total % malformed_every == 0:
+                kind = _MALFORMED_KINDS[(k_total // malformed_every) % len(_MALFORMED_KINDS)]
+                malformed[kind] = malformed.get(kind, 0) + 1
+                load.push.send_multipart(_malformed(kind, ids[i], k, spectrum, now))
+            else:
+                load.push.send_multipart(encode(data_message("spectrum", ids[i], k, spectrum,
+                                                             t_ns=now)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,7 +275,8 @@ def run_soak(args: argparse.Namespace, weights: Path | None, mp: Any) -> dict[st
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
     sent = sum(src["sent"].values())
     answered = sum(min(len(answers.get(s, {})), n) for s, n in src["sent"].items())
-    received = sum(s.received for s in summary.values())
+    account = service_accounting(summary)
+    received = account["received"]
     lat = np.asarray(latencies) if latencies else np.zeros(1)
     cpu = readings.cpu_per_stage()
     return {
@@ -299,13 +290,7 @@ def run_soak(args: argparse.Namespace, weights: Path | None, mp: Any) -> dict[st
         "kills": kills,
         "restarts": restarts,
         "service_failure": None if failure is None else str(failure),
-        "service_accounting": {
-            "received": received,
-            "delivered": sum(s.delivered for s in summary.values()),
-            "errors": sum(s.errors_total for s in summary.values()),
-            "dropped": sum(s.dropped_total for s in summary.values()),
-            "unexplained": sum(s.unexplained for s in summary.values()),
-        },
+        "service_accounting": account,
         "latency_ms": {
             "p50": round(float(np.percentile(lat, 50)), 3),
             "p99": round(float(np.percentile(lat, 99)), 3),
@@ -347,20 +332,15 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.malformed <= 0.5:
         parser.error("--malformed must be between 0 and 0.5")
 
-    mp = multiprocessing.get_context("spawn")
-    with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
-        weights, weights_note = _weights(args, Path(tmp))
-        result: dict[str, Any] = {
-            "config": {
-                "minutes": args.minutes, "streams": args.streams, "rate_hz": args.rate,
-                "offered_per_s": args.streams * args.rate, "kill_every_s": args.kill_every_s,
-                "malformed": args.malformed, "model": args.model, "weights": weights_note,
-                "backend": args.backend, "workers": args.workers, "cpus": os.cpu_count(),
-                "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
-            }
+    with spectral_run(args, prefix="bench-soak-") as run:
+        result = run.result
+        result["config"] = {
+            "minutes": args.minutes, "streams": args.streams, "rate_hz": args.rate,
+            "offered_per_s": args.streams * args.rate, "kill_every_s": args.kill_every_s,
+            "malformed": args.malformed, "model": args.model, "weights": run.weights_note,
+            "backend": args.backend, "workers": args.workers, **run.machine_at_start(),
         }
-        result["soak"] = run_soak(args, weights, mp)
-        result["config"]["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
+        result["soak"] = run_soak(args, run.weights, run.mp)
     emit(result, args.json)
     return 0 if result["soak"]["unexplained"] == 0 else 1
 

@@ -26,12 +26,18 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import zmq
 
-from bench.harness import Schedule, cpu_seconds, load_process, push_socket
+from bench.harness import (
+    PacedLoad,
+    cpu_seconds,
+    emit,
+    engine_totals,
+    load_process,
+    service_accounting,
+)
 from bench.machine import loaded_machine_notes, machine_info
 
 if TYPE_CHECKING:
@@ -49,15 +55,20 @@ __all__ = [
     "VolumeBenchPath",
     "backends",
     "batch_throughput",
+    "bench_main",
+    "common_config",
     "cycled",
     "engine_throughput",
     "live_slices",
     "ratio",
+    "serving_parts",
     "source_main",
     "stored_slices",
     "weights_spec",
     "write_dicom_series",
 ]
+
+_Config = TypeVar("_Config", bound="VolumeBenchConfig")
 
 ENGINE_BATCHES = (1, 8)
 _B1_PER_ROUND = 4  # batch-1 calls per backend per round; then one batch-8 call
@@ -441,34 +452,17 @@ def source_main(*, endpoint: str, kind: str, slices: np.ndarray, slopes: np.ndar
     from stream.wire import data_message, encode
 
     ids = [f"series-{i}" for i in range(streams)]
-    per_stream = max(1, round(rate_hz * seconds))
-    period_ns = 1e9 / rate_hz
-    ctx = zmq.Context()
-    push = push_socket(ctx, endpoint)
-    schedule = Schedule(start_ns=start_ns, rounds=per_stream, streams=streams,
-                        period_ns=period_ns)
-    for k, i, now in schedule:
-        j = (k * streams + i) % len(slices)
-        push.send_multipart(encode(data_message(kind, ids[i], k, slices[j], t_ns=now,
-                                                slope=float(slopes[j]),
-                                                intercept=float(intercept))))
-    elapsed = (time.time_ns() - start_ns) / 1e9
-    push.close()
-    ctx.term()
-    report.send({"sent": {s: per_stream for s in ids}, "max_lag_ms": schedule.max_lag_ns / 1e6,
-                 "elapsed_s": elapsed})
-    report.close()
+    with PacedLoad(endpoint=endpoint, ids=ids, rate_hz=rate_hz, seconds=seconds,
+                   start_ns=start_ns, report=report) as load:
+        for k, i, now in load.schedule:
+            j = (k * streams + i) % len(slices)
+            load.push.send_multipart(encode(data_message(kind, ids[i], k, slices[j], t_ns=now,
+                                                         slope=float(slopes[j]),
+                                                         intercept=float(intercept))))
 
 
 def _engine_stats(stats: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    rows = batches = 0
-    engine_s = 0.0
-    for name, snap in stats.items():
-        if name.startswith("worker"):
-            counts, rows_sum, _ = snap["batch_rows"]
-            batches += sum(counts)
-            rows += int(rows_sum)
-            engine_s += float(snap["engine_s"][1])
+    batches, rows, engine_s = engine_totals(stats)
     return {"batches": batches,
             "slices_per_batch_mean": round(rows / batches, 2) if batches else None,
             "engine_ms_per_slice": round(1e3 * engine_s / rows, 1) if rows else None}
@@ -515,13 +509,7 @@ def live_slices(path: VolumeBenchPath, pool: np.ndarray, weights: Path | None, *
         service.stop()
         summary = service.summary()
         stats = service.stats()
-    account = {
-        "received": sum(s.received for s in summary.values()),
-        "delivered": sum(s.delivered for s in summary.values()),
-        "errors": sum(s.errors_total for s in summary.values()),
-        "dropped": sum(s.dropped_total for s in summary.values()),
-        "unexplained": sum(s.unexplained for s in summary.values()),
-    }
+    account = service_accounting(summary)
     errors, dropped = sum(out["errors"].values()), sum(out["dropped"].values())
     received = max(1, account["received"])
     return {
@@ -623,3 +611,65 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--live-workers", type=int, default=2, help="the service's workers")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray runs")
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
+
+
+def common_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`VolumeBenchConfig` fields that :func:`add_common_arguments`'s options set,
+    ``args.quick`` (each bench's own ``--quick``) choosing the short defaults: 2 engine rounds
+    and 5 s of live slices instead of 6 and 15 s."""
+    return {
+        "engine_rounds": args.engine_rounds or (2 if args.quick else 6),
+        "backend": args.backend, "threads": args.threads, "ray": not args.no_ray,
+        "live_series": args.live_series, "live_rate_hz": args.live_rate,
+        "live_seconds": args.live_seconds or (5.0 if args.quick else 15.0),
+        "live_workers": args.live_workers,
+    }
+
+
+def serving_parts(run: BenchRun, config: VolumeBenchConfig, path: VolumeBenchPath,
+                  spec: ModelSpec, *, engine_values: np.ndarray, batch_values: np.ndarray,
+                  live_values: np.ndarray, live_weights: Path | None, tmp: Path,
+                  per_backend: Sequence[str] = ()) -> None:
+    """Parts 1-3 of a volume bench into ``run.result`` (``engines``, ``batch``, ``live``), each
+    a :meth:`BenchRun.phase`: :func:`engine_throughput` on ``engine_values``,
+    :func:`batch_throughput` on ``batch_values`` (``per_backend`` as there), then
+    :func:`live_slices` of ``live_values`` served with ``live_weights``; all float32 ``(k, y,
+    x)`` in the path's unit. ``tmp``: the run's folder; its ``engine-cache`` is shared by the
+    parts, so that only part 1 builds."""
+    cache_dir = tmp / "engine-cache"
+    with run.phase("engines"):
+        run.result["engines"] = engine_throughput(
+            path, spec, engine_values, rounds=config.engine_rounds, threads=config.threads,
+            cache_dir=cache_dir)
+    with run.phase("batch"):
+        run.result["batch"] = batch_throughput(
+            path, spec, batch_values, backend=config.backend, threads=config.threads,
+            ray=config.ray, description=f"bench.{path.name} {config.model}", tmp=tmp,
+            cache_dir=cache_dir, per_backend=per_backend)
+    with run.phase("live"):
+        run.result["live"] = live_slices(
+            path, live_values, live_weights, model=config.model, backend=config.backend,
+            threads=config.threads, series=config.live_series, rate_hz=config.live_rate_hz,
+            seconds=config.live_seconds, workers=config.live_workers, drain_s=config.drain_s,
+            cache_dir=cache_dir)
+
+
+def bench_main(parser: argparse.ArgumentParser, argv: list[str] | None,
+               make_config: Callable[[argparse.Namespace], _Config],
+               bench: Callable[[_Config], dict[str, Any]]) -> int:
+    """A volume bench's command: parse ``argv``, make its config (a ``ValueError`` is a usage
+    error), run ``bench`` (a :class:`~devices.errors.ConfigError`, e.g. an unreadable input,
+    ends it with one line and status 2) and print its JSON (:func:`bench.harness.emit`)."""
+    from devices.errors import ConfigError
+
+    args = parser.parse_args(argv)
+    try:
+        config = make_config(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        result = bench(config)
+    except ConfigError as exc:
+        parser.exit(2, f"{parser.prog}: {exc}\n")
+    emit(result, args.json)
+    return 0

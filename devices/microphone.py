@@ -33,9 +33,8 @@ from devices.sound import (
     Latency,
     StreamResampler,
     check_stream_args,
-    device_rate,
-    find_device,
     portaudio,
+    settle_device,
 )
 
 __all__ = ["Microphone"]
@@ -113,16 +112,14 @@ class Microphone(FrameSource):
 
     def _open(self) -> None:
         sd = portaudio()
-        index = find_device(self.device, "input")
-        rate, self.device_name = device_rate(sd, index, "input", self.fs, self.device_fs,
-                                              self.dtype)
-        self.device_fs = rate
-        if rate != self.fs:
-            self._resampler = StreamResampler(rate, self.fs)
+        setup = settle_device(self.device, "input", fs=self.fs, block=self.block,
+                              device_fs=self.device_fs, dtype=self.dtype)
+        self.device_name, self.device_fs = setup.name, setup.rate_hz
+        self._resampler = setup.resampler
         try:
             self._stream = sd.InputStream(
-                device=index, channels=1, samplerate=rate, dtype=self.dtype,
-                blocksize=max(1, round(self.block * rate / self.fs)), latency=self.latency,
+                device=setup.index, channels=1, samplerate=setup.rate_hz, dtype=self.dtype,
+                blocksize=setup.blocksize, latency=self.latency,
                 callback=self._callback, finished_callback=self._finished.set,
             )
             self._stream.start()

@@ -4,7 +4,8 @@ link (:mod:`devices.microphone`, :mod:`devices.speaker`) share.
     list_devices / format_devices    what PortAudio sees, as a table a user picks from
     find_device                      a device index from an index or (part of) a name
     StreamResampler                  block-by-block polyphase resampling with carried state
-    portaudio / device_rate / check_stream_args   plumbing the two ends share (not exported)
+    portaudio / device_rate / settle_device / check_stream_args
+                                     plumbing the two ends share (not exported)
 
 A device that cannot run at the link's rate runs at its default rate (or ``device_fs``) and the
 audio is converted by :class:`StreamResampler`, whose output block by block is the output of
@@ -209,6 +210,37 @@ def device_rate(sd: Any, device: int | None, kind: DeviceKind, fs: int,
         return rate, name
     raise DeviceError(f"sound device {name!r} cannot do mono {dtype} {kind} at "
                       f"{' or '.join(errors)}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceSetup:
+    """A mono sound device found and its rate settled: what opening its stream needs.
+
+    ``index``: PortAudio's device index (``None``: the default device); ``name``: the device's
+    name; ``rate_hz``: the rate to open it at; ``blocksize``: device samples per block (the
+    duration of ``block`` samples at ``fs``); ``resampler``: between ``fs`` and ``rate_hz`` in
+    the stream's direction (device to ``fs`` for input, ``fs`` to device for output), ``None``
+    when the two rates are the same.
+    """
+
+    index: int | None
+    name: str
+    rate_hz: int
+    blocksize: int
+    resampler: StreamResampler | None
+
+
+def settle_device(device: str | int | None, kind: DeviceKind, *, fs: int, block: int,
+                  device_fs: int | None, dtype: str) -> DeviceSetup:
+    """Find ``device`` (:func:`find_device`) and the rate to run it at (:func:`device_rate`)
+    for a stream of ``block``-sample blocks at ``fs``; raises :class:`DeviceError`."""
+    index = find_device(device, kind)
+    rate, name = device_rate(portaudio(), index, kind, fs, device_fs, dtype)
+    resampler = None
+    if rate != fs:
+        resampler = StreamResampler(rate, fs) if kind == "input" else StreamResampler(fs, rate)
+    return DeviceSetup(index=index, name=name, rate_hz=rate,
+                       blocksize=max(1, round(block * rate / fs)), resampler=resampler)
 
 
 # ---------------------------------------------------------------------------------------------

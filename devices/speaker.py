@@ -27,9 +27,8 @@ from devices.sound import (
     Latency,
     StreamResampler,
     check_stream_args,
-    device_rate,
-    find_device,
     portaudio,
+    settle_device,
 )
 
 __all__ = ["Speaker"]
@@ -143,19 +142,16 @@ class Speaker(OpenCloseState):
         if self._state == "closed":
             raise DeviceError("Speaker is closed; make a new one")
         sd = portaudio()
-        index = find_device(self.device, "output")
-        rate, self.device_name = device_rate(sd, index, "output", self.fs, self.device_fs,
-                                              "float32")
-        self.device_fs = rate
-        if rate != self.fs:
-            self._resampler = StreamResampler(self.fs, rate)
-        device_block = max(1, round(self.block * rate / self.fs))
-        self._ring = _SampleRing(self.queue_blocks * device_block)
-        self._prefill = self.prefill_blocks * device_block
+        setup = settle_device(self.device, "output", fs=self.fs, block=self.block,
+                              device_fs=self.device_fs, dtype="float32")
+        self.device_name, self.device_fs = setup.name, setup.rate_hz
+        self._resampler = setup.resampler
+        self._ring = _SampleRing(self.queue_blocks * setup.blocksize)
+        self._prefill = self.prefill_blocks * setup.blocksize
         try:
             self._stream = sd.OutputStream(
-                device=index, channels=1, samplerate=rate, dtype="float32",
-                blocksize=device_block, latency=self.latency,
+                device=setup.index, channels=1, samplerate=setup.rate_hz, dtype="float32",
+                blocksize=setup.blocksize, latency=self.latency,
                 callback=self._callback, finished_callback=self._finished.set,
             )
         except sd.PortAudioError as exc:

@@ -270,14 +270,7 @@ class EngineCache:
             "sha256": digest,
             "created": time.time(),
         }
-        meta_path = self._root / f"{key}{_META_SUFFIX}"
-        tmp_meta = self._tmp_path(meta_path)
-        try:
-            tmp_meta.write_text(json.dumps(meta, indent=1, sort_keys=True, default=_json_default))
-            os.replace(tmp_meta, meta_path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp_meta.unlink()
+        self._write_meta(self._root / f"{key}{_META_SUFFIX}", meta)
         self.evict(keep=key)
         return artifact
 
@@ -317,15 +310,10 @@ class EngineCache:
         if meta is None:
             return
         meta["accuracy_gate"] = dict(result)
-        tmp_meta = self._tmp_path(meta_path)
         try:
-            tmp_meta.write_text(json.dumps(meta, indent=1, sort_keys=True, default=_json_default))
-            os.replace(tmp_meta, meta_path)
+            self._write_meta(meta_path, meta)
         except OSError as exc:  # a read-only cache still serves; the gate runs again next time
             logger.warning("engine cache: cannot record the gate of %s: %s", key[:12], exc)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp_meta.unlink()
 
     def recorded_gate(self, key: str) -> dict[str, Any] | None:
         """The accuracy gate result recorded for ``key`` (:meth:`record_gate`), if any."""
@@ -382,6 +370,16 @@ class EngineCache:
         os.fchmod(fd, 0o644)
         os.close(fd)
         return Path(name)
+
+    def _write_meta(self, meta_path: Path, meta: Mapping[str, Any]) -> None:
+        """Write ``meta`` as ``meta_path`` (JSON) atomically: a temporary file, then a rename."""
+        tmp_meta = self._tmp_path(meta_path)
+        try:
+            tmp_meta.write_text(json.dumps(meta, indent=1, sort_keys=True, default=_json_default))
+            os.replace(tmp_meta, meta_path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp_meta.unlink()
 
     @contextlib.contextmanager
     def _lock(self, key: str) -> Iterator[None]:

@@ -27,7 +27,9 @@ __all__ = [
     "data_rng",
     "deterministic_torch",
     "ema",
+    "evaluating",
     "log_line",
+    "optimiser_step",
     "progress_bar",
     "run_record",
     "save_weights",
@@ -77,6 +79,33 @@ def ema(running: float, value: float) -> float:
     step), else ``0.98 * running + 0.02 * value``."""
     # spelt out: 1 - 0.98 is not 0.02 in floating point, and the cards record these values
     return value if math.isnan(running) else 0.98 * running + 0.02 * value
+
+
+@contextlib.contextmanager
+def evaluating(net: nn.Module) -> Iterator[None]:
+    """``net`` in eval mode without autograd for the block (a validation pass in the middle
+    of training), back in training mode afterwards."""
+    net.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        net.train()
+
+
+def optimiser_step(
+    loss: torch.Tensor,
+    optimiser: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> float:
+    """One training step on the scalar ``loss``: clear the gradients, backpropagate, step the
+    optimiser, then the learning-rate schedule (per step, not per epoch). Returns the loss as a
+    float, for :func:`ema`."""
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    optimiser.step()
+    scheduler.step()
+    return float(loss.item())
 
 
 def save_weights(net: nn.Module, path: Path) -> None:

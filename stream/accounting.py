@@ -44,6 +44,7 @@ __all__ = [
     "format_summaries",
     "merge_ledgers",
     "saturate",
+    "total_summary",
 ]
 
 OVERFLOW_STREAM = "*"
@@ -249,8 +250,12 @@ def merge_ledgers(snapshots: Iterable[Mapping[str, Mapping[str, Any]]]) -> dict[
 
 def format_summaries(summaries: Mapping[str, StreamSummary]) -> list[str]:
     """Log lines, one per stream, plus a total line."""
-    lines = [s.format() for s in summaries.values()]
-    total = StreamSummary(
+    return [*(s.format() for s in summaries.values()), total_summary(summaries).format()]
+
+
+def total_summary(summaries: Mapping[str, StreamSummary]) -> StreamSummary:
+    """All streams' accounts added up, as the stream ``total`` (no ``seq`` range)."""
+    return StreamSummary(
         stream="total",
         received=sum(s.received for s in summaries.values()),
         delivered=sum(s.delivered for s in summaries.values()),
@@ -262,8 +267,6 @@ def format_summaries(summaries: Mapping[str, StreamSummary]) -> list[str]:
         dropped=_sum_maps(s.dropped for s in summaries.values()),
         errors=_sum_maps(s.errors for s in summaries.values()),
     )
-    lines.append(total.format())
-    return lines
 
 
 def _sum_maps(maps: Iterable[Mapping[str, int]]) -> dict[str, int]:

@@ -99,16 +99,14 @@ MODEL_DEFAULTS: dict[str, ModelDefaults] = {
 }
 
 
-@torch.no_grad()
 def _validate(net: nn.Module, sets: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> float:
     """Mean PSNR (dB, soft-tissue window, inside the body) of ``net`` on whole slices."""
-    net.eval()
     scores = []
-    for low, ref, body in sets:
-        x = torch.from_numpy(CT_UNITS.to_model(low)[None, None])
-        out = CT_UNITS.from_model(net(x).numpy()[0, 0])
-        scores.append(psnr_db(out, ref, mask=body))
-    net.train()
+    with training.evaluating(net):
+        for low, ref, body in sets:
+            x = torch.from_numpy(CT_UNITS.to_model(low)[None, None])
+            out = CT_UNITS.from_model(net(x).numpy()[0, 0])
+            scores.append(psnr_db(out, ref, mask=body))
     return float(np.mean(scores))
 
 
@@ -236,11 +234,7 @@ def _train(run: _Run, log: Callable[[str], None], progress: bool) -> dict[str, A
     for step in bar:
         x, y = sampler.batch(run.batch_size)
         loss = loss_fn(net(torch.from_numpy(x)), torch.from_numpy(y))
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        scheduler.step()
-        running = training.ema(running, loss.item())
+        running = training.ema(running, training.optimiser_step(loss, optimiser, scheduler))
         done = step
         out_of_time = run.budget_s is not None and time.perf_counter() - t0 >= run.budget_s
         if step % run.val_every == 0 or step == run.steps or out_of_time:

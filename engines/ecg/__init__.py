@@ -4,41 +4,18 @@ Importing :mod:`engines.ecg` does not load torch; the model, training and evalua
 import it themselves.
 """
 
-from engines.ecg.frontend import (
-    BEAT_FS_HZ,
-    BEAT_POST_S,
-    BEAT_PRE_S,
-    BEAT_SAMPLES,
-    QUALITY_OK,
-    Beat,
-    BeatFrontend,
-    FrontendConfig,
-    FrontendOutput,
-    QualityBlock,
-    detect_r_peaks,
-    extract_beats,
-)
+from engines.ecg import frontend as _frontend
+from engines.ecg.frontend import *  # noqa: F403 - the front end's names, listed in its __all__
 from engines.ecg.matcher import FusionState, Matcher, MatchResult, fuse
 from engines.ecg.templates import TemplateStore, TemplateStoreError, UserRecord
 
 __all__ = [
-    "BEAT_FS_HZ",
-    "BEAT_POST_S",
-    "BEAT_PRE_S",
-    "BEAT_SAMPLES",
-    "QUALITY_OK",
-    "Beat",
-    "BeatFrontend",
-    "FrontendConfig",
-    "FrontendOutput",
+    *_frontend.__all__,
     "FusionState",
     "MatchResult",
     "Matcher",
-    "QualityBlock",
     "TemplateStore",
     "TemplateStoreError",
     "UserRecord",
-    "detect_r_peaks",
-    "extract_beats",
     "fuse",
 ]

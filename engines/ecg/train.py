@@ -381,11 +381,7 @@ def _train(
         out_t = net(x)
         logits = head(out_t, y) if head is not None else out_t
         loss = loss_fn(logits, y)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        scheduler.step()
-        running = training.ema(running, loss.item())
+        running = training.ema(running, training.optimiser_step(loss, optimiser, scheduler))
         accuracy = float((logits.argmax(dim=1) == y).float().mean())
         correct_ema = training.ema(correct_ema, accuracy)
         if step % every == 0 or step == cfg.steps:

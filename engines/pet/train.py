@@ -111,18 +111,16 @@ class _Patches:
         return out
 
 
-@torch.no_grad()
 def _validate(net: torch.nn.Module, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> float:
     """Mean PSNR (dB) against the long images of ``net``'s output on the short ones."""
     if not pairs:
         return math.nan
-    net.eval()
     scores = []
-    for short, long in pairs:
-        scale = PET_UNITS.scale_for(short)
-        x = torch.from_numpy(PET_UNITS.to_model(short, scale)[None, None])
-        scores.append(psnr_db(PET_UNITS.from_model(net(x).numpy()[0, 0], scale), long))
-    net.train()
+    with training.evaluating(net):
+        for short, long in pairs:
+            scale = PET_UNITS.scale_for(short)
+            x = torch.from_numpy(PET_UNITS.to_model(short, scale)[None, None])
+            scores.append(psnr_db(PET_UNITS.from_model(net(x).numpy()[0, 0], scale), long))
     return float(np.mean(scores))
 
 
@@ -225,11 +223,7 @@ def _train(model: str, seed: int, out: Path, images: TrainImages, *, steps: int,
             pred = net(torch.from_numpy(inputs[:, None]))[:, 0]
             where = torch.from_numpy(chosen)
             loss = torch.mean((pred[where] - torch.from_numpy(noisy)[where]) ** 2)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        scheduler.step()
-        running = training.ema(running, loss.item())
+        running = training.ema(running, training.optimiser_step(loss, optimiser, scheduler))
         if step % val_every == 0 or step == steps:
             history.append({"step": step, "train_loss_ema": running,
                             "val_psnr_db": _validate(net, images.validation),

@@ -143,11 +143,7 @@ def train_roi(
     for step in bar:
         x, y = _batch(batch_size, config, train_rng)
         loss = loss_fn(net(x), y)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        scheduler.step()
-        running = training.ema(running, loss.item())
+        running = training.ema(running, training.optimiser_step(loss, optimiser, scheduler))
         if step % val_every == 0 or step == steps:
             metrics = _validate(net, x_val, y_val)
             history.append(

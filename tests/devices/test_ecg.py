@@ -10,6 +10,7 @@ import json
 import math
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -166,15 +167,10 @@ def test_opensignals_bitalino_file_in_mV(tmp_path: Path) -> None:
     ],
 )
 def test_corrupt_files_raise_source_file_error(
-    tmp_path: Path, name: str, content: str | bytes, match: str
+    write_file: Callable[[str, str | bytes], Path], name: str, content: str | bytes, match: str
 ) -> None:
-    path = tmp_path / name
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content)
     with pytest.raises(SourceFileError, match=match):
-        load_ecg(path, fs_hz=250.0)
+        load_ecg(write_file(name, content), fs_hz=250.0)
 
 
 def test_other_file_errors(tmp_path: Path) -> None:

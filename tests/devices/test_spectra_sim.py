@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Literal
 
 import numpy as np
 import pytest
+from checks import assert_frozen_kw_only
 from scipy.signal.windows import hann
 
 from devices.spectra_sim import PEAK_DTYPE, SpectrumSimConfig, simulate
@@ -149,11 +149,7 @@ def test_spikes_are_not_roi() -> None:
 
 
 def test_config_is_frozen_kw_only_and_validated() -> None:
-    cfg = SpectrumSimConfig()
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        cfg.length = 3  # type: ignore[misc]
-    with pytest.raises(TypeError):
-        SpectrumSimConfig(512)  # type: ignore[misc]
+    assert_frozen_kw_only(SpectrumSimConfig)
     with pytest.raises(ValueError):
         SpectrumSimConfig(shape="square")  # type: ignore[arg-type]
     with pytest.raises(ValueError):

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
+from checks import assert_frozen_kw_only
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -14,12 +13,8 @@ US = 1_000  # ns per microsecond
 
 
 def test_config_is_frozen_keyword_only_and_validated() -> None:
-    config = BatcherConfig()
+    config = assert_frozen_kw_only(BatcherConfig)
     assert (config.max_batch, config.max_wait_us) == (64, 2000)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        config.max_batch = 3  # type: ignore[misc]
-    with pytest.raises(TypeError):
-        BatcherConfig(8, 100)  # type: ignore[misc]
     with pytest.raises(ValueError):
         BatcherConfig(max_batch=0)
     with pytest.raises(ValueError):

@@ -17,31 +17,25 @@ from engines.cache import EngineCache, cache_key, cpu_name, library_versions
 
 REPO = Path(__file__).resolve().parents[2]
 
-BASE: dict[str, Any] = {
-    "model": "tiny",
-    "weights_sha256": "ab" * 32,
-    "input_shape": [1, 64],
-    "output_shape": [1, 64],
-    "max_batch": 64,
-    "precision": "fp32",
-    "backend": "onnxruntime",
-    "versions": {"torch": "2.13.0", "onnx": "1.23.2", "onnxruntime": "1.31.1"},
-    "device": "AMD EPYC (x86_64)",
-    "options": {"exporter": "dynamo"},
-}
-
-CHANGES: dict[str, Any] = {
-    "model": "other",
-    "weights_sha256": "cd" * 32,
-    "input_shape": [1, 128],
-    "output_shape": [2, 64],
-    "max_batch": 32,
-    "precision": "fp16",
-    "backend": "tensorrt",
-    "versions": {"torch": "2.13.0", "onnx": "1.23.2", "onnxruntime": "1.32.0"},
-    "device": "NVIDIA H100 (sm_90)",
-    "options": {"exporter": "legacy"},
-}
+# Each cache-key component: its value in BASE and a changed value that must change the key.
+COMPONENTS: tuple[tuple[str, Any, Any], ...] = (
+    ("model", "tiny", "other"),
+    ("weights_sha256", "ab" * 32, "cd" * 32),
+    ("input_shape", [1, 64], [1, 128]),
+    ("output_shape", [1, 64], [2, 64]),
+    ("max_batch", 64, 32),
+    ("precision", "fp32", "fp16"),
+    ("backend", "onnxruntime", "tensorrt"),
+    (
+        "versions",
+        {"torch": "2.13.0", "onnx": "1.23.2", "onnxruntime": "1.31.1"},
+        {"torch": "2.13.0", "onnx": "1.23.2", "onnxruntime": "1.32.0"},
+    ),
+    ("device", "AMD EPYC (x86_64)", "NVIDIA H100 (sm_90)"),
+    ("options", {"exporter": "dynamo"}, {"exporter": "legacy"}),
+)
+BASE: dict[str, Any] = {name: base for name, base, _ in COMPONENTS}
+CHANGES: dict[str, Any] = {name: changed for name, _, changed in COMPONENTS}
 
 
 def writer(payload: bytes):

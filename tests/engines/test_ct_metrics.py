@@ -8,14 +8,7 @@ import numpy as np
 import pytest
 from scipy.special import erfc
 
-from engines.ct.metrics import (
-    mean_bias_hu,
-    mtf50_lp_per_cm,
-    noise_sd_hu,
-    psnr_db,
-    rmse_hu,
-    ssim,
-)
+from engines.ct import metrics
 
 CENTRE = (47.3, 48.6)
 
@@ -28,34 +21,34 @@ def _edge(sigma_px: float, radius_px: float = 7.0, n: int = 96) -> np.ndarray:
 
 
 def _mtf50(image: np.ndarray, radius_px: float = 7.0, pixel_mm: float = 1.0) -> float:
-    return mtf50_lp_per_cm(image, center_px=CENTRE, radius_px=radius_px,
-                           clear_radius_px=3 * radius_px, pixel_mm=pixel_mm)
+    return metrics.mtf50_lp_per_cm(image, center_px=CENTRE, radius_px=radius_px,
+                                   clear_radius_px=3 * radius_px, pixel_mm=pixel_mm)
 
 
 def test_psnr_of_identical_images_is_infinite_and_known_otherwise() -> None:
     ref = np.zeros((32, 32))
-    assert psnr_db(ref, ref) == math.inf
+    assert metrics.psnr_db(ref, ref) == math.inf
     # an error of 4 HU everywhere in a 400 HU window: 20 log10(400 / 4) = 40 dB
-    assert psnr_db(ref + 4.0, ref) == pytest.approx(40.0)
+    assert metrics.psnr_db(ref + 4.0, ref) == pytest.approx(40.0)
     # outside the window both clip to its edge: no error
-    assert psnr_db(ref - 900.0, ref - 500.0) == math.inf
+    assert metrics.psnr_db(ref - 900.0, ref - 500.0) == math.inf
     mask = np.zeros((32, 32), bool)
     mask[:4] = True
     other = ref.copy()
     other[10:] += 50.0  # outside the mask
-    assert psnr_db(other, ref, mask=mask) == math.inf
+    assert metrics.psnr_db(other, ref, mask=mask) == math.inf
 
 
 def test_ssim_rmse_and_bias() -> None:
     rng = np.random.default_rng(0)
     ref = rng.normal(40, 20, (64, 64))
-    assert ssim(ref, ref) == pytest.approx(1.0)
-    assert ssim(ref + rng.normal(0, 30, ref.shape), ref) < 0.9
-    assert rmse_hu(ref + 3.0, ref) == pytest.approx(3.0)
+    assert metrics.ssim(ref, ref) == pytest.approx(1.0)
+    assert metrics.ssim(ref + rng.normal(0, 30, ref.shape), ref) < 0.9
+    assert metrics.rmse_hu(ref + 3.0, ref) == pytest.approx(3.0)
     mask = np.zeros(ref.shape, bool)
     mask[:10] = True
-    assert mean_bias_hu(ref + 2.5, ref, mask) == pytest.approx(2.5)
-    assert math.isnan(mean_bias_hu(ref, ref, np.zeros(ref.shape, bool)))
+    assert metrics.mean_bias_hu(ref + 2.5, ref, mask) == pytest.approx(2.5)
+    assert math.isnan(metrics.mean_bias_hu(ref, ref, np.zeros(ref.shape, bool)))
 
 
 def test_noise_sd_pools_regions_about_their_own_means() -> None:
@@ -65,8 +58,8 @@ def test_noise_sd_pools_regions_about_their_own_means() -> None:
     image[100:] = -80 + rng.normal(0, 10, (100, 200))
     top, bottom = np.zeros(image.shape, bool), np.zeros(image.shape, bool)
     top[:100], bottom[100:] = True, True
-    assert noise_sd_hu(image, [top, bottom]) == pytest.approx(10.0, rel=0.02)
-    assert math.isnan(noise_sd_hu(image, []))
+    assert metrics.noise_sd_hu(image, [top, bottom]) == pytest.approx(10.0, rel=0.02)
+    assert math.isnan(metrics.noise_sd_hu(image, []))
 
 
 @pytest.mark.parametrize("sigma_px", [0.5, 0.8, 1.2])
@@ -86,5 +79,5 @@ def test_mtf50_orders_sharp_and_blurred_edges_and_scales_with_pixels() -> None:
 
 def test_mtf_refuses_an_edge_without_room() -> None:
     with pytest.raises(ValueError, match="room"):
-        mtf50_lp_per_cm(_edge(0.6), center_px=CENTRE, radius_px=1.0, clear_radius_px=1.5,
+        metrics.mtf50_lp_per_cm(_edge(0.6), center_px=CENTRE, radius_px=1.0, clear_radius_px=1.5,
                         pixel_mm=1.0)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from checks import shipped_report
 
 from engines.ecg.evaluate import (
     DETECTION_FS_HZ,
@@ -38,14 +39,9 @@ TINY = EvalSizes(
 )
 
 
-SHIPPED_REPORT = WEIGHTS_DIR / "ecg_eval.json"
-
-
 def test_table_of_the_shipped_report() -> None:
     """The table is read from the report alone: the shipped report's figures, as printed."""
-    if not SHIPPED_REPORT.is_file():
-        pytest.skip("no shipped ECG report")
-    report = json.loads(SHIPPED_REPORT.read_text())
+    report = shipped_report(WEIGHTS_DIR / "ecg_eval.json")
     lines = format_table(report).splitlines()
     assert lines[0] == f"ECG evaluation — cohort seed {report['seeds']['cohort']}"
     cs = report["closed_set"]

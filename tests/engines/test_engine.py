@@ -14,6 +14,7 @@ import torch
 from tiny_net import LENGTH, TinyNet, tiny_spec
 
 import engines.engine as engine_module
+import engines.errors as errors
 from engines.backends.eager import EagerEngine
 from engines.backends.onnxruntime import OnnxRuntimeEngine
 from engines.cache import cache_key
@@ -25,15 +26,6 @@ from engines.engine import (
     check_accuracy,
     load_engine,
     resolve_backend,
-)
-from engines.errors import (
-    AccuracyGateError,
-    BackendUnavailableError,
-    EngineError,
-    InputContractError,
-    WeightsError,
-    WeightsMismatchError,
-    WeightsNotFoundError,
 )
 from engines.spec import ModelSpec
 
@@ -123,9 +115,9 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("which", ["eager", "onnxruntime"])
 def test_input_contract_errors(case: str, which: str, built, eager) -> None:
     engine = eager if which == "eager" else built[2]
-    with pytest.raises(InputContractError):
+    with pytest.raises(errors.InputContractError):
         engine(BAD_INPUTS[case])
-    assert issubclass(InputContractError, ValueError)
+    assert issubclass(errors.InputContractError, ValueError)
 
 
 def test_non_contiguous_and_read_only_inputs_are_accepted(built, eager) -> None:
@@ -169,7 +161,7 @@ def test_close_twice_context_manager_and_use_after_close(built) -> None:
         assert same is engine and not engine.closed
     assert engine.closed
     engine.close()  # safe twice
-    with pytest.raises(EngineError):
+    with pytest.raises(errors.EngineError):
         engine(batch(1))
     eager = EagerEngine.from_spec(spec)
     eager.close()
@@ -182,7 +174,7 @@ def test_accuracy_gate_reports_the_measured_error(eager) -> None:
     other = spec.load()
     with torch.no_grad():
         other.head.bias += 0.01  # a model that differs from the engine by ~0.01 everywhere
-    with pytest.raises(AccuracyGateError, match=r"max abs 0\.01"):
+    with pytest.raises(errors.AccuracyGateError, match=r"max abs 0\.01"):
         check_accuracy(eager, other)
     assert check_accuracy(eager, spec.load()) == 0.0
 
@@ -192,7 +184,7 @@ def test_gate_failure_removes_the_cache_entry(built, tmp_path: Path, monkeypatch
     copy = tmp_path / "cache"
     shutil.copytree(cache, copy)
     monkeypatch.setattr(engine_module, "ACCURACY_TOLERANCE", {"fp32": -1.0, "fp16": -1.0})
-    with pytest.raises(AccuracyGateError, match="differs from eager"):
+    with pytest.raises(errors.AccuracyGateError, match="differs from eager"):
         load_engine(spec, "onnxruntime", max_batch=MAX_BATCH, cache_dir=copy)
     assert not list(copy.glob("*.onnx")), "an artifact that failed the gate is not kept"
 
@@ -200,7 +192,7 @@ def test_gate_failure_removes_the_cache_entry(built, tmp_path: Path, monkeypatch
 def test_fp16_needs_tensorrt(built) -> None:
     spec = built[0]
     for backend in ("eager", "onnxruntime"):
-        with pytest.raises(BackendUnavailableError, match="fp16"):
+        with pytest.raises(errors.BackendUnavailableError, match="fp16"):
             load_engine(spec, backend, precision="fp16")
     with pytest.raises(ValueError):
         load_engine(spec, "eager", precision="int4")
@@ -213,7 +205,7 @@ def test_missing_weights_are_not_weights_that_do_not_fit(tmp_path: Path) -> None
                          weights_dir=weights.parent)
 
     for backend in ("eager", "onnxruntime"):
-        with pytest.raises(WeightsNotFoundError) as missing:
+        with pytest.raises(errors.WeightsNotFoundError) as missing:
             load_engine(spec(tmp_path / "missing.pt"), backend)
         assert isinstance(missing.value, FileNotFoundError)
     other = tmp_path / "other.pt"  # another model's weights: a file that exists, wrong tensors
@@ -221,18 +213,18 @@ def test_missing_weights_are_not_weights_that_do_not_fit(tmp_path: Path) -> None
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
     for weights in (other, garbage):
-        with pytest.raises(WeightsMismatchError) as mismatch:
+        with pytest.raises(errors.WeightsMismatchError) as mismatch:
             load_engine(spec(weights), "eager")
         assert isinstance(mismatch.value, ValueError)
         assert not isinstance(mismatch.value, FileNotFoundError)
-        assert isinstance(mismatch.value, WeightsError)  # one clause catches both
+        assert isinstance(mismatch.value, errors.WeightsError)  # one clause catches both
 
 
 def test_engine_checks_the_backend_output_shape(built) -> None:
     spec = built[0]
     wrong = dataclasses.replace(spec, output_shape=(2, LENGTH))
     engine = EagerEngine(wrong, spec.load())
-    with pytest.raises(EngineError, match="expected float32"):
+    with pytest.raises(errors.EngineError, match="expected float32"):
         engine(batch(1))
 
 
@@ -254,5 +246,5 @@ def test_export_falls_back_to_the_legacy_exporter(built, eager, monkeypatch, tmp
     with OnnxRuntimeEngine(spec, path.read_bytes(), max_batch=MAX_BATCH, threads=1) as engine:
         x = batch(3)
         assert np.max(np.abs(engine(x) - eager(x))) <= ACCURACY_TOLERANCE["fp32"]
-    with pytest.raises(EngineError, match="ONNX export failed"):
+    with pytest.raises(errors.EngineError, match="ONNX export failed"):
         ort_backend.export_onnx(spec.load(), spec.input_shape, path, fallback=False)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import msgpack
 import numpy as np
 import pytest
+from checks import assert_frozen_kw_only
 from scipy.ndimage import grey_opening
 
 from engines.errors import InputContractError
@@ -112,11 +111,7 @@ def test_length_limit_and_plan_mismatch() -> None:
 
 
 def test_config_is_frozen_kw_only_and_validated() -> None:
-    cfg = RoiDetectorConfig()
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        cfg.threshold = 0.3  # type: ignore[misc]
-    with pytest.raises(TypeError):
-        RoiDetectorConfig(0.5)  # type: ignore[misc]
+    cfg = assert_frozen_kw_only(RoiDetectorConfig)
     for bad in (
         {"threshold": 0.0},
         {"threshold": 1.0},

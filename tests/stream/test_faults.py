@@ -26,6 +26,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from service_client import (
 )
 
 from bench.faults_rig import Answers, Load, slow_subscriber_and_flood
+from stream.accounting import StreamSummary
 from stream.service import Service, ServiceConfig
 from stream.stages import DROP_CODES
 
@@ -254,11 +256,31 @@ def test_a_slow_subscriber_slows_nothing(service: Service, answers: Answers) -> 
 # Faults that need the final summary: each its own service
 
 
+@dataclass(frozen=True, kw_only=True)
+class _FaultRun:
+    """What :func:`_run_with_fault` saw: the stopped service's ``summary`` per stream, the
+    ``answers``, the ``load``, what was ``sent`` per stream, and the kill and back times
+    (monotonic s)."""
+
+    summary: dict[str, StreamSummary]
+    answers: Answers
+    load: Load
+    sent: dict[str, int]
+    killed_at: float
+    back_at: float
+
+    def missing_only_around_the_kill(self, stream: str) -> set[int]:
+        """The seqs of ``stream`` never answered, each sent from 2 s before the kill to 1 s
+        after the stage was back (asserted); every other seq answered exactly once."""
+        return _missing_only_in_window(self.answers, self.load, stream, self.sent[stream],
+                                       self.killed_at - 2.0, self.back_at + 1.0)
+
+
 def _run_with_fault(weights: Path, stage: str, streams: tuple[str, ...],
-                    **config: Any) -> tuple[Service, Answers, Load, dict[str, int], float, float]:
+                    **config: Any) -> _FaultRun:
     """Start a service, push, ``kill -9`` ``stage`` once answers flow, push until it is back
-    and 3 s more, stop the load, wait for the answers, stop the service. Returns the stopped
-    service, the answers, the load, what was sent, and the kill and back times (monotonic)."""
+    and 3 s more, stop the load, wait for the answers, stop the service; assert that it served
+    on and restarted ``stage`` once (the one kill)."""
     service = Service(make_config(weights, **config))
     service.start()
     answers = live_answers(service.bound_publish, service.bound_ingest)
@@ -285,7 +307,9 @@ def _run_with_fault(weights: Path, stage: str, streams: tuple[str, ...],
         load.close()
         answers.close()
         service.stop()
-    return service, answers, load, sent, killed_at, back_at
+    assert service.restarts[stage] == 1
+    return _FaultRun(summary=service.summary(), answers=answers, load=load, sent=sent,
+                     killed_at=killed_at, back_at=back_at)
 
 
 def _missing_only_in_window(answers: Answers, load: Load, stream: str, n: int,
@@ -299,49 +323,39 @@ def _missing_only_in_window(answers: Answers, load: Load, stream: str, n: int,
 @pytest.mark.slow
 def test_kill_9_of_a_shard_answers_or_counts_what_it_held(weights: Path) -> None:
     streams = ("ks-a", "ks-b", "ks-c", "ks-d")  # both shards get some
-    service, answers, load, sent, killed_at, back_at = _run_with_fault(
-        weights, "shard-0", streams, shards=2)
-    summary = service.summary()
+    run = _run_with_fault(weights, "shard-0", streams, shards=2)
     for stream in streams:
         # Ingest took every message in; what shard-0 held is answered worker_lost, or
         # counted lost_in_restart by the service, one for one.
-        missing = assert_once_each(answers, stream, sent[stream])
-        s = summary[stream]
-        assert s.received == sent[stream] and s.unexplained == 0, s
+        missing = assert_once_each(run.answers, stream, run.sent[stream])
+        s = run.summary[stream]
+        assert s.received == run.sent[stream] and s.unexplained == 0, s
         assert len(missing) == s.dropped.get(LOST_IN_RESTART, 0), (stream, len(missing), s)
-    assert set(answers.codes(streams)) <= {"result", "worker_lost", *DROP_CODES}
-    assert service.restarts["shard-0"] == 1
+    assert set(run.answers.codes(streams)) <= {"result", "worker_lost", *DROP_CODES}
 
 
 @pytest.mark.slow
 def test_kill_9_of_ingest_loses_only_around_the_kill(weights: Path) -> None:
     streams = ("ki-a", "ki-b")
-    service, answers, load, sent, killed_at, back_at = _run_with_fault(
-        weights, "ingest", streams)
-    summary = service.summary()
+    run = _run_with_fault(weights, "ingest", streams)
     for stream in streams:
         # What ingest held, and what was on the wire, may be gone; what was sent once it
         # was back is all answered.
-        missing = _missing_only_in_window(answers, load, stream, sent[stream],
-                                          killed_at - 2.0, back_at + 1.0)
-        assert summary[stream].unexplained == 0, summary[stream]
-        assert len(missing) <= sent[stream] - summary[stream].received + summary[
-            stream].dropped.get(LOST_IN_RESTART, 0), (stream, len(missing), summary[stream])
-    assert service.restarts["ingest"] == 1
+        missing = run.missing_only_around_the_kill(stream)
+        s = run.summary[stream]
+        assert s.unexplained == 0, s
+        assert len(missing) <= run.sent[stream] - s.received + s.dropped.get(
+            LOST_IN_RESTART, 0), (stream, len(missing), s)
 
 
 @pytest.mark.slow
 def test_kill_9_of_the_publisher_loses_only_what_was_in_flight(weights: Path) -> None:
     streams = ("kp-a", "kp-b")
-    service, answers, load, sent, killed_at, back_at = _run_with_fault(
-        weights, "publisher", streams)
-    summary = service.summary()
+    run = _run_with_fault(weights, "publisher", streams)
     for stream in streams:
-        _missing_only_in_window(answers, load, stream, sent[stream], killed_at - 2.0,
-                                back_at + 1.0)
-        s = summary[stream]
-        assert s.received == sent[stream] and s.unexplained == 0, s
-    assert service.restarts["publisher"] == 1
+        run.missing_only_around_the_kill(stream)
+        s = run.summary[stream]
+        assert s.received == run.sent[stream] and s.unexplained == 0, s
 
 
 @pytest.mark.slow

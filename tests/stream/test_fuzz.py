@@ -25,22 +25,13 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from wire_checks import check_decode
 
 from bench.fuzz import LiveFuzzConfig, killers, live_fuzz
+from stream import wire
 from stream.accounting import COUNTER_MAX, StreamLedger, merge_ledgers
 from stream.errors import InputError, WireError
 from stream.metrics import MetricsCollector, MetricsServer, StageStats
-from stream.wire import (
-    DTYPES,
-    MAX_REASON_CHARS,
-    Message,
-    WireLimits,
-    data_message,
-    decode,
-    encode,
-    error_message,
-    result_message,
-)
 
 # Extreme values are the point here: numpy's overflow warnings on them are expected noise.
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
@@ -50,10 +41,8 @@ FUZZ = settings(max_examples=1000, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 PATHS = settings(max_examples=300, deadline=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-CODES = {"bad_msgpack", "missing_field", "bad_field", "payload_length", "bad_dtype", "oversize",
-         "frame_count", "version", "bad_topic"}
 FIELDS = ("v", "kind", "stream", "seq", "t_ns", "dtype", "shape", "fs")
-LIMITS = WireLimits(max_payload_bytes=1 << 20)
+LIMITS = wire.WireLimits(max_payload_bytes=1 << 20)
 
 # -- strategies ---------------------------------------------------------------------------------
 
@@ -76,24 +65,24 @@ values = st.recursive(
 shapes = st.lists(st.sampled_from((0, 1, 2, 7, 2**20, 2**31, 2**62, 2**63, 2**64 - 1)) |
                   st.integers(-2, 5000), max_size=6)
 long_texts = st.integers(100, 12_000).map(lambda n: "x" * n)
-hostile = values | shapes | long_texts | st.sampled_from(sorted(DTYPES) + ["msgpack", ">f4"])
+hostile = values | shapes | long_texts | st.sampled_from(sorted(wire.DTYPES) + ["msgpack", ">f4"])
 
 
 @st.composite
-def valid_messages(draw: st.DrawFn) -> Message:
+def valid_messages(draw: st.DrawFn) -> wire.Message:
     kind = draw(st.sampled_from(["spectrum", "ecg", "audio", "codec", "error", "result.x"]))
     stream = draw(st.sampled_from(["s", "wearable-7", "x" * 128, "é/ü"]))
     seq = draw(st.sampled_from([n for n in EXTREME_INTS if 0 <= n < 2**64]))
     if kind == "error":
-        return error_message("bad_field", "r", stream=stream, seq=seq)
+        return wire.error_message("bad_field", "r", stream=stream, seq=seq)
     if kind.startswith("result."):
-        return result_message("x", {"stream": stream, "seq": seq, "t_ns": 0}, {"k": 1})
-    dtype = np.dtype(draw(st.sampled_from(sorted(DTYPES))))
+        return wire.result_message("x", {"stream": stream, "seq": seq, "t_ns": 0}, {"k": 1})
+    dtype = np.dtype(draw(st.sampled_from(sorted(wire.DTYPES))))
     array = draw(hnp.arrays(dtype, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0,
                                                     max_side=6)))
     fs = 250.0 if kind in ("ecg", "audio", "codec") else None
-    return data_message(kind, stream, seq, array, t_ns=draw(st.sampled_from((0, -(2**63)))),
-                        fs=fs)
+    return wire.data_message(kind, stream, seq, array,
+                             t_ns=draw(st.sampled_from((0, -(2**63)))), fs=fs)
 
 
 @st.composite
@@ -102,7 +91,7 @@ def mutated_frames(draw: st.DrawFn) -> tuple[list[bytes], bool]:
     payload kept, cut, padded or replaced."""
     msg = draw(valid_messages())
     topic = draw(st.booleans())
-    frames = encode(msg, topic=topic)
+    frames = wire.encode(msg, topic=topic)
     header = dict(msg.header)
     for _ in range(draw(st.integers(1, 3))):
         key = draw(st.sampled_from(FIELDS) | st.text(max_size=80))
@@ -122,26 +111,6 @@ def mutated_frames(draw: st.DrawFn) -> tuple[list[bytes], bool]:
     return frames, topic
 
 
-def check_decode(frames: list[Any], *, topic: bool = False,
-                 limits: WireLimits = LIMITS) -> Message | None:
-    """The property: a message within the limits, or a documented WireError; nothing else."""
-    try:
-        msg = decode(frames, topic=topic, limits=limits)
-    except WireError as exc:
-        assert exc.code in CODES, exc
-        assert len(exc.reason) <= MAX_REASON_CHARS, exc.reason[:200]
-        return None
-    h = msg.header
-    assert len(h) <= limits.max_header_keys
-    assert 0 < len(msg.stream) <= limits.max_stream_chars
-    assert msg.seq is None or 0 <= msg.seq < 2**64
-    assert msg.t_ns is None or -(2**63) <= msg.t_ns < 2**63
-    if isinstance(msg.payload, np.ndarray):
-        assert msg.payload.nbytes <= limits.max_payload_bytes
-        assert list(msg.payload.shape) == h["shape"]
-    else:
-        assert isinstance(msg.payload, dict)
-    return msg
 
 
 # -- decode -------------------------------------------------------------------------------------
@@ -150,19 +119,19 @@ def check_decode(frames: list[Any], *, topic: bool = False,
 def test_the_killer_header_is_a_wire_error() -> None:
     for frames in killers("spectrum", "s", np.zeros(4, np.float32), fs=None)["shape"]:
         with pytest.raises(WireError) as info:
-            decode(frames)
+            wire.decode(frames)
         assert info.value.code == "oversize" and info.value.stream == "s"
     for shape in ([0, 2**26, 2**26, 2**26], [0, 2**40, 2**40], [2**63, 0]):
         header = {"v": 1, "kind": "spectrum", "stream": "s", "seq": 3, "t_ns": 0,
                   "dtype": "float32", "shape": shape}
         with pytest.raises(WireError, match="oversize"):
-            decode([msgpack.packb(header), b""])
+            wire.decode([msgpack.packb(header), b""])
 
 
 @FUZZ
 @given(st.lists(st.binary(max_size=300), max_size=4), st.booleans())
 def test_decode_of_any_bytes(frames: list[bytes], topic: bool) -> None:
-    check_decode(frames, topic=topic)
+    check_decode(frames, topic=topic, limits=LIMITS)
 
 
 @FUZZ
@@ -177,23 +146,23 @@ def test_decode_of_any_msgpack_header(header: dict[str, Any], payload: bytes,
     frames = [raw, payload]
     if topic:
         frames.insert(0, f"{header.get('kind')}/{header.get('stream')}".encode())
-    check_decode(frames, topic=topic)
+    check_decode(frames, topic=topic, limits=LIMITS)
 
 
 @FUZZ
 @given(mutated_frames())
 def test_decode_of_valid_headers_mutated_field_by_field(case: tuple[list[bytes], bool]) -> None:
     frames, topic = case
-    check_decode(frames, topic=topic)
+    check_decode(frames, topic=topic, limits=LIMITS)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.sampled_from([0, 1, 2, 2**20, 2**62, 2**63 - 1, 2**64 - 1]), max_size=5),
-       st.sampled_from(sorted(DTYPES)), st.integers(0, 64))
+       st.sampled_from(sorted(wire.DTYPES)), st.integers(0, 64))
 def test_decode_of_lying_shapes(shape: list[int], dtype: str, payload_bytes: int) -> None:
     header = {"v": 1, "kind": "spectrum", "stream": "s", "seq": 0, "t_ns": 0, "dtype": dtype,
               "shape": shape}
-    check_decode([msgpack.packb(header), bytes(payload_bytes)])
+    check_decode([msgpack.packb(header), bytes(payload_bytes)], limits=LIMITS)
 
 
 # -- bookkeeping: ledger and stage stats --------------------------------------------------------
@@ -267,8 +236,8 @@ payload_values = st.floats(allow_subnormal=True) | st.sampled_from(EXTREME_FLOAT
 
 
 @st.composite
-def spectral_inputs(draw: st.DrawFn) -> Message:
-    dtype = np.dtype(draw(st.sampled_from(sorted(DTYPES))))
+def spectral_inputs(draw: st.DrawFn) -> wire.Message:
+    dtype = np.dtype(draw(st.sampled_from(sorted(wire.DTYPES))))
     shape = draw(st.sampled_from([(0,), (1,), (2,), (511,), (512,), (513,), (1100,), (2, 256),
                                   (), (4, 1, 2)]) | hnp.array_shapes(max_dims=1, max_side=2000))
     if dtype.kind == "f":
@@ -276,14 +245,14 @@ def spectral_inputs(draw: st.DrawFn) -> Message:
             lambda v: float(np.asarray(v).astype(dtype)) if math.isfinite(v) else v)))
     else:
         array = draw(hnp.arrays(dtype, shape))
-    msg = data_message("spectrum", "s", draw(st.integers(0, 2**64 - 1)), array, t_ns=0)
-    decoded = decode(encode(msg), limits=LIMITS)  # what the stages get: a decoded message
-    return decoded
+    msg = wire.data_message("spectrum", "s", draw(st.integers(0, 2**64 - 1)), array, t_ns=0)
+    # what the stages get: a decoded message
+    return wire.decode(wire.encode(msg), limits=LIMITS)
 
 
 @PATHS
 @given(spectral_inputs(), st.sampled_from(["random", "nan", "inf", "zero", "huge"]), st.data())
-def test_spectral_path_returns_or_raises_input_error(msg: Message, logits: str,
+def test_spectral_path_returns_or_raises_input_error(msg: wire.Message, logits: str,
                                                      data: st.DataObject) -> None:
     path, worker = _spectral()
     try:
@@ -305,7 +274,7 @@ def test_spectral_path_returns_or_raises_input_error(msg: Message, logits: str,
         body = worker.finish(msg, out, plan)
     except InputError:
         return
-    encode(result_message("spectral", msg.header, body), topic=True)  # it must travel
+    wire.encode(wire.result_message("spectral", msg.header, body), topic=True)  # it must travel
 
 
 # -- the ECG per-stream stage, called without sockets -------------------------------------------
@@ -319,7 +288,7 @@ def _ecg_signal() -> np.ndarray:
 
 
 @st.composite
-def ecg_chunks(draw: st.DrawFn) -> list[Message]:
+def ecg_chunks(draw: st.DrawFn) -> list[wire.Message]:
     """A stream's chunks: real ECG cut at random, with hostile seqs, clocks, rates, dtypes,
     payloads and extra keys mixed in."""
     signal = _ecg_signal()
@@ -362,9 +331,9 @@ def ecg_chunks(draw: st.DrawFn) -> list[Message]:
                                           values | long_texts, max_size=3))
         seq = min(seq, 2**64 - 1)
         try:
-            msg = data_message("ecg", "w", seq, chunk.astype(chunk.dtype), t_ns=t_ns, fs=fs,
-                               **extras)
-            msg = decode(encode(msg), limits=LIMITS)
+            msg = wire.data_message("ecg", "w", seq, chunk.astype(chunk.dtype), t_ns=t_ns,
+                                    fs=fs, **extras)
+            msg = wire.decode(wire.encode(msg), limits=LIMITS)
         except (WireError, OverflowError, ValueError, TypeError):
             continue  # not a decodable message: the wire tests cover those
         out.append(msg)
@@ -375,7 +344,7 @@ def ecg_chunks(draw: st.DrawFn) -> list[Message]:
 
 @PATHS
 @given(ecg_chunks())
-def test_ecg_stream_stage_returns_or_raises_input_error(chunks: list[Message]) -> None:
+def test_ecg_stream_stage_returns_or_raises_input_error(chunks: list[wire.Message]) -> None:
     from stream.paths.ecg.stages import EcgPath
 
     stage = EcgPath(templates=Path("unused.sqlite")).stream_stage("w")
@@ -386,10 +355,10 @@ def test_ecg_stream_stage_returns_or_raises_input_error(chunks: list[Message]) -
             continue
         for out in outs:  # each output travels: encoded, and a data message decodes
             if out.kind == "ecg":
-                decode(encode(out))
+                wire.decode(wire.encode(out))
             else:
                 assert out.kind == "result.ecg"
-                encode(out, topic=True)
+                wire.encode(out, topic=True)
     stage.flush()
 
 

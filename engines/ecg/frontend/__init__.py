@@ -102,30 +102,9 @@ interpolation), :mod:`~engines.ecg.frontend.quality` (the quality tests of one w
 :mod:`~engines.ecg.frontend.stream` (:class:`BeatFrontend` and the whole-record functions).
 """
 
-from engines.ecg.frontend.config import (
-    BEAT_FS_HZ,
-    BEAT_POST_S,
-    BEAT_PRE_S,
-    BEAT_SAMPLES,
-    QUALITY_OK,
-    Beat,
-    FrontendConfig,
-    FrontendOutput,
-    QualityBlock,
-)
-from engines.ecg.frontend.stream import BeatFrontend, detect_r_peaks, extract_beats
+from engines.ecg.frontend import config as _config
+from engines.ecg.frontend import stream as _stream
+from engines.ecg.frontend.config import *  # noqa: F403 - the names its __all__ lists
+from engines.ecg.frontend.stream import *  # noqa: F403 - the names its __all__ lists
 
-__all__ = [
-    "BEAT_FS_HZ",
-    "BEAT_POST_S",
-    "BEAT_PRE_S",
-    "BEAT_SAMPLES",
-    "QUALITY_OK",
-    "Beat",
-    "BeatFrontend",
-    "FrontendConfig",
-    "FrontendOutput",
-    "QualityBlock",
-    "detect_r_peaks",
-    "extract_beats",
-]
+__all__ = [*_config.__all__, *_stream.__all__]

@@ -31,7 +31,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import zmq
@@ -43,6 +43,7 @@ from stream.metrics import LATENCY_BUCKETS_S, Histogram, MetricsServer
 from stream.security import ServerGuard
 
 __all__ = [
+    "LinkEndConfig",
     "LinkStats",
     "load_link_codec",
     "release_link",
@@ -51,6 +52,28 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkEndConfig:
+    """What both ends of the link set (:class:`~stream.paths.codec.sender.TxConfig`,
+    :class:`~stream.paths.codec.receiver.RxConfig` add their own): ``stream`` id sent or
+    played; ``codec`` key and engine ``backend`` (``cache_dir`` for built engines); sound
+    ``device`` (index or name part, ``None``: the default) and ``device_latency``, PortAudio's
+    ``"high"`` (safe from over/underruns) or ``"low"`` (less delay); ``seconds`` to run
+    (``None``: until the input or stream ends); ``metrics_port`` for ``/metrics`` (``None``:
+    none) on ``metrics_addr``; ``report``: where the JSON report goes."""
+
+    stream: str = "mic"
+    codec: str = "wideband"
+    backend: str = "auto"
+    device: str | None = None
+    device_latency: Literal["high", "low"] = "high"
+    seconds: float | None = None
+    cache_dir: Path | None = None
+    metrics_port: int | None = None
+    metrics_addr: str = "127.0.0.1"
+    report: Path | None = None
 
 
 @dataclass

@@ -27,8 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import zmq
@@ -37,6 +36,7 @@ from devices.audio import CODEC_FS, WavSink
 from engines.codec.codec import Codec, StreamDecoder
 from stream.errors import WireError
 from stream.paths.codec.link import (
+    LinkEndConfig,
     LinkStats,
     load_link_codec,
     release_link,
@@ -76,26 +76,18 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 @dataclass(frozen=True, kw_only=True)
-class RxConfig:
-    """``output``: ``"speaker"`` or a WAV path; ``stream``: the one to play; ``until_end``: stop
-    after the stream's end marker (default for a file output). ``security``: CURVE keys (only
-    listed senders connect) and ``sender``: the one sender key (z85) to play; without keys a
-    ``bind`` reachable from the network is refused unless ``insecure``."""
+class RxConfig(LinkEndConfig):
+    """The receiving end (:class:`~stream.paths.codec.link.LinkEndConfig` for the fields both
+    ends share): ``bind`` address; ``output``: ``"speaker"`` or a WAV path; ``stream``: the one
+    to play; ``jitter_ms``: the jitter buffer's depth; ``until_end``: stop after the stream's
+    end marker (default for a file output). ``security``: CURVE keys (only listed senders
+    connect) and ``sender``: the one sender key (z85) to play; without keys a ``bind``
+    reachable from the network is refused unless ``insecure``."""
 
     bind: str = "tcp://127.0.0.1:5557"
     output: str = "speaker"
-    codec: str = "wideband"
-    backend: str = "auto"
-    device: str | None = None
-    device_latency: Literal["high", "low"] = "high"
-    stream: str = "mic"
     jitter_ms: float = 40.0
-    seconds: float | None = None
     until_end: bool | None = None
-    cache_dir: Path | None = None
-    metrics_port: int | None = None
-    metrics_addr: str = "127.0.0.1"
-    report: Path | None = None
     security: ServerSecurity | None = None
     sender: bytes | None = None
     insecure: bool = False

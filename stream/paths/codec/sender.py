@@ -15,8 +15,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import zmq
@@ -24,13 +23,7 @@ import zmq
 from devices.audio import CODEC_FS, WavSource
 from devices.frames import DeviceError, EndOfStream, FrameSource
 from engines.codec.codec import Codec
-from stream.paths.codec.link import (
-    LinkStats,
-    load_link_codec,
-    release_link,
-    serve_link_metrics,
-    write_link_report,
-)
+from stream.paths.codec import link
 from stream.security import ClientSecurity
 from stream.sources import interrupt_on_signals
 from stream.wire import data_message, encode
@@ -43,27 +36,17 @@ _BLOCK_MS = 20.0  # capture block: 320 samples
 
 
 @dataclass(frozen=True, kw_only=True)
-class TxConfig:
-    """``input``: ``"mic"`` or an audio file; ``device``: sound device (index or name part);
-    ``device_latency``: PortAudio's ``"high"`` (safe from overruns) or ``"low"`` (less delay);
-    ``start_at``: Unix time to start capturing (many senders started together);
-    ``security``: CURVE keys of the link (:mod:`stream.security`); ``metrics_addr``: where
-    ``/metrics`` listens when ``metrics_port`` is set."""
+class TxConfig(link.LinkEndConfig):
+    """The sending end (:class:`~stream.paths.codec.link.LinkEndConfig` for the fields both
+    ends share): ``input``: ``"mic"`` or an audio file; ``connect``: the receiver's address;
+    ``kbps``: the codec's operating point; ``start_at``: Unix time to start capturing (many
+    senders started together); ``hwm``: packets ZeroMQ queues towards the receiver;
+    ``security``: CURVE keys of the link (:mod:`stream.security`)."""
 
     input: str
     connect: str
-    stream: str = "mic"
-    codec: str = "wideband"
     kbps: float = 16.0
-    backend: str = "auto"
-    device: str | None = None
-    device_latency: Literal["high", "low"] = "high"
-    seconds: float | None = None
     start_at: float | None = None
-    cache_dir: Path | None = None
-    metrics_port: int | None = None
-    metrics_addr: str = "127.0.0.1"
-    report: Path | None = None
     hwm: int = 64
     security: ClientSecurity | None = None
 
@@ -78,8 +61,8 @@ def _open_source(cfg: TxConfig, block: int) -> FrameSource:
 def run_codec_tx(cfg: TxConfig, *, codec: Codec | None = None) -> int:
     """Capture, encode and send until the input ends, ``seconds`` pass or SIGINT/SIGTERM."""
     own = codec is None
-    codec = codec or load_link_codec(cfg.codec, cfg.backend, cfg.cache_dir)
-    stats, lock = LinkStats("tx"), threading.Lock()
+    codec = codec or link.load_link_codec(cfg.codec, cfg.backend, cfg.cache_dir)
+    stats, lock = link.LinkStats("tx"), threading.Lock()
     stats.ready()
     ctx = zmq.Context()
     sock = ctx.socket(zmq.PUSH)
@@ -88,18 +71,18 @@ def run_codec_tx(cfg: TxConfig, *, codec: Codec | None = None) -> int:
     if cfg.security is not None:
         cfg.security.apply(sock)
     sock.connect(cfg.connect)
-    server = serve_link_metrics(stats, lock, cfg.metrics_port, cfg.metrics_addr)
+    server = link.serve_link_metrics(stats, lock, cfg.metrics_port, cfg.metrics_addr)
     try:
         _tx_loop(cfg, codec, sock, stats, lock)
     finally:
-        release_link(sock, server, codec if own else None)
+        link.release_link(sock, server, codec if own else None)
     report = stats.snapshot()
     log.info("codec-tx: %s", json.dumps(report))
-    write_link_report(cfg.report, report)
+    link.write_link_report(cfg.report, report)
     return 0
 
 
-def _tx_loop(cfg: TxConfig, codec: Codec, sock: zmq.Socket[Any], stats: LinkStats,
+def _tx_loop(cfg: TxConfig, codec: Codec, sock: zmq.Socket[Any], stats: link.LinkStats,
              lock: threading.Lock) -> None:
     c = codec.config
     block = round(_BLOCK_MS * CODEC_FS / 1000)
