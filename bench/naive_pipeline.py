@@ -43,7 +43,7 @@ def naive_main(
 
     from engines.errors import InputContractError
     from engines.roi.detector import RoiDetector
-    from engines.roi.specs import ROI_SPECS
+    from engines.roi.specs import ROI_SPECS, detector_config
 
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
@@ -57,7 +57,7 @@ def naive_main(
         if weights is not None:
             spec = dataclasses.replace(spec, weights=str(Path(weights).resolve()))
         module = spec.load()
-        detector = RoiDetector()
+        detector = RoiDetector(detector_config(model))
         pull.bind(ingest)
         pub.bind(publish)
         with torch.inference_mode():  # warm up like the service does

@@ -2,6 +2,7 @@
 sockets and processes, side by side with a naive one-process pipeline. Prints JSON.
 
     python -m bench.pipeline --streams 10 --rate 100 --seconds 30 --json runs/pipeline.json
+    python -m bench.pipeline --skip-naive --compare-model resnet_unet   # today's read-out beside
 
 For each pipeline (the :class:`~stream.service.Service`, then :mod:`bench.naive_pipeline`):
 
@@ -21,7 +22,10 @@ the CPU time each stage process used per message (Linux ``/proc``) and the engin
 Defaults are the 2-core target: two engine workers of one intra-op thread each, the service's
 own door (1,024 messages, ``drop-oldest``, the spectral deadline), batches of up to 32 rows or
 2 ms.
-Ratios are naive / service for latencies and service / naive for delivered. Finally
+Ratios are naive / service for latencies and service / naive for delivered. With
+``--compare-model`` the service is run again with that model in the same run (same machine,
+same load), and the CPU cost per spectrum of each model's read-out is measured in-process
+(``readout_cost_ms_per_spectrum``; a peak-head model with and without its joint fit). Finally
 ``scipy.signal.find_peaks_cwt`` throughput on the same 512-sample spectra (one core), the
 classical method the ROI model replaces.
 
@@ -255,6 +259,41 @@ def cwt_throughput(n: int = 100, seed: int = 2) -> dict[str, Any]:
             "widths": "1..31", "spectra": n}
 
 
+def readout_cost(models: list[str], n: int = 300, seed: int = 3) -> dict[str, Any]:
+    """CPU ms per 512-sample spectrum of each model's read-out (the detector's ``finish``,
+    after the engine), one spectrum at a time as a worker finishes them; for a peak-head model
+    also without its joint fit. Untrained weights where the shipped ones are missing."""
+    import dataclasses
+
+    import torch
+
+    from devices.spectra_sim import SpectrumSimConfig, simulate
+    from engines.roi.detector import RoiDetector
+    from engines.roi.specs import ROI_SPECS, detector_config
+
+    spectra = simulate(n, config=SpectrumSimConfig(), rng=np.random.default_rng(seed)).spectra
+    out: dict[str, Any] = {}
+    for model in models:
+        spec = ROI_SPECS[model]
+        net = spec.load() if spec.weights_path.is_file() else spec.build().eval()
+        cfg = detector_config(model)
+        variants = {"readout": cfg}
+        if spec.extra.get("output") == "peak_heads":
+            variants["heads_only"] = dataclasses.replace(cfg, peak_fit=None)
+        prepared = [RoiDetector(cfg).prepare(x) for x in spectra]
+        with torch.inference_mode():
+            outputs = [net(torch.from_numpy(w)).numpy() for w, _ in prepared]
+        costs = {}
+        for label, c in variants.items():
+            det = RoiDetector(c)
+            t0 = time.process_time()
+            for x, (_, plan), z in zip(spectra, prepared, outputs, strict=True):
+                det.finish(x, z, plan)
+            costs[f"{label}_cpu_ms"] = round(1e3 * (time.process_time() - t0) / n, 3)
+        out[model] = costs
+    return out
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a is not None and b else None
 
@@ -266,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--drain", type=float, default=10.0,
                         help="s to wait for answers after the source ends")
-    parser.add_argument("--model", default="resnet_unet")
+    parser.add_argument("--model", default="peaks_mixed")
     parser.add_argument("--weights", default=None)
     add_service_options(
         parser, workers=2, workers_help="engine workers (2: one per core of the 2-core target)",
@@ -274,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per worker")
     parser.add_argument("--queue-policy", default="drop-oldest")
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--compare-model", default=None,
+                        help="also run the service with this model, side by side in this run")
     args = parser.parse_args(argv)
 
     with spectral_run(args, prefix="bench-pipeline-") as run:
@@ -287,6 +328,14 @@ def main(argv: list[str] | None = None) -> int:
             "queue_policy": args.queue_policy, **run.machine_at_start(),
         }
         result["service"] = run_service(args, run.weights, run.mp)
+        if args.compare_model:
+            other = argparse.Namespace(**{**vars(args), "model": args.compare_model,
+                                          "weights": None})
+            weights, note = roi_weights(other, run.tmp)
+            result["compare"] = {"model": args.compare_model, "weights": note,
+                                 "service": run_service(other, weights, run.mp)}
+        result["readout_cost_ms_per_spectrum"] = readout_cost(
+            [args.model] + ([args.compare_model] if args.compare_model else []))
         if not args.skip_naive:
             result["naive"] = run_naive(args, run.weights, run.mp)
             s, n = result["service"], result["naive"]

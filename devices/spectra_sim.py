@@ -55,7 +55,7 @@ from typing import Literal
 import numpy as np
 from scipy.interpolate import CubicSpline
 
-__all__ = ["PEAK_DTYPE", "SpectrumBatch", "SpectrumSimConfig", "simulate"]
+__all__ = ["PEAK_DTYPE", "SpectrumBatch", "SpectrumSimConfig", "peak_profiles", "simulate"]
 
 PEAK_DTYPE = np.dtype(
     [
@@ -172,8 +172,9 @@ def _half_support(shape: str, level: float) -> float:
     return lo
 
 
-def _profiles(shape: str, level: float, widths: np.ndarray, w_max: int) -> np.ndarray:
-    """(P, w_max) unit-height profiles over each support; zero past ``widths``."""
+def peak_profiles(shape: str, level: float, widths: np.ndarray, w_max: int) -> np.ndarray:
+    """(P, w_max) unit-height profiles of ``shape`` over supports of ``widths`` samples (a
+    non-Hann support is where the profile exceeds ``level``); zero past each width."""
     j = np.arange(w_max, dtype=np.float64)[None, :]
     w = widths.astype(np.float64)[:, None]
     inside = j < w
@@ -250,7 +251,7 @@ def simulate(
     heights = top[owner] * rel
 
     w_max = int(widths.max()) if total else 1
-    prof = _profiles(cfg.shape, cfg.support_level, widths, w_max)  # (P, w_max)
+    prof = peak_profiles(cfg.shape, cfg.support_level, widths, w_max)  # (P, w_max)
     cols = starts[:, None] + np.arange(w_max)[None, :]
     valid = prof > 0.0
     flat = (owner[:, None] * length + np.minimum(cols, length - 1))[valid]

@@ -37,6 +37,7 @@ from typing import TextIO
 
 import numpy as np
 
+from stream.paths.spectral.stages import DEFAULT_MODEL
 from stream.results import ResultsClient
 from stream.sources import interrupt_on_signals
 from stream.wire import ERROR_KIND, Message
@@ -343,7 +344,7 @@ def run_demo(
     cache_dir: Path | None = None,
     *,
     runs_dir: Path | None = None,
-    model: str = "resnet_unet",
+    model: str = DEFAULT_MODEL,
     weights: Path | None = None,
     instruments: int = 3,
     sim_rate_hz: float = 20.0,

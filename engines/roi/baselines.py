@@ -11,6 +11,10 @@ sub-sample estimator):
   with a prominence of ``prominence_sigma`` noise sigmas and a FWHM of at least
   ``min_fwhm_samples``; each peak's ROI is its width at ``rel_height`` of its prominence
   (``scipy.signal.peak_widths``), overlapping ROIs merged.
+- :class:`FindPeaksFit`: the classical multi-peak fit, :class:`ArplsFindPeaks`' peaks as the
+  starting points of a joint Levenberg-Marquardt fit of pseudo-Voigt peaks plus a spline
+  background on the raw spectrum (:func:`engines.roi.peak_fit.fit_peaks`, the fit the neural
+  read-out uses too, so the two differ only in where the fit starts).
 - :class:`CwtFindPeaks`: ``scipy.signal.find_peaks_cwt`` (Ricker wavelets of widths
   ``widths``, ridge lines with ``min_snr``) on the raw spectrum, which needs no baseline
   removal; each apex is moved to the highest sample within 2 samples, apexes with a prominence
@@ -39,6 +43,7 @@ import numpy as np
 from scipy.signal import find_peaks, find_peaks_cwt, peak_prominences, peak_widths
 
 from engines.roi.metrics import peak_summary, roi_loss, score_peaks
+from engines.roi.peak_fit import FitShape, PeakFitConfig, fit_peaks
 from engines.roi.peaks import (
     estimate_noise_sigma,
     intervals_to_mask,
@@ -50,6 +55,7 @@ from engines.roi.peaks import (
 __all__ = [
     "ArplsFindPeaks",
     "CwtFindPeaks",
+    "FindPeaksFit",
     "tune_arpls_find_peaks",
     "tune_find_peaks_cwt",
 ]
@@ -118,6 +124,32 @@ class ArplsFindPeaks:
 
     def params(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FindPeaksFit:
+    """``find`` (tuned arPLS + ``find_peaks``) refined by a joint fit; (L,) -> (intervals,
+    peaks), the peaks with the fit's fields (:data:`engines.roi.peak_fit.FIT_PEAK_DTYPE`)."""
+
+    find: ArplsFindPeaks
+    shape: FitShape = "pvoigt"
+    iterations: int = 8
+
+    name = "find_peaks_fit"
+
+    def __call__(self, spectrum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(spectrum, dtype=np.float64)
+        iv, found = self.find(x)
+        if x.size < 16:  # too short for a peak and a background spline
+            return iv, found
+        starts = np.zeros(found.size, [("index", np.float64), ("width", np.float64)])
+        starts["index"] = found["index"]
+        starts["width"] = np.maximum(2.0 * found["width"] - 1.0, 1.0)  # FWHM -> support
+        fit = PeakFitConfig(shape=self.shape, iterations=self.iterations)
+        return iv, fit_peaks(x[None, :], [starts], fit)[0]
+
+    def params(self) -> dict[str, Any]:
+        return {"find": self.find.params(), "shape": self.shape, "iterations": self.iterations}
 
 
 @dataclass(frozen=True, kw_only=True)

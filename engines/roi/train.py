@@ -22,6 +22,11 @@ Protocol and where it departs from the paper:
   step decay halves the lr at 50 %, 75 % and 90 % of the steps (the three halvings a plateau
   scheduler would make), reaching lr/8 for the last 10 % and stopping at the end. Deterministic
   and with a known wall time.
+- Peak-head models (``peaks``, ``peaks_mixed``; :mod:`engines.roi.peak_heads`): the same
+  stream, schedule and stop rule, the heads' loss (:func:`engines.roi.peak_heads.peak_loss`),
+  lr 1e-3 and 6000 steps (:data:`HEADS_STEPS`). ``peaks`` sees the paper's protocol;
+  ``peaks_mixed`` sees :data:`MIXED_TRAINING` every step. Validation adds peak P/R/F1 of the
+  heads' read-out (:func:`engines.roi.peak_heads.decode_peaks`, +-2 samples).
 - Determinism: ``torch.manual_seed(seed)``, numpy generators seeded as above, 1 torch thread by
   default (also lets two runs share two cores). Same seed, steps, batch and threads ->
   the same weights on the same machine and torch build.
@@ -39,13 +44,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from devices.spectra_sim import SpectrumSimConfig, simulate
+from devices.spectra_sim import SpectrumBatch, SpectrumSimConfig, simulate
 from engines import training
+from engines.roi.metrics import score_peaks
+from engines.roi.peak_heads import decode_peaks, peak_loss, peak_targets
 from engines.roi.specs import ROI_LENGTH, ROI_SPECS, WEIGHTS_DIR
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_STEPS",
+    "HEADS_STEPS",
+    "MIXED_TRAINING",
     "ROI_TEST_SEED",
     "roi_data_rng",
     "train_roi",
@@ -57,6 +66,28 @@ DEFAULT_LR = 5e-4
 ROI_TEST_SEED = 20_260_001  # fixed: the evaluation test set; never drawn by training
 _STREAM_TAG = {"train": 1, "validation": 2, "test": 3}
 _DECAY_AT = (0.5, 0.75, 0.9)  # fractions of the run where the lr halves (-> lr/8)
+HEADS_STEPS = 6000
+HEADS_LR = 1e-3
+
+
+def _mixed(shape: str, **changes: object) -> SpectrumSimConfig:
+    return SpectrumSimConfig(length=ROI_LENGTH, shape=shape, width=(3, 61), **changes)  # type: ignore[arg-type]
+
+
+#: The training mix of ``peaks_mixed``, (spectra per batch of 64, simulator) — every shape of the
+#: out-of-distribution set, supports 3-61 samples, chance and forced overlaps, 0-2 cosmic-ray
+#: spikes (never peaks), and sparse spectra down to none at all (no false peaks on bare
+#: background).
+MIXED_TRAINING: tuple[tuple[int, SpectrumSimConfig], ...] = (
+    (8, _mixed("hann", spikes=(0, 2))),
+    (8, _mixed("gauss", spikes=(0, 2))),
+    (8, _mixed("lorentz", spikes=(0, 2))),
+    (8, _mixed("voigt", spikes=(0, 2))),
+    (8, _mixed("hann", overlap="force")),
+    (8, _mixed("gauss", overlap="force")),
+    (8, _mixed("voigt", overlap="force")),
+    (8, _mixed("lorentz", n_peaks=(0, 4), spikes=(0, 2))),
+)
 
 
 def roi_data_rng(
@@ -68,54 +99,140 @@ def roi_data_rng(
     return training.data_rng(ROI_TEST_SEED if purpose == "test" else seed, _STREAM_TAG[purpose])
 
 
-def _batch(
-    n: int, config: SpectrumSimConfig, rng: np.random.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    b = simulate(n, config=config, rng=rng)
-    x = torch.from_numpy(b.spectra).unsqueeze(1)
-    y = torch.from_numpy(b.roi.astype(np.float32)).unsqueeze(1)
-    return x, y
+class _Segmenter:
+    """A per-sample ROI segmenter: BCE on the ROI mask (paper §1)."""
+
+    loss_name = "BCEWithLogits"
+    train_key = "train_bce_ema"
+    simulator = "devices.spectra_sim.SpectrumSimConfig() defaults (length 512)"
+
+    def __init__(self, val_size: int, seed: int) -> None:
+        self.config = SpectrumSimConfig(length=ROI_LENGTH)
+        self.val = self.batch(val_size, roi_data_rng("validation", seed))
+        self.loss_fn = nn.BCEWithLogitsLoss()
+
+    def batch(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        b = simulate(n, config=self.config, rng=rng)
+        x = torch.from_numpy(b.spectra).unsqueeze(1)
+        y = torch.from_numpy(b.roi.astype(np.float32)).unsqueeze(1)
+        return x, y
+
+    def loss(self, net: nn.Module, tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return self.loss_fn(net(tensors[0]), tensors[1])
+
+    @torch.no_grad()
+    def validate(self, net: nn.Module, chunk: int = 256) -> dict[str, float]:
+        """Mean BCE and mask error (fraction of samples where sigmoid>0.5 disagrees)."""
+        x, y = self.val
+        bce = 0.0
+        wrong = 0.0
+        with training.evaluating(net):
+            for i in range(0, x.shape[0], chunk):
+                logits = net(x[i : i + chunk])
+                t = y[i : i + chunk]
+                bce += float(nn.functional.binary_cross_entropy_with_logits(
+                    logits, t, reduction="sum"))
+                wrong += float(((logits > 0).float() != t).sum())
+        n = y.numel()
+        return {"val_bce": bce / n, "val_mask_error": wrong / n}
 
 
-@torch.no_grad()
-def _validate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 256
-) -> dict[str, float]:
-    """Mean BCE and mask error (fraction of samples where sigmoid>0.5 disagrees with truth)."""
-    model.eval()
-    bce = 0.0
-    wrong = 0.0
-    for i in range(0, x.shape[0], chunk):
-        logits = model(x[i : i + chunk])
-        t = y[i : i + chunk]
-        bce += float(nn.functional.binary_cross_entropy_with_logits(logits, t, reduction="sum"))
-        wrong += float(((logits > 0).float() != t).sum())
-    model.train()
-    n = y.numel()
-    return {"bce": bce / n, "mask_error": wrong / n}
+class _PeakHeads:
+    """The peak-head models: the heads' loss; validation adds the read-out's peak scores."""
+
+    loss_name = "peak_heads (focal heatmap + L1 offset/log-width/height + ROI BCE)"
+    train_key = "train_loss_ema"
+
+    def __init__(self, model: str, val_size: int, seed: int) -> None:
+        self.mix = self.simulators(model, DEFAULT_BATCH_SIZE)
+        self.simulator = (
+            "engines.roi.train.MIXED_TRAINING" if model == "peaks_mixed"
+            else "devices.spectra_sim.SpectrumSimConfig() defaults (length 512)"
+        )
+        self.val_batch, self.val = self.simulate(
+            self.simulators(model, val_size), roi_data_rng("validation", seed))
+        self.model = model
+
+    @staticmethod
+    def simulators(model: str, n: int) -> tuple[tuple[int, SpectrumSimConfig], ...]:
+        """The simulators of ``model``'s batches of ``n`` spectra, with their counts."""
+        if model != "peaks_mixed":
+            return ((n, SpectrumSimConfig(length=ROI_LENGTH)),)
+        per = sum(k for k, _ in MIXED_TRAINING)
+        return tuple((max(1, round(k * n / per)), cfg) for k, cfg in MIXED_TRAINING)
+
+    @staticmethod
+    def simulate(
+        mix: tuple[tuple[int, SpectrumSimConfig], ...], rng: np.random.Generator
+    ) -> tuple[SpectrumBatch, tuple[torch.Tensor, ...]]:
+        parts = [simulate(k, config=cfg, rng=rng) for k, cfg in mix]
+        peaks = [t for p in parts for t in p.peaks]
+        roi = np.concatenate([p.roi for p in parts])
+        dense, regress, centres = peak_targets(peaks, roi)
+        x = torch.from_numpy(np.concatenate([p.spectra for p in parts])).unsqueeze(1)
+        tensors = (x, torch.from_numpy(dense), torch.from_numpy(regress),
+                   torch.from_numpy(centres))
+        batch = SpectrumBatch(
+            spectra=x[:, 0].numpy(), roi=roi, peaks=peaks,
+            snr_db=np.concatenate([p.snr_db for p in parts]),
+            noise_sigma=np.concatenate([p.noise_sigma for p in parts]),
+            spikes=[t for p in parts for t in p.spikes],
+        )
+        return batch, tensors
+
+    def batch(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        mix = self.mix if n == DEFAULT_BATCH_SIZE else self.simulators(self.model, n)
+        return self.simulate(mix, rng)[1]
+
+    def loss(self, net: nn.Module, tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return peak_loss(net(tensors[0]), *tensors[1:])[0]
+
+    @torch.no_grad()
+    def validate(self, net: nn.Module, chunk: int = 256) -> dict[str, float]:
+        x = self.val[0]
+        with training.evaluating(net):
+            out = torch.cat([net(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)])
+        loss, _ = peak_loss(out, *self.val[1:])
+        tables = [decode_peaks(o) for o in out.numpy()]
+        s = score_peaks(tables, self.val_batch.peaks)
+        tp, n_pred, n_true = int(s.tp.sum()), int(s.n_pred.sum()), int(s.n_true.sum())
+        precision, recall = tp / max(n_pred, 1), tp / max(n_true, 1)
+        f1 = 2 * precision * recall / max(precision + recall, 1e-12)
+        return {"val_loss": float(loss), "val_peak_precision": precision,
+                "val_peak_recall": recall, "val_peak_f1": f1}
+
+
+def _is_heads(model: str) -> bool:
+    return ROI_SPECS[model].extra.get("output") == "peak_heads"
 
 
 def train_roi(
     *,
     model: str,
     seed: int,
-    steps: int = DEFAULT_STEPS,
+    steps: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     out_dir: Path | None = None,
     progress: bool = True,
     threads: int = 1,
     val_size: int = 2048,
     val_every: int | None = None,
-    lr: float = DEFAULT_LR,
+    lr: float | None = None,
 ) -> dict[str, Any]:
     """Train ROI model ``model`` (a key of ``ROI_SPECS``) from scratch; save weights and card.
 
+    ``steps`` and ``lr`` default to the shipped run's (:data:`DEFAULT_STEPS` and 5e-4 for the
+    segmenters, :data:`HEADS_STEPS` and 1e-3 for the peak-head models).
     Writes ``<out_dir>/roi_<model>.pt`` (state_dict) and ``roi_<model>.json`` (card);
     ``out_dir`` defaults to the shipped weights folder. Returns the card (a dict).
     Blocking; runs on the calling thread with ``threads`` torch threads.
     """
     if model not in ROI_SPECS:
         raise ValueError(f"unknown ROI model {model!r}; choose from {sorted(ROI_SPECS)}")
+    heads = _is_heads(model)
+    default_steps = HEADS_STEPS if heads else DEFAULT_STEPS
+    steps = default_steps if steps is None else steps
+    lr = (HEADS_LR if heads else DEFAULT_LR) if lr is None else lr
     if steps < 1 or batch_size < 1:
         raise ValueError("steps and batch_size must be positive")
     spec = ROI_SPECS[model]
@@ -124,16 +241,15 @@ def train_roi(
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    config = SpectrumSimConfig(length=ROI_LENGTH)
+    recipe: _Segmenter | _PeakHeads = (
+        _PeakHeads(model, val_size, seed) if heads else _Segmenter(val_size, seed))
     train_rng = roi_data_rng("train", seed)
-    x_val, y_val = _batch(val_size, config, roi_data_rng("validation", seed))
 
     net = spec.build()
     net.train()
     optimiser = torch.optim.Adam(net.parameters(), lr=lr)
     milestones = sorted({max(1, math.floor(f * steps)) for f in _DECAY_AT})
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones=milestones, gamma=0.5)
-    loss_fn = nn.BCEWithLogitsLoss()
     val_every = val_every or max(1, steps // 10)
 
     history: list[dict[str, float]] = []
@@ -141,22 +257,21 @@ def train_roi(
     bar = training.progress_bar(steps, f"roi_{model}", enabled=progress)
     running = float("nan")
     for step in bar:
-        x, y = _batch(batch_size, config, train_rng)
-        loss = loss_fn(net(x), y)
+        loss = recipe.loss(net, recipe.batch(batch_size, train_rng))
         running = training.ema(running, training.optimiser_step(loss, optimiser, scheduler))
         if step % val_every == 0 or step == steps:
-            metrics = _validate(net, x_val, y_val)
+            metrics = recipe.validate(net)
             history.append(
                 {
                     "step": step,
-                    "train_bce_ema": running,
-                    "val_bce": metrics["bce"],
-                    "val_mask_error": metrics["mask_error"],
+                    recipe.train_key: running,
+                    **metrics,
                     "lr": optimiser.param_groups[0]["lr"],
                     "elapsed_s": time.perf_counter() - t0,
                 }
             )
-            bar.set_postfix(loss=f"{running:.4f}", val=f"{metrics['bce']:.4f}")
+            first = next(iter(metrics.values()))
+            bar.set_postfix(loss=f"{running:.4f}", val=f"{first:.4f}")
             if not progress or not sys.stderr.isatty():
                 training.log_line(bar, history[-1])
         elif progress and step % 50 == 0:
@@ -168,9 +283,8 @@ def train_roi(
     weights_path = out / spec.weights
     training.save_weights(net, weights_path)
 
-    final = history[-1]
     command = f"sigstream train roi --model {model} --seed {seed}"
-    if steps != DEFAULT_STEPS:
+    if steps != default_steps:
         command += f" --steps {steps}"
     card: dict[str, Any] = {
         "model": model,
@@ -180,7 +294,7 @@ def train_roi(
         "batch_size": batch_size,
         "lr": lr,
         "lr_schedule": f"x0.5 at steps {milestones} (lr/8 at the end)",
-        "loss": "BCEWithLogits",
+        "loss": recipe.loss_name,
         "optimizer": "Adam",
         "training_spectra_seen": steps * batch_size,
         "training_spectra_note": "simulated on the fly, all distinct (paper: 120k fixed)",
@@ -189,10 +303,9 @@ def train_roi(
             "validation": [seed, _STREAM_TAG["validation"]],
             "test": [ROI_TEST_SEED, _STREAM_TAG["test"]],
         },
-        "simulator": "devices.spectra_sim.SpectrumSimConfig() defaults (length 512)",
+        "simulator": recipe.simulator,
         "val_size": val_size,
-        "final_val_bce": final["val_bce"],
-        "final_val_mask_error": final["val_mask_error"],
+        **{f"final_{k}": v for k, v in history[-1].items() if k.startswith("val_")},
         "history": history,
         "wall_s": wall,
         "step_s": wall / steps,

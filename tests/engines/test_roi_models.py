@@ -1,4 +1,5 @@
-"""Tests of the four 1D ROI segmenters and their specs (no real training)."""
+"""Tests of the four 1D ROI segmenters, the two peak-head models and their specs (no real
+training)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,22 @@ import torch
 
 from devices.spectra_sim import SpectrumSimConfig, simulate
 from engines.roi.blocks import count_parameters
-from engines.roi.specs import ROI_LENGTH, ROI_SPECS
+from engines.roi.peak_heads import N_HEADS
+from engines.roi.specs import ROI_LENGTH, ROI_SPECS, detector_config
 
 KEYS = ["cnn", "resnet", "unet", "resnet_unet"]
+PEAK_KEYS = ["peaks", "peaks_mixed"]
 
 
-def test_specs_cover_the_four_models() -> None:
-    assert sorted(ROI_SPECS) == sorted(KEYS)
+def test_specs_cover_the_models() -> None:
+    assert sorted(ROI_SPECS) == sorted(KEYS + PEAK_KEYS)
     for key, spec in ROI_SPECS.items():
         assert spec.weights == f"roi_{key}.pt"
-        assert spec.input_shape == (1, ROI_LENGTH) == spec.output_shape
+        assert spec.input_shape == (1, ROI_LENGTH)
+        assert spec.output_shape == ((N_HEADS if key in PEAK_KEYS else 1), ROI_LENGTH)
         assert spec.card_path.name == f"roi_{key}.json"
+    assert detector_config("peaks").peak_fit == "hann"
+    assert detector_config("peaks_mixed").peak_fit == "pvoigt"
 
 
 @pytest.mark.parametrize("key", KEYS)
@@ -77,3 +83,22 @@ def test_training_is_reproducible_from_its_seed(tmp_path: Path) -> None:
     assert a.keys() == b.keys() == c.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.parametrize("key", PEAK_KEYS)
+def test_peak_heads_training_is_reproducible_and_validated(key: str, tmp_path: Path) -> None:
+    """`sigstream train roi --model peaks|peaks_mixed`: same seed, same weights; the card
+    records the heads' validation peak scores."""
+    from engines.roi.train import train_roi
+
+    cards, weights = [], []
+    for folder in ("a", "b"):
+        out = tmp_path / folder
+        cards.append(train_roi(model=key, seed=0, steps=3, batch_size=8, out_dir=out,
+                               progress=False, val_size=16))
+        weights.append(torch.load(out / f"roi_{key}.pt", weights_only=True))
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    card = cards[0]
+    assert 0.0 <= card["final_val_peak_f1"] <= 1.0
+    assert card["steps"] == 3 and card["command"].endswith("--steps 3")
+    assert ROI_SPECS[key].build().load_state_dict(weights[0]) is not None

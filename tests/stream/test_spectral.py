@@ -182,3 +182,42 @@ def test_load_worker_unknown_model() -> None:
         SpectralPath(model="nope").load_worker(
             backend="eager", max_batch=4, cache_dir=None, threads=1
         )
+
+
+def test_served_peak_model_reads_peaks_with_the_fit() -> None:
+    """The default model (peak heads + joint fit) with its shipped weights: overlapping peaks
+    found where they are, measured in the spectrum's units, with uncertainties and overlap."""
+    pytest.importorskip("torch")
+    from engines.roi.specs import ROI_SPECS
+
+    path = SpectralPath()
+    if not ROI_SPECS[path.model].weights_path.is_file():
+        pytest.skip(f"no shipped weights for {path.model}")
+    x = np.arange(512, dtype=np.float64)
+    y = 10.0 + 0.01 * x
+    for centre, fwhm, height in ((150.0, 8.0, 40.0), (161.0, 8.0, 25.0), (380.0, 5.0, 30.0)):
+        y += height * np.exp(-4 * np.log(2) * ((x - centre) / fwhm) ** 2)
+    y += np.random.default_rng(0).normal(0.0, 0.3, 512)
+    worker = path.load_worker(backend="eager", max_batch=4, cache_dir=None, threads=1)
+    try:
+        msg = spectrum_msg(y.astype(np.float32))
+        rows, plan = worker.prepare(msg)
+        body = worker.finish(msg, worker.run(rows), plan)
+    finally:
+        worker.close()
+    peaks = body["peaks"]
+    assert [p["index"] for p in peaks] == pytest.approx([150, 161, 380], abs=1.0)
+    assert [p["height"] for p in peaks] == pytest.approx([40, 25, 30], rel=0.15)
+    assert [p["overlaps"] for p in peaks] == [True, True, False]
+    assert all(0 < p["index_sd"] < 1 and 0 < p["height_sd"] < 5 for p in peaks)
+
+
+def test_peak_fit_setting_is_checked() -> None:
+    from stream.errors import ConfigError
+    from stream.paths.spectral.commands import SpectralSettings
+
+    assert SpectralSettings().peak_fit == "model"
+    with pytest.raises(ConfigError, match="peak_fit"):
+        SpectralSettings(peak_fit="gauss")
+    with pytest.raises(ValueError, match="peak_fit"):
+        SpectralPath(peak_fit="gauss")

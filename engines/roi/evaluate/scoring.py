@@ -22,7 +22,9 @@ from engines.roi.metrics import (
     roi_loss,
     score_peaks,
 )
+from engines.roi.peak_heads import N_HEADS
 from engines.roi.peaks import intervals_to_mask, mask_to_intervals
+from engines.roi.windowing import WindowPlan
 
 __all__ = [
     "DetectorRun",
@@ -30,6 +32,7 @@ __all__ = [
     "by_band",
     "false_peaks",
     "mean_or_none",
+    "rerun_heads",
     "rerun_post",
     "resolvable_fraction",
     "run_baseline",
@@ -42,20 +45,46 @@ __all__ = [
 
 @dataclass
 class DetectorRun:
-    """Outputs of one detector on one set."""
+    """Outputs of one detector on one set. ``outputs``: per spectrum, the model's raw window
+    outputs, kept for the peak-head models so their read-out can be re-run without a second
+    inference."""
 
     intervals: list[np.ndarray]
     tables: list[np.ndarray]
     logits: list[np.ndarray] | None
     seconds: float
+    outputs: list[np.ndarray] | None = None
 
 
 def _infer(module: torch.nn.Module, windows: np.ndarray, batch: int) -> np.ndarray:
-    out = np.empty_like(windows)
+    parts = []
     with torch.inference_mode():
         for i in range(0, windows.shape[0], batch):
-            out[i : i + batch] = module(torch.from_numpy(windows[i : i + batch])).numpy()
-    return out
+            parts.append(module(torch.from_numpy(windows[i : i + batch])).numpy())
+    if not parts:
+        return np.zeros((0, 1, windows.shape[-1]), np.float32)
+    return np.concatenate(parts)
+
+
+def _read(
+    detector: RoiDetector,
+    data: EvalData,
+    outputs: list[np.ndarray],
+    plans: list[WindowPlan] | None = None,
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """``(logits, intervals, tables)`` of every spectrum from its window outputs: ROI logits,
+    or peak heads (whose channel 0 is the ROI logit)."""
+    if plans is None:
+        plans = [detector.windows(x)[1] for x in data.spectra]
+    logits, intervals, tables = [], [], []
+    for x, z, plan in zip(data.spectra, outputs, plans, strict=True):
+        sample_logits = detector.logits(z[:, :1], plan)
+        iv = detector.intervals(sample_logits)
+        logits.append(sample_logits)
+        intervals.append(iv)
+        heads = z.shape[1] == N_HEADS
+        tables.append(detector.head_peaks(x, z, plan) if heads else detector.peaks(x, iv))
+    return logits, intervals, tables
 
 
 def run_model(
@@ -65,16 +94,18 @@ def run_model(
     prepared = [detector.prepare(x) for x in data.spectra]
     counts = [w.shape[0] for w, _ in prepared]
     windows = np.concatenate([w for w, _ in prepared]) if prepared else np.zeros((0, 1, 512))
-    out = _infer(module, windows.astype(np.float32), batch)
-    bounds = np.cumsum(counts)[:-1]
-    logits, intervals, tables = [], [], []
-    for x, (_, plan), z in zip(data.spectra, prepared, np.split(out, bounds), strict=True):
-        sample_logits = detector.logits(z, plan)
-        iv = detector.intervals(sample_logits)
-        logits.append(sample_logits)
-        intervals.append(iv)
-        tables.append(detector.peaks(x, iv))
-    return DetectorRun(intervals, tables, logits, time.perf_counter() - t0)
+    out = np.split(_infer(module, windows.astype(np.float32), batch), np.cumsum(counts)[:-1])
+    logits, intervals, tables = _read(detector, data, out, [plan for _, plan in prepared])
+    keep = out if out and out[0].shape[1] == N_HEADS else None
+    return DetectorRun(intervals, tables, logits, time.perf_counter() - t0, keep)
+
+
+def rerun_heads(detector: RoiDetector, data: EvalData, run: DetectorRun) -> DetectorRun:
+    """Same peak-head outputs, another read-out (no second inference)."""
+    assert run.outputs is not None
+    t0 = time.perf_counter()
+    logits, intervals, tables = _read(detector, data, run.outputs)
+    return DetectorRun(intervals, tables, logits, time.perf_counter() - t0, run.outputs)
 
 
 def rerun_post(detector: RoiDetector, data: EvalData, run: DetectorRun) -> DetectorRun:

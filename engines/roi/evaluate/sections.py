@@ -17,7 +17,7 @@ import torch
 from devices.spectra_sim import SpectrumSimConfig
 from engines.errors import WeightsError
 from engines.report import json_number, jsonable
-from engines.roi.baselines import tune_arpls_find_peaks, tune_find_peaks_cwt
+from engines.roi.baselines import FindPeaksFit, tune_arpls_find_peaks, tune_find_peaks_cwt
 from engines.roi.detector import RoiDetector, RoiDetectorConfig
 from engines.roi.evaluate.protocol import (
     CHUNK_SPECTRA,
@@ -35,6 +35,7 @@ from engines.roi.evaluate.scoring import (
     by_band,
     false_peaks,
     mean_or_none,
+    rerun_heads,
     rerun_post,
     resolvable_fraction,
     run_baseline,
@@ -44,6 +45,7 @@ from engines.roi.evaluate.scoring import (
     summary,
 )
 from engines.roi.metrics import BAND_NAMES, roi_loss, snr_band_edges, snr_bands
+from engines.roi.specs import detector_config
 
 __all__ = [
     "EvalSets",
@@ -270,7 +272,6 @@ def model_entries(
     test, test_band, base_sel = sets.test, sets.test_band, sets.base_sel
     peak_free, pf_band = sets.peak_free, sets.pf_band
     n_test = len(test)
-    detector = RoiDetector(det_cfg)
     entries: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     out = ModelRuns(modules={}, runs={})
@@ -290,6 +291,7 @@ def model_entries(
             continue
         out.modules[name] = module
         log_progress(progress, f"{name}: {n_test} test spectra")
+        detector = RoiDetector(detector_config(name, det_cfg))
         run = run_model(module, detector, test, batch)
         scored = score(test, run)
         raw_mask = [z > det_cfg.threshold_logit for z in run.logits or []]
@@ -314,6 +316,8 @@ def model_entries(
         entry["false_peaks_per_peak_free_spectrum"] = entry["peak_free"]["overall"][
             "false_peaks_per_spectrum"
         ]
+        if run.outputs is not None:
+            entry["heads_only"] = _heads_only(detector, sets, run, pf_run)
         entry["budget"] = _model_budget(spec)
         entry["seconds"] = {
             "test": run.seconds,
@@ -323,6 +327,38 @@ def model_entries(
         entries[name] = entry
         timing[f"model_{name}"] = run.seconds + pf_run.seconds
     return entries, skipped, out
+
+
+def _heads_only(
+    detector: RoiDetector, sets: EvalSets, run: DetectorRun, pf_run: DetectorRun
+) -> dict[str, Any]:
+    """A peak-head model's outputs read without the joint fit (no second inference), and what
+    the read-out costs per spectrum with and without it (first 1,000 test spectra)."""
+    test, test_band, base_sel = sets.test, sets.test_band, sets.base_sel
+    plain = RoiDetector(replace(detector.config, peak_fit=None))
+    scored = score(test, rerun_heads(plain, test, run))
+    n = min(len(test), 1000)
+    first = test.take(np.arange(n))
+    part = DetectorRun(run.intervals[:n], run.tables[:n], None, 0.0, (run.outputs or [])[:n])
+    cost = {
+        label: 1e3 * rerun_heads(d, first, part).seconds / max(n, 1)
+        for label, d in (("heads_and_fit", detector), ("heads_only", plain))
+    }
+    return {
+        "note": "the same outputs, peaks from the heads alone (no joint fit)",
+        **summary(scored),
+        "by_snr": by_band(scored, test_band),
+        "baseline_subset": {
+            "by_snr": {
+                bn: summary(scored, base_sel & (test_band == b))
+                for b, bn in enumerate(BAND_NAMES)
+            },
+        },
+        "false_peaks_per_peak_free_spectrum": false_peaks(
+            rerun_heads(plain, sets.peak_free, pf_run).tables, sets.pf_band
+        )["overall"]["false_peaks_per_spectrum"],
+        "readout_ms_per_spectrum": cost,
+    }
 
 
 def ablation_section(
@@ -368,8 +404,10 @@ def baseline_entries(
     timing["baseline_tuning"] = time.perf_counter() - t0
     test_base = sets.test.take(np.flatnonzero(sets.base_sel))
     base_band = sets.test_band[sets.base_sel]
+    fit_log = {"note": "not tuned: the tuned arpls_find_peaks peaks start the fit", "trials": []}
     baselines: dict[str, Any] = {
         "arpls_find_peaks": (arpls, arpls_log),
+        "find_peaks_fit": (FindPeaksFit(find=arpls), fit_log),
         "find_peaks_cwt": (cwt, cwt_log),
     }
     entries: dict[str, Any] = {}
@@ -414,7 +452,6 @@ def ood_section(
     """Every model and baseline on the out-of-distribution groups (the baselines keep their
     paper-protocol tuning)."""
     ood, ood_band, groups = sets.ood, sets.ood_band, sets.groups
-    detector = RoiDetector(det_cfg)
     ood_report: dict[str, Any] = {
         "groups": {name: jsonable(asdict(g)) for name, g in groups},
         "strategy": det_cfg.strategy,
@@ -424,6 +461,7 @@ def ood_section(
     for name in [*modules, *base_dets]:
         log_progress(progress, f"{name}: {len(ood)} out-of-distribution spectra")
         if name in modules:
+            detector = RoiDetector(detector_config(name, det_cfg))
             run = run_model(modules[name], detector, ood, batch)
         else:
             run = run_baseline(base_dets[name], ood)
@@ -489,7 +527,7 @@ def windowing_report(
         res: dict[str, Any] = {}
         for label, cfg in chosen:
             log_progress(progress, f"{name}: windowing variant {label}")
-            run = run_model(module, RoiDetector(cfg), data, batch)
+            run = run_model(module, RoiDetector(detector_config(name, cfg)), data, batch)
             s = score(data, run)
             res[label] = {
                 "config": {

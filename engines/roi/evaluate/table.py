@@ -4,11 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from engines.roi.evaluate.real_spectra import format_real
+
 __all__ = ["format_table"]
 
 
 def _fmt(v: Any, spec: str) -> str:
     return "—" if v is None else format(v, spec)
+
+
+def _row(name: str, m: dict[str, Any]) -> str:
+    b = m["by_snr"]
+    return (
+        f"{name:<18}{_fmt(m['roi_loss'], '.4f'):>9}{_fmt(m['roi_loss_unforgiven'], '.4f'):>9}"
+        f"{_fmt(m.get('bce'), '.4f'):>8}{_fmt(m['peak_precision'], '.3f'):>7}"
+        f"{_fmt(m['peak_recall'], '.3f'):>7}{_fmt(m['peak_f1'], '.3f'):>7}"
+        f"{_fmt(b['low']['peak_f1'], '.3f'):>8}{_fmt(b['mid']['peak_f1'], '.3f'):>8}"
+        f"{_fmt(b['high']['peak_f1'], '.3f'):>8}"
+        f"{_fmt(m['position_mae_samples'], '.3f'):>8}"
+        f"{_fmt(m['height_rel_err_median'], '.3f'):>7}"
+        f"{_fmt(m['area_rel_err_median'], '.3f'):>7}"
+        f"{_fmt(m['false_peaks_per_peak_free_spectrum'], '.3f'):>8}"
+    )
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -30,18 +47,9 @@ def format_table(report: dict[str, Any]) -> str:
         if "skipped" in m:
             lines.append(f"{name:<18}skipped: {m['skipped']}")
             continue
-        b = m["by_snr"]
-        lines.append(
-            f"{name:<18}{_fmt(m['roi_loss'], '.4f'):>9}{_fmt(m['roi_loss_unforgiven'], '.4f'):>9}"
-            f"{_fmt(m.get('bce'), '.4f'):>8}{_fmt(m['peak_precision'], '.3f'):>7}"
-            f"{_fmt(m['peak_recall'], '.3f'):>7}{_fmt(m['peak_f1'], '.3f'):>7}"
-            f"{_fmt(b['low']['peak_f1'], '.3f'):>8}{_fmt(b['mid']['peak_f1'], '.3f'):>8}"
-            f"{_fmt(b['high']['peak_f1'], '.3f'):>8}"
-            f"{_fmt(m['position_mae_samples'], '.3f'):>8}"
-            f"{_fmt(m['height_rel_err_median'], '.3f'):>7}"
-            f"{_fmt(m['area_rel_err_median'], '.3f'):>7}"
-            f"{_fmt(m['false_peaks_per_peak_free_spectrum'], '.3f'):>8}"
-        )
+        lines.append(_row(name, m))
+        if "heads_only" in m:
+            lines.append(_row("  heads only", m["heads_only"]))
     ctx = report.get("context", {})
     if ctx:
         o = ctx["true_roi_readout"]["overall"]
@@ -81,26 +89,23 @@ def format_table(report: dict[str, Any]) -> str:
                     f"{_fmt(r['overall']['roi_loss'], '.4f')}  F1 "
                     f"{_fmt(r['overall']['peak_f1'], '.3f')}"
                 )
-    t = report.get("targets", {})
-    if "resnet_unet_roi_loss" in t:
+    targets = report.get("targets", {})
+    if targets:
         lines.append("")
-        a = t["resnet_unet_roi_loss"]
-        f = t["resnet_unet_peak_f1"]
+    for key, t in targets.items():
+        if not isinstance(t, dict) or "met" not in t:
+            continue
+        at_least = "target_min" in t
+        bound = t["target_min"] if at_least else t["target_max"]
+        value = t.get("value", t.get("margin"))
+        who = f" ({t['model']})" if "model" in t else ""
         lines.append(
-            f"target ResNet+UNet ROI loss <= {a['target_max']}: "
-            f"{_fmt(a['value'], '.4f')} -> {'met' if a['met'] else 'NOT met'}"
+            f"target {key}{who} {'>=' if at_least else '<='} {bound}: {_fmt(value, '.4f')} "
+            f"-> {'met' if t['met'] else 'NOT met'}"
         )
-        lines.append(
-            f"target ResNet+UNet peak F1 >= {f['target_min']}: "
-            f"{_fmt(f['value'], '.3f')} -> {'met' if f['met'] else 'NOT met'}"
-        )
-        m = t.get("low_snr_margin_over_best_baseline")
-        if m:
-            lines.append(
-                f"target low-SNR F1 >= best baseline ({m['best_baseline']}) + "
-                f"{m['target_min']}: {_fmt(m['resnet_unet_low_snr_f1'], '.3f')} vs "
-                f"{_fmt(m['best_baseline_low_snr_f1'], '.3f')} -> "
-                f"{'met' if m['met'] else 'NOT met'}"
-            )
+    real = report.get("real_spectra")
+    if real:
+        lines.append("")
+        lines.append(format_real(real))
     lines.append(f"total {report['timing_s']['total']:.0f} s")
     return "\n".join(lines)

@@ -5,17 +5,44 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stream.cli_options import eval_options, push_link, source_options, train_options
+from stream.errors import ConfigError
 from stream.paths.spec import CliGroups, Environment
+from stream.paths.spectral.stages import PEAK_FITS
 
-__all__ = ["ROI_MODELS", "add_commands", "format_result"]
+__all__ = ["ROI_MODELS", "SpectralSettings", "add_commands", "format_result"]
 
 # Keys of engines.roi.specs.ROI_SPECS, spelled out so `--help` does not load torch (a test pins
 # them to the specs).
-ROI_MODELS = ("cnn", "resnet", "unet", "resnet_unet")
+ROI_MODELS = ("cnn", "resnet", "unet", "resnet_unet", "peaks", "peaks_mixed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpectralSettings:
+    """The spectral service's own settings: ``peak_fit``, the joint fit that measures the
+    peaks of a peak-head model (``"model"``: the shape its spec names; ``"none"``: the heads'
+    own measurements, for the most spectra per second; ignored by the ROI segmenters)."""
+
+    peak_fit: str = "model"
+
+    def __post_init__(self) -> None:
+        if self.peak_fit not in PEAK_FITS:
+            raise ConfigError(f"peak_fit must be one of {', '.join(PEAK_FITS)}, "
+                              f"got {self.peak_fit!r}")
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--peak-fit", choices=PEAK_FITS, default="model",
+                            help="joint fit of a peak-head model's peaks: its own shape "
+                                 "(model), pseudo-Voigt, Hann, or none (less CPU)")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, env: Environment) -> SpectralSettings:
+        return cls(peak_fit=args.peak_fit)
 
 
 def add_commands(groups: CliGroups) -> None:

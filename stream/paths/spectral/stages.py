@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from engines.roi.detector import RoiDetector
 
 __all__ = [
+    "DEFAULT_MODEL",
+    "PEAK_FITS",
     "SPECTRAL_INPUT_KIND",
     "SPECTRAL_MAX_SAMPLES",
     "SpectralPath",
@@ -43,6 +45,12 @@ __all__ = [
 ]
 
 SPECTRAL_INPUT_KIND = "spectrum"
+# The peak-head model trained on mixed shapes: peak F1 and out-of-distribution figures in
+# README "Models, training and evaluation" (engines/roi/weights/roi_eval.json).
+DEFAULT_MODEL = "peaks_mixed"
+#: How a peak-head model's peaks are measured: the fit shape its spec names, one named, or no
+#: fit (the heads' own measurements, the least CPU); see engines.roi.peak_fit.
+PEAK_FITS = ("model", "pvoigt", "hann", "none")
 SPECTRAL_MAX_SAMPLES = 1 << 20
 """Longest spectrum served (samples); the detector's own limit. Longer ones are answered
 ``too_long`` before they cost an engine worker anything."""
@@ -84,8 +92,9 @@ class SpectrumStage:
 class SpectralWorker:
     """Engine half of the spectral path (engine-worker process).
 
-    ``engine``: any callable ``(B, 1, 512) float32 -> (B, 1, 512) float32`` logits;
-    ``detector``: a :class:`~engines.roi.detector.RoiDetector`. Plans are opaque to the caller.
+    ``engine``: any callable ``(B, 1, 512) float32 -> (B, C, 512) float32``, ROI logits
+    (C = 1) or peak heads (C = 5); ``detector``: a :class:`~engines.roi.detector.RoiDetector`
+    that reads them. Plans are opaque to the caller.
     """
 
     def __init__(self, engine: Any, detector: RoiDetector, *, row_shape: tuple[int, ...]) -> None:
@@ -104,7 +113,7 @@ class SpectralWorker:
         return windows, (x, plan)
 
     def run(self, rows: np.ndarray) -> np.ndarray:
-        """One engine call on rows of many spectra: ``(B, 1, 512)`` -> ``(B, 1, 512)``."""
+        """One engine call on rows of many spectra: ``(B, 1, 512)`` -> ``(B, C, 512)``."""
         return np.asarray(self.engine(rows))
 
     def finish(self, msg: Message, outputs: np.ndarray, plan: Any) -> dict[str, Any]:
@@ -138,12 +147,15 @@ class SpectralPath:
     """The spectral path, as the runtime needs it: kinds, stage factory, worker loader.
 
     ``model``: a key of :data:`engines.roi.specs.ROI_SPECS`; ``weights``: a weights file to use
-    instead of the shipped one (same architecture); ``max_samples``: longest spectrum served.
+    instead of the shipped one (same architecture); ``max_samples``: longest spectrum served;
+    ``peak_fit``: the joint fit of a peak-head model's read-out (``"model"``: its spec's shape,
+    ``"pvoigt"``, ``"hann"``, or ``"none"``).
     """
 
-    model: str = "resnet_unet"
+    model: str = DEFAULT_MODEL
     weights: FsPath | None = None
     max_samples: int = SPECTRAL_MAX_SAMPLES
+    peak_fit: str = "model"
 
     name: str = dataclasses.field(default="spectral", init=False)
     input_kind: str = dataclasses.field(default=SPECTRAL_INPUT_KIND, init=False)
@@ -156,6 +168,8 @@ class SpectralPath:
     def __post_init__(self) -> None:
         if not isinstance(self.max_samples, int) or self.max_samples < 1:
             raise ValueError(f"max_samples must be a positive integer, got {self.max_samples!r}")
+        if self.peak_fit not in PEAK_FITS:
+            raise ValueError(f"peak_fit must be one of {PEAK_FITS}, got {self.peak_fit!r}")
 
     @property
     def result_kind(self) -> str:
@@ -181,7 +195,7 @@ class SpectralPath:
 
         from engines.engine import load_engine
         from engines.roi.detector import RoiDetector, RoiDetectorConfig
-        from engines.roi.specs import ROI_SPECS
+        from engines.roi.specs import ROI_SPECS, detector_config
 
         if threads is not None:
             # Also bounds the eager reference run by the accuracy gate at start-up, so workers
@@ -197,9 +211,12 @@ class SpectralPath:
         engine = load_engine(
             spec, backend, max_batch=max_batch, cache_dir=cache_dir, threads=threads
         )
-        detector = RoiDetector(
-            RoiDetectorConfig(max_length_samples=max(self.max_samples, 1))
-        )
+        config = detector_config(
+            self.model, RoiDetectorConfig(max_length_samples=max(self.max_samples, 1)))
+        if self.peak_fit != "model":
+            fit = None if self.peak_fit == "none" else self.peak_fit
+            config = dataclasses.replace(config, peak_fit=fit)  # type: ignore[arg-type]
+        detector = RoiDetector(config)
         worker = SpectralWorker(engine, detector, row_shape=tuple(spec.input_shape))
         worker.warm_up(max_batch)
         return worker
