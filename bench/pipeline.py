@@ -59,6 +59,7 @@ from bench.harness import (
     service_accounting,
     spectral_run,
 )
+from stream.paths.spectral.stages import PEAK_FITS
 from stream.results import ResultsClient
 from stream.stages import DROP_CODES
 
@@ -178,10 +179,12 @@ def _run_load(
 
 
 def run_service(args: argparse.Namespace, weights: Path | None, mp: Any) -> dict[str, Any]:
+    from stream.paths.spectral.commands import SpectralSettings
     from stream.service import Service, ServiceConfig
 
     config = ServiceConfig(
-        path="spectral", ingest="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*",
+        path="spectral", settings=SpectralSettings(peak_fit=args.peak_fit),
+        ingest="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*",
         backend=args.backend, model=args.model, weights=weights, shards=args.shards,
         workers=args.workers, max_batch=args.max_batch, max_wait_us=args.max_wait_us,
         queue_depth=args.queue_depth, queue_policy=args.queue_policy, threads=args.threads,
@@ -313,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per worker")
     parser.add_argument("--queue-policy", default="drop-oldest")
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--peak-fit", default="model", choices=PEAK_FITS,
+                        help="how a peak model's peaks are measured (sigstream run spectral)")
     parser.add_argument("--compare-model", default=None,
                         help="also run the service with this model, side by side in this run")
     args = parser.parse_args(argv)
@@ -322,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         result["config"] = {
             "streams": args.streams, "rate_hz": args.rate, "seconds": args.seconds,
             "offered_per_s": args.streams * args.rate, "model": args.model,
-            "weights": run.weights_note, "backend": args.backend, "shards": args.shards,
+            "weights": run.weights_note, "peak_fit": args.peak_fit, "backend": args.backend,
+            "shards": args.shards,
             "workers": args.workers, "threads": args.threads, "max_batch": args.max_batch,
             "max_wait_us": args.max_wait_us, "queue_depth": args.queue_depth,
             "queue_policy": args.queue_policy, **run.machine_at_start(),

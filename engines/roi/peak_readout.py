@@ -32,7 +32,9 @@ __all__ = ["HEADS_PEAK_DTYPE", "heads_peak_dicts", "read_heads"]
 _MIN_FIT_SAMPLES = 16  # a shorter spectrum cannot hold a peak and a 7-knot background
 
 HEADS_PEAK_DTYPE = np.dtype(
-    FIT_PEAK_DTYPE.descr + [("start", np.int64), ("end", np.int64)]  # support, end exclusive
+    # start/end: the samples within a FWHM of the centre (a Hann peak's whole support), end
+    # exclusive
+    FIT_PEAK_DTYPE.descr + [("start", np.int64), ("end", np.int64)]
 )
 
 
@@ -86,9 +88,8 @@ def read_heads(
         for name in FIT_PEAK_DTYPE.names or ():
             out[name] = t[name]
         out["index"] += offset
-        half = t["width"]  # the support's half-width (w + 1) / 2 is the FWHM of a Hann peak
-        out["start"] = np.floor(out["index"] - half + 1.0)
-        out["end"] = np.ceil(out["index"] + half)
+        out["start"] = np.floor(out["index"] - t["width"] + 1.0)
+        out["end"] = np.ceil(out["index"] + t["width"])
         parts.append(out)
     table = np.concatenate(parts) if parts else np.zeros(0, HEADS_PEAK_DTYPE)
     table = table[(table["index"] >= 0.0) & (table["index"] <= x.size - 1.0)]

@@ -152,9 +152,10 @@ def _real_detectors(
     batch: int,
 ) -> dict[str, Detector]:
     """The detectors the real-spectra section compares: the served model (with and without
-    its fit), today's ROI read-out (ResNet+UNet) and the classical baselines."""
+    its fit), the paper-protocol peak model, the ROI read-out (ResNet+UNet) and the classical
+    baselines."""
     out: dict[str, Detector] = {}
-    for name in (SERVED_MODEL, "resnet_unet"):
+    for name in (SERVED_MODEL, PAPER_PEAK_MODEL, "resnet_unet"):
         if name not in modules:
             continue
         cfg = detector_config(name, det_cfg)
