@@ -528,10 +528,11 @@ def main(argv: list[str] | None = None) -> int:
             import torch
 
             from engines.roi.specs import ROI_SPECS
+            from stream.paths.spectral.stages import DEFAULT_MODEL
 
             weights = Path(tmp) / "roi_untrained.pt"
             torch.manual_seed(0)
-            torch.save(ROI_SPECS["resnet_unet"].build().state_dict(), weights)
+            torch.save(ROI_SPECS[DEFAULT_MODEL].build().state_dict(), weights)
         fuzz = live_fuzz_codec if args.path == "codec" else live_fuzz
         report = fuzz(LiveFuzzConfig(
             path=args.path, messages=args.messages, seed=args.seed, weights=weights,

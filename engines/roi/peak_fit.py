@@ -273,7 +273,9 @@ def fit_peaks(
     if y.ndim != 2 or len(starts) != y.shape[0]:
         raise ValueError("spectra must be (B, L) with one start table per spectrum")
     n, length = y.shape
-    k = max(1, max((len(s) for s in starts), default=0))
+    if not any(len(s) for s in starts):
+        return [np.zeros(0, FIT_PEAK_DTYPE) for _ in range(n)]
+    k = max(len(s) for s in starts)
     c = np.zeros((n, k))
     w = np.full((n, k), 3.0)
     active = np.zeros((n, k), bool)

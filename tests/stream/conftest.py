@@ -79,11 +79,13 @@ def clients() -> Iterator[Callable[..., Client]]:
 
 @pytest.fixture(scope="session")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained ROI model's weights: the service's plumbing does not need trained ones."""
+    """Untrained weights of the model the spectral service runs by default: the service's
+    plumbing does not need trained ones."""
     torch = pytest.importorskip("torch")
     from engines.roi.specs import ROI_SPECS
+    from stream.paths.spectral.stages import DEFAULT_MODEL
 
-    path = tmp_path_factory.mktemp("weights") / "roi_resnet_unet_untrained.pt"
+    path = tmp_path_factory.mktemp("weights") / f"roi_{DEFAULT_MODEL}_untrained.pt"
     torch.manual_seed(0)
-    torch.save(ROI_SPECS["resnet_unet"].build().state_dict(), path)
+    torch.save(ROI_SPECS[DEFAULT_MODEL].build().state_dict(), path)
     return path

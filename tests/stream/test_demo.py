@@ -35,14 +35,15 @@ def test_fermentation_run_is_exported_once(tmp_path: Path) -> None:
 
 def _weights(tmp: Path) -> Path | None:
     from engines.roi.specs import ROI_SPECS
+    from stream.paths.spectral.stages import DEFAULT_MODEL
 
-    spec = ROI_SPECS["resnet_unet"]
+    spec = ROI_SPECS[DEFAULT_MODEL]
     if spec.weights_path.is_file():
         return None
     import torch
 
     torch.manual_seed(0)
-    path = tmp / "roi_resnet_unet_random.pt"
+    path = tmp / f"roi_{DEFAULT_MODEL}_random.pt"
     torch.save(spec.build().state_dict(), path)
     return path
 

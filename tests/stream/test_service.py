@@ -272,7 +272,7 @@ def test_bad_config_is_refused_before_any_io(weights: Path) -> None:
         make_config(weights, path="codec")  # a path with its own runner
     with pytest.raises(ConfigError, match="no model 'embedding'"):
         make_config(weights, model="embedding")
-    with pytest.raises(ConfigError, match="no settings"):
+    with pytest.raises(ConfigError, match="settings are a SpectralSettings"):
         make_config(weights, settings={"templates": "x"})
     with pytest.raises(ConfigError, match="endpoint"):
         make_config(weights, ingest="inproc://x")
