@@ -22,7 +22,7 @@ are padded to the batch's largest peak count, unused slots are held fixed, and e
 batch of small dense solves.
 
 After the fit a peak is dropped when its height is below ``min_height_sigma`` times the noise
-(from the median absolute first difference of the residual), and a peak whose centre lands
+(:func:`engines.roi.peaks.estimate_noise_sigma` of the residual), and a peak whose centre lands
 within ``merge_samples`` of a taller one is merged into it (two starts converged on one peak:
 the taller takes its height and area). Per peak the result gives centre, height, area, FWHM, the
 standard errors of centre and height from the covariance ``sigma^2 (J^T J)^-1``, and whether
@@ -37,6 +37,8 @@ from typing import Literal
 
 import numpy as np
 from scipy.interpolate import CubicSpline
+
+from engines.roi.peaks import estimate_noise_sigma
 
 __all__ = [
     "FIT_PEAK_DTYPE",
@@ -156,7 +158,11 @@ class _Design:
 
 
 class _Fitter:
-    def __init__(self, shape: FitShape, length: int, knots: int, window: int, max_w: float) -> None:
+    """The model of one batch: shape, length, window, background basis, and the bounds of the
+    parameters (``c_low``/``c_high``: (B, K) of each centre)."""
+
+    def __init__(self, shape: FitShape, length: int, knots: int, window: int, max_w: float,
+                 c_low: np.ndarray, c_high: np.ndarray) -> None:
         self.shape = shape
         self.length = length
         self.window = window
@@ -164,8 +170,8 @@ class _Fitter:
         self.basis = spline_basis(length, knots)
         self.btb = self.basis.T @ self.basis
         self.n_peak_par = 3 if shape == "hann" else 4
-        self.c_low = np.zeros(0)  # (B, K) bounds of each centre, set per batch
-        self.c_high = np.zeros(0)
+        self.c_low = c_low
+        self.c_high = c_high
 
     def design(self, p: _Params, active: np.ndarray) -> _Design:
         n, k = p.c.shape
@@ -285,11 +291,11 @@ def fit_peaks(
         w[i, : len(s)] = np.clip(s["width"][order], 1.0, cfg.max_width_samples)
         active[i, : len(s)] = True
     window = _window_samples(cfg.shape, w[active] if active.any() else w, length)
-    fitter = _Fitter(cfg.shape, length, cfg.knots, window, cfg.max_width_samples)
     # the detector counts and places the peaks; the fit refines them near where they were found
     # (a centre free to wander joins a neighbour rather than finding a missed peak)
-    fitter.c_low = np.maximum(c - cfg.max_shift_samples, 0.0)
-    fitter.c_high = np.minimum(c + cfg.max_shift_samples, length - 1.0)
+    fitter = _Fitter(cfg.shape, length, cfg.knots, window, cfg.max_width_samples,
+                     c_low=np.maximum(c - cfg.max_shift_samples, 0.0),
+                     c_high=np.minimum(c + cfg.max_shift_samples, length - 1.0))
     npar = fitter.n_peak_par
     p = _Params(c=c, logw=np.log(w), h=np.ones((n, k)), eta=np.full((n, k), 0.5),
                 b=np.zeros((n, cfg.knots)))
@@ -310,14 +316,11 @@ def fit_peaks(
     # heights and background first: the model is linear in them (one exact Gauss-Newton step)
     d = fitter.design(p, active)
     p = fitter.unpack(fitter.vector(p) + solve(d, only_linear, np.full(n, 1e-9)), k)
-    p.eta = np.full((n, k), 0.5)
     d = fitter.design(p, active)
     cost = ((d.model - y) ** 2).sum(axis=1)
     lam = np.full(n, 1e-3)
     for _ in range(cfg.iterations):
         q = fitter.unpack(fitter.vector(p) + solve(d, frozen, lam), k)
-        if cfg.shape == "hann":
-            q.eta = p.eta
         dq = fitter.design(q, active)
         q_cost = ((dq.model - y) ** 2).sum(axis=1)
         better = q_cost < cost
@@ -336,11 +339,9 @@ def fit_peaks(
     var = np.diagonal(np.linalg.inv(jtj), axis1=1, axis2=2) * sigma2[:, None]
     sd = np.sqrt(np.maximum(var, 0.0))[:, : k * npar].reshape(n, k, npar)
     width = np.exp(p.logw)
-    # the noise from the residual's first differences: a smooth misfit of the background (a
-    # real spectrum is no 7-knot spline) must not count as noise and hide true peaks
-    step = np.diff(y - d.model, axis=1)
-    mad = np.median(np.abs(step - np.median(step, axis=1, keepdims=True)), axis=1)
-    noise = 1.4826 * mad / np.sqrt(2.0)
+    # the noise of the residual from its second differences: a smooth misfit of the background
+    # (a real spectrum is no 7-knot spline) must not count as noise and hide true peaks
+    noise = np.array([estimate_noise_sigma(r) for r in y - d.model])
     keep = active & (p.h >= cfg.min_height_sigma * noise[:, None])
     area = p.h * _unit_area(cfg.shape, width, p.eta)
     # two starts that converged on one peak share it: of neighbours closer than merge_samples

@@ -44,9 +44,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from devices.spectra_sim import SpectrumBatch, SpectrumSimConfig, simulate
+from devices.spectra_sim import SpectrumSimConfig, simulate
 from engines import training
-from engines.roi.metrics import score_peaks
+from engines.roi.metrics import peak_summary, score_peaks
 from engines.roi.peak_heads import decode_peaks, peak_loss, peak_targets
 from engines.roi.specs import ROI_LENGTH, ROI_SPECS, WEIGHTS_DIR
 
@@ -144,45 +144,32 @@ class _PeakHeads:
     train_key = "train_loss_ema"
 
     def __init__(self, model: str, val_size: int, seed: int) -> None:
-        self.mix = self.simulators(model, DEFAULT_BATCH_SIZE)
+        self.model = model
         self.simulator = (
             "engines.roi.train.MIXED_TRAINING" if model == "peaks_mixed"
             else "devices.spectra_sim.SpectrumSimConfig() defaults (length 512)"
         )
-        self.val_batch, self.val = self.simulate(
-            self.simulators(model, val_size), roi_data_rng("validation", seed))
-        self.model = model
+        self.val_peaks, self.val = self.simulate(val_size, roi_data_rng("validation", seed))
 
-    @staticmethod
-    def simulators(model: str, n: int) -> tuple[tuple[int, SpectrumSimConfig], ...]:
-        """The simulators of ``model``'s batches of ``n`` spectra, with their counts."""
-        if model != "peaks_mixed":
-            return ((n, SpectrumSimConfig(length=ROI_LENGTH)),)
-        per = sum(k for k, _ in MIXED_TRAINING)
-        return tuple((max(1, round(k * n / per)), cfg) for k, cfg in MIXED_TRAINING)
-
-    @staticmethod
     def simulate(
-        mix: tuple[tuple[int, SpectrumSimConfig], ...], rng: np.random.Generator
-    ) -> tuple[SpectrumBatch, tuple[torch.Tensor, ...]]:
+        self, n: int, rng: np.random.Generator
+    ) -> tuple[list[np.ndarray], tuple[torch.Tensor, ...]]:
+        """``n`` spectra of the model's simulators: their true peaks, and the tensors
+        ``(x, dense, regress, centres)`` of :func:`~engines.roi.peak_heads.peak_targets`."""
+        if self.model == "peaks_mixed":
+            per = sum(k for k, _ in MIXED_TRAINING)
+            mix = [(max(1, round(k * n / per)), cfg) for k, cfg in MIXED_TRAINING]
+        else:
+            mix = [(n, SpectrumSimConfig(length=ROI_LENGTH))]
         parts = [simulate(k, config=cfg, rng=rng) for k, cfg in mix]
         peaks = [t for p in parts for t in p.peaks]
-        roi = np.concatenate([p.roi for p in parts])
-        dense, regress, centres = peak_targets(peaks, roi)
+        dense, regress, centres = peak_targets(peaks, np.concatenate([p.roi for p in parts]))
         x = torch.from_numpy(np.concatenate([p.spectra for p in parts])).unsqueeze(1)
-        tensors = (x, torch.from_numpy(dense), torch.from_numpy(regress),
-                   torch.from_numpy(centres))
-        batch = SpectrumBatch(
-            spectra=x[:, 0].numpy(), roi=roi, peaks=peaks,
-            snr_db=np.concatenate([p.snr_db for p in parts]),
-            noise_sigma=np.concatenate([p.noise_sigma for p in parts]),
-            spikes=[t for p in parts for t in p.spikes],
-        )
-        return batch, tensors
+        return peaks, (x, torch.from_numpy(dense), torch.from_numpy(regress),
+                       torch.from_numpy(centres))
 
     def batch(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
-        mix = self.mix if n == DEFAULT_BATCH_SIZE else self.simulators(self.model, n)
-        return self.simulate(mix, rng)[1]
+        return self.simulate(n, rng)[1]
 
     def loss(self, net: nn.Module, tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
         return peak_loss(net(tensors[0]), *tensors[1:])[0]
@@ -194,12 +181,11 @@ class _PeakHeads:
             out = torch.cat([net(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)])
         loss, _ = peak_loss(out, *self.val[1:])
         tables = [decode_peaks(o) for o in out.numpy()]
-        s = score_peaks(tables, self.val_batch.peaks)
-        tp, n_pred, n_true = int(s.tp.sum()), int(s.n_pred.sum()), int(s.n_true.sum())
-        precision, recall = tp / max(n_pred, 1), tp / max(n_true, 1)
-        f1 = 2 * precision * recall / max(precision + recall, 1e-12)
-        return {"val_loss": float(loss), "val_peak_precision": precision,
-                "val_peak_recall": recall, "val_peak_f1": f1}
+        scores = peak_summary(score_peaks(tables, self.val_peaks))
+        # None where nothing was detected yet (the first steps): recorded as 0
+        return {"val_loss": float(loss),
+                **{f"val_{k}": scores[k] or 0.0
+                   for k in ("peak_precision", "peak_recall", "peak_f1")}}
 
 
 def _is_heads(model: str) -> bool:
