@@ -97,7 +97,7 @@ def run_links(n: int, *, codec: str, kbps: float, backend: str, seconds: float, 
               wav: Path, tmp: Path) -> dict[str, Any]:
     """``n`` links at once; returns the receivers' reports and the CPU used."""
     from engines.codec.codec import CODEC_LINK_MAX_BATCH, load_codec
-    from engines.codec.model import CONFIGS
+    from engines.codec.configs import CONFIGS
     from engines.codec.specs import CODECS
 
     # One engine cache for every link end, built here first: the ends load, none builds.

@@ -55,7 +55,7 @@ if not __package__:  # run as a file
 
     _script.rerun_as_module()
 
-from bench import volumes
+from bench import volume_run, volumes
 
 __all__ = ["CtBenchConfig", "bench", "ct_path", "main", "phantom_pool"]
 
@@ -67,8 +67,8 @@ SLICE_STEP_MM = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
-class CtBenchConfig(volumes.VolumeBenchConfig):
-    """One run (:class:`~bench.volumes.VolumeBenchConfig`): ``model`` a key of
+class CtBenchConfig(volume_run.VolumeBenchConfig):
+    """One run (:class:`~bench.volume_run.VolumeBenchConfig`): ``model`` a key of
     :data:`engines.ct.CT_SPECS`, ``slices`` of the batch series, ``phantoms`` drawn for them."""
 
     model: str = "unet"
@@ -125,7 +125,7 @@ def bench(config: CtBenchConfig) -> dict[str, Any]:
 
     if config.model not in CT_SPECS:
         raise ValueError(f"unknown CT model {config.model!r}; choose from {sorted(CT_SPECS)}")
-    run = volumes.BenchRun("ct", {**dataclasses.asdict(config),
+    run = volume_run.BenchRun("ct", {**dataclasses.asdict(config),
                                   "backend_resolved": resolve_backend(config.backend)[0]})
     result = run.result
     path = ct_path()
@@ -135,7 +135,7 @@ def bench(config: CtBenchConfig) -> dict[str, Any]:
         t0 = time.perf_counter()
         pool = phantom_pool(min(config.phantoms, config.slices))
         result["config"]["phantom_pool_s"] = round(time.perf_counter() - t0, 2)
-        volumes.serving_parts(run, config, path, spec, engine_values=pool,
+        volume_run.serving_parts(run, config, path, spec, engine_values=pool,
                               batch_values=volumes.cycled(pool, config.slices),
                               live_values=pool[:8], live_weights=live_weights, tmp=tmp)
     return run.finish()
@@ -151,11 +151,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="slices of the batch series (default 300; --quick 24)")
     parser.add_argument("--quick", action="store_true",
                         help="24 slices, 2 engine rounds, 5 s of live slices")
-    volumes.add_common_arguments(parser)
-    return volumes.bench_main(parser, argv, lambda args: CtBenchConfig(
+    volume_run.add_common_arguments(parser)
+    return volume_run.bench_main(parser, argv, lambda args: CtBenchConfig(
         model=args.model,
         slices=args.slices if args.slices is not None else (24 if args.quick else 300),
-        phantoms=8 if args.quick else 16, **volumes.common_config(args),
+        phantoms=8 if args.quick else 16, **volume_run.common_config(args),
     ), bench)
 
 

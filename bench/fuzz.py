@@ -528,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
             import torch
 
             from engines.roi.specs import ROI_SPECS
-            from stream.paths.spectral.stages import DEFAULT_MODEL
+            from stream.paths.spectral.commands import DEFAULT_MODEL
 
             weights = Path(tmp) / "roi_untrained.pt"
             torch.manual_seed(0)

@@ -71,7 +71,7 @@ if not __package__:  # run as a file
 
     _script.rerun_as_module()
 
-from bench import volumes
+from bench import volume_run, volumes
 
 __all__ = ["PetBenchConfig", "bench", "main", "pet_path", "scan_volume", "synthetic_volume"]
 
@@ -91,8 +91,8 @@ _RANDOM_NOTE = "random-init (shipped weights absent)"
 
 
 @dataclass(frozen=True, kw_only=True)
-class PetBenchConfig(volumes.VolumeBenchConfig):
-    """One run (:class:`~bench.volumes.VolumeBenchConfig`): ``model`` a key of
+class PetBenchConfig(volume_run.VolumeBenchConfig):
+    """One run (:class:`~bench.volume_run.VolumeBenchConfig`): ``model`` a key of
     :data:`engines.pet.PET_SPECS`, served in parts 1-3; ``slices`` of the series; ``scan`` a
     real PET series to take the values from (``None``: :func:`synthetic_volume`);
     ``train_models`` the models timed in part 4, ``train_steps`` steps each per round for
@@ -278,7 +278,7 @@ def bench(config: PetBenchConfig) -> dict[str, Any]:
     for model in (config.model, *config.train_models):
         if model not in PET_SPECS:
             raise ValueError(f"unknown PET model {model!r}; choose from {sorted(PET_SPECS)}")
-    run = volumes.BenchRun("pet", {**dataclasses.asdict(config),
+    run = volume_run.BenchRun("pet", {**dataclasses.asdict(config),
                                    "scan": None if config.scan is None else str(config.scan),
                                    "backend_resolved": resolve_backend(config.backend)[0]})
     result = run.result
@@ -302,7 +302,7 @@ def bench(config: PetBenchConfig) -> dict[str, Any]:
         spec, result["weights"], live_weights = volumes.weights_spec(
             PET_SPECS[config.model], tmp, random_note=_RANDOM_NOTE)
         middle = len(values) // 2
-        volumes.serving_parts(run, config, path, spec, engine_values=values,
+        volume_run.serving_parts(run, config, path, spec, engine_values=values,
                               batch_values=values,
                               live_values=values[max(0, middle - 4):middle + 4],
                               live_weights=live_weights, tmp=tmp,
@@ -328,14 +328,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="24 slices, 2 engine rounds, 5 s of live slices, 1 round of 10 "
                              "training steps")
-    volumes.add_common_arguments(parser)
+    volume_run.add_common_arguments(parser)
     parser.add_argument("--train-steps", type=int, default=None,
                         help="training steps per model (default 20; --quick 10)")
     parser.add_argument("--train-rounds", type=int, default=None,
                         help="rounds of part 4, the models taking turns (default 2; --quick 1)")
     parser.add_argument("--train-threads", type=int, default=2,
                         help="torch threads while training")
-    return volumes.bench_main(parser, argv, lambda args: PetBenchConfig(
+    return volume_run.bench_main(parser, argv, lambda args: PetBenchConfig(
         model=args.model,
         slices=args.slices if args.slices is not None else (24 if args.quick else
                                                             VOLUME_SLICES),
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                       else IMAGES_ONLY_MODEL, "n2n"),
         train_steps=args.train_steps or (10 if args.quick else 20),
         train_rounds=args.train_rounds or (1 if args.quick else 2),
-        train_threads=args.train_threads, **volumes.common_config(args),
+        train_threads=args.train_threads, **volume_run.common_config(args),
     ), bench)
 
 

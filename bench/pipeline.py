@@ -59,7 +59,7 @@ from bench.harness import (
     service_accounting,
     spectral_run,
 )
-from stream.paths.spectral.stages import PEAK_FITS
+from stream.paths.spectral.commands import PEAK_FITS
 from stream.results import ResultsClient
 from stream.stages import DROP_CODES
 

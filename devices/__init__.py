@@ -1,79 +1,8 @@
 """Talking to the world: instrument sources and simulators, audio files and sound devices.
 Never imports torch or stream."""
 
-from devices.audio import CODEC_FS, WavSink, WavSource, read_audio, resample, write_audio
-from devices.ecg import (
-    EcgAdapter,
-    EcgReplay,
-    EcgReplayConfig,
-    EcgSimulatorConfig,
-    EcgSimulatorSource,
-)
-from devices.ecg_cohort import EcgSession, EcgSubject, EcgWave, cohort_subject, subject_session
-from devices.ecg_files import load_ecg
-from devices.ecg_recordings import REAL_RECORDINGS, RealRecording, load_real_recording
-from devices.ecg_sim import EcgRecord, EcgSimulator, simulate_record
-from devices.files import TextTable, check_file, load_npy, open_table, read_table, text_lines
-from devices.frames import DeviceError, EndOfStream, Frame, SourceFileError
-from devices.microphone import Microphone
-from devices.sound import SoundDevice, StreamResampler, find_device, format_devices, list_devices
-from devices.speaker import Speaker
-from devices.spectra_sim import SpectrumBatch, SpectrumSimConfig, simulate
-from devices.spectrometer import (
-    SpectrometerAdapter,
-    SpectrometerSimConfig,
-    SpectrometerSimulator,
-    SpectrumReplay,
-    SpectrumReplayConfig,
-)
+import lazy_loader
 
-__all__ = [
-    "CODEC_FS",
-    "REAL_RECORDINGS",
-    "DeviceError",
-    "EcgAdapter",
-    "EcgRecord",
-    "EcgReplay",
-    "EcgReplayConfig",
-    "EcgSession",
-    "EcgSimulator",
-    "EcgSimulatorConfig",
-    "EcgSimulatorSource",
-    "EcgSubject",
-    "EcgWave",
-    "EndOfStream",
-    "Frame",
-    "Microphone",
-    "RealRecording",
-    "SoundDevice",
-    "SourceFileError",
-    "Speaker",
-    "SpectrometerAdapter",
-    "SpectrometerSimConfig",
-    "SpectrometerSimulator",
-    "SpectrumBatch",
-    "SpectrumReplay",
-    "SpectrumReplayConfig",
-    "SpectrumSimConfig",
-    "StreamResampler",
-    "TextTable",
-    "WavSink",
-    "WavSource",
-    "check_file",
-    "cohort_subject",
-    "find_device",
-    "format_devices",
-    "list_devices",
-    "load_ecg",
-    "load_npy",
-    "load_real_recording",
-    "open_table",
-    "read_audio",
-    "read_table",
-    "resample",
-    "simulate",
-    "simulate_record",
-    "subject_session",
-    "text_lines",
-    "write_audio",
-]
+# Exports load on first use (their names and modules are in __init__.pyi): a process that
+# needs one device does not import every device's dependencies.
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

@@ -3,33 +3,8 @@
 Importing :mod:`engines` does not load torch; building or loading a model does.
 """
 
-from engines.batcher import BatcherConfig, DynamicBatcher
-from engines.cache import EngineCache
-from engines.engine import Engine, load_engine, resolve_backend
-from engines.errors import (
-    AccuracyGateError,
-    BackendUnavailableError,
-    EngineError,
-    InputContractError,
-    WeightsError,
-    WeightsMismatchError,
-    WeightsNotFoundError,
-)
-from engines.spec import ModelSpec
+import lazy_loader
 
-__all__ = [
-    "AccuracyGateError",
-    "BackendUnavailableError",
-    "BatcherConfig",
-    "DynamicBatcher",
-    "Engine",
-    "EngineCache",
-    "EngineError",
-    "InputContractError",
-    "ModelSpec",
-    "WeightsError",
-    "WeightsMismatchError",
-    "WeightsNotFoundError",
-    "load_engine",
-    "resolve_backend",
-]
+# Exports load on first use (their names and modules are in __init__.pyi): a process that serves one
+# model loads only what serving it needs.
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

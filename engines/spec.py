@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,7 +16,7 @@ from engines.errors import WeightsError, WeightsMismatchError, WeightsNotFoundEr
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ModelSpec"]
+__all__ = ["ModelSpec", "deferred_build"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,3 +88,16 @@ class ModelSpec:
                 f"{self.name}: weights {path} do not fit the model: {exc}"
             ) from exc
         return module.eval()
+
+
+def deferred_build(target: str, *args: Any, **kwargs: Any) -> Callable[[], torch.nn.Module]:
+    """A :attr:`ModelSpec.build` that imports its class on call: ``target`` is
+    ``"module:Class"``, called with ``args`` and ``kwargs``. Listing specs, hashing weights and
+    loading a compiled engine need no torch; the result pickles (process pools, Ray)."""
+    return functools.partial(_build, target, *args, **kwargs)
+
+
+def _build(target: str, *args: Any, **kwargs: Any) -> torch.nn.Module:
+    module, _, name = target.partition(":")
+    model: torch.nn.Module = getattr(importlib.import_module(module), name)(*args, **kwargs)
+    return model

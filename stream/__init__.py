@@ -3,25 +3,8 @@
 Importing :mod:`stream` never loads torch: only engine worker processes do.
 """
 
-from stream.errors import InputError, ServiceError, SigstreamError, StageError, WireError
-from stream.results import ResultsClient
-from stream.service import Service, ServiceConfig, serve
-from stream.wire import Message, WireLimits, data_message, decode, encode, error_message
+import lazy_loader
 
-__all__ = [
-    "InputError",
-    "Message",
-    "ResultsClient",
-    "Service",
-    "ServiceConfig",
-    "ServiceError",
-    "SigstreamError",
-    "StageError",
-    "WireError",
-    "WireLimits",
-    "data_message",
-    "decode",
-    "encode",
-    "error_message",
-    "serve",
-]
+# Exports load on first use (their names and modules are in __init__.pyi): a command or a stage
+# loads only the modules it uses.
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

@@ -11,7 +11,6 @@ import argparse
 
 from stream.cli_options import client_security, server_security
 from stream.paths import Environment, path_spec
-from stream.security import client_context
 from stream.service_config import ServiceConfig
 
 __all__ = ["cmd_demo", "cmd_devices", "cmd_engines", "cmd_keys", "cmd_run", "cmd_tap"]
@@ -49,6 +48,7 @@ def cmd_run(args: argparse.Namespace, env: Environment) -> int:
 
 
 def cmd_tap(args: argparse.Namespace, env: Environment) -> int:
+    from stream.security import client_context
     from stream.tap import run_tap
 
     context = client_context(client_security(args))  # CURVE with --keys

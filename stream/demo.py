@@ -37,7 +37,7 @@ from typing import TextIO
 
 import numpy as np
 
-from stream.paths.spectral.stages import DEFAULT_MODEL
+from stream.paths.spectral.commands import DEFAULT_MODEL
 from stream.results import ResultsClient
 from stream.sources import interrupt_on_signals
 from stream.wire import ERROR_KIND, Message

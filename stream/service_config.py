@@ -11,28 +11,20 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engines.engine import BACKENDS as ENGINE_BACKENDS
-from stream.dispatch import DoorConfig
 from stream.errors import ConfigError
 from stream.queues import QueuePolicy
-from stream.security import ServerSecurity, check_bind
-from stream.stages import (
-    DispatchConfig,
-    IngestConfig,
-    PublisherConfig,
-    ServedPath,
-    ShardConfig,
-    StageConfig,
-    StageWiring,
-    WorkerConfig,
-)
-from stream.wire import WireLimits
+
+if TYPE_CHECKING:  # the command line imports this module for its defaults: it stays light
+    from stream.security import ServerSecurity
+    from stream.stages import ServedPath, StageConfig
 
 __all__ = ["BACKENDS", "ServiceConfig", "make_path", "stage_configs"]
 
-BACKENDS: tuple[str, ...] = ("auto", *ENGINE_BACKENDS)
+#: ``auto`` and the engines' backends (:data:`engines.engine.BACKENDS`, spelled out so the
+#: command line loads no numpy; a test pins them).
+BACKENDS: tuple[str, ...] = ("auto", "eager", "onnxruntime", "tensorrt")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,6 +99,7 @@ class ServiceConfig:
             return ConfigError(f"bad service configuration: {reason}")
 
         from stream.paths import path_spec, served_paths
+        from stream.security import check_bind
 
         served = [spec.name for spec in served_paths()]
         if self.path not in served:
@@ -197,6 +190,17 @@ def make_path(config: ServiceConfig) -> ServedPath:
 def stage_configs(cfg: ServiceConfig, path: ServedPath, ipc: str) -> list[StageConfig]:
     """The stage processes of a service for ``cfg`` serving ``path``, wired over ``ipc``
     (``ipc://`` folder prefix): publisher, workers, shards, then ingest (started last)."""
+    from stream.dispatch import DoorConfig
+    from stream.stages import (
+        DispatchConfig,
+        IngestConfig,
+        PublisherConfig,
+        ShardConfig,
+        StageWiring,
+        WorkerConfig,
+    )
+    from stream.wire import WireLimits
+
     wiring = StageWiring(
         control=f"{ipc}/control",
         parent_pid=os.getpid(),

@@ -45,10 +45,10 @@ from zmq.utils.monitor import recv_monitor_message
 
 from devices.errors import SigstreamError
 from devices.frames import EndOfStream, FrameSource
+from stream.cli_options import DEFAULT_BUFFER_BYTES
 from stream.wire import data_message, encode
 
 __all__ = [
-    "DEFAULT_BUFFER_BYTES",
     "PushReport",
     "SendBuffer",
     "interrupt_on_signals",
@@ -63,9 +63,6 @@ _HARDWARE_POLL_S = 0.01  # how long one read may block on a source with no clock
 _RETRY_S = 0.01  # while messages wait in the buffer: the longest a read may delay a retry
 _NOTICE_S = 2.0  # a stall this long is logged (the service is away or not keeping up)
 _CLOSE_LINGER_MS = 5000  # at the end, connected: time ZeroMQ gets to deliver its own queue
-DEFAULT_BUFFER_BYTES = 8 << 20
-"""Default :func:`push_frames` buffer: 8 MiB, a 23 s service restart of one 512-sample
-spectrometer at 100 spectra/s (≈ 2.1 KB a message, ≈ 4.8 MB in all) with room to spare."""
 _CONNECTED = zmq.EVENT_HANDSHAKE_SUCCEEDED
 _DISCONNECTED = zmq.EVENT_DISCONNECTED
 

@@ -121,10 +121,11 @@ def _packages_with_all() -> set[str]:
 
 
 def _exposed(package: ModuleType) -> set[str]:
-    """The public names bound in a package's ``__init__`` (its submodules aside)."""
-    return {name for name, value in vars(package).items()
-            if not name.startswith("_") and not isinstance(value, ModuleType)
-            and type(value).__module__ != "__future__"}  # `from __future__ import annotations`
+    """The public names a package's ``__init__`` offers (its submodules aside), bound or loaded
+    on first use (``lazy_loader``: they are in ``dir()``)."""
+    return {name for name in dir(package)
+            if not name.startswith("_") and not isinstance(getattr(package, name), ModuleType)
+            and type(getattr(package, name)).__module__ != "__future__"}
 
 
 def test_every_package_with_all_is_pinned() -> None:

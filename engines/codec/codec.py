@@ -2,7 +2,7 @@
 
 Frames of ``frame`` samples start every ``hop`` samples; the first frame starts ``overlap``
 samples before the signal (zeros), so the signal's first samples are not faded in. The decoder
-multiplies each decoded frame by :func:`~engines.codec.model.synthesis_window` and adds it to
+multiplies each decoded frame by :func:`~engines.codec.configs.synthesis_window` and adds it to
 the previous frame's tail; after frame ``k`` the ``hop`` samples that no later frame touches are
 final. The decoder drops the lead-in, so decoded sample ``t`` is input sample ``t``; a sample
 waits at most one frame (the algorithmic delay) from capture to decoded.
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engines.codec.bitstream import BitstreamError, LatentCoder
-from engines.codec.model import CodecConfig, synthesis_window
+from engines.codec.configs import CodecConfig, synthesis_window
 from engines.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -249,29 +249,38 @@ class Codec:
 
 def codec_tables(specs: CodecSpecs) -> tuple[np.ndarray, dict[float, float], str]:
     """``(scales, points, sha256)`` of a codec's weights: the entropy model's Laplace scales,
-    its operating points (nominal kbps -> quantiser step, from the card) and the weights hash.
+    its operating points (nominal kbps -> quantiser step) and the weights hash, from the card.
+    A card without the scales of these exact weights (written before cards carried them) has
+    them read from the weights, which imports torch.
     Raises :class:`~engines.errors.WeightsNotFoundError` for missing weights or card and
     :class:`~engines.errors.WeightsMismatchError` for an unreadable card."""
     import hashlib
     import json
 
-    import torch
-
     from engines.errors import WeightsMismatchError, WeightsNotFoundError
 
     path = specs.encoder.weights_path
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
         card = json.loads(path.with_suffix(".json").read_text())
         points = {float(p["kbps"]): float(p["step"]) for p in card["operating_points"]}
+        if card.get("sha256") == sha and "laplace_scales" in card:
+            scales = np.asarray(card["laplace_scales"], dtype=np.float64)
+        else:
+            import torch
+
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            scales = state["log_scale"].exp().numpy().astype(np.float64)
     except FileNotFoundError as exc:
         raise WeightsNotFoundError(f"codec {specs.key}: no weights or card at {path}; train "
                                    "them with `sigstream train codec`") from exc
     except (KeyError, TypeError, ValueError) as exc:
         raise WeightsMismatchError(
             f"codec {specs.key}: unreadable card {path.with_suffix('.json')}") from exc
-    scales = state["log_scale"].exp().numpy().astype(np.float64)
-    return scales, points, hashlib.sha256(path.read_bytes()).hexdigest()
+    if scales.shape != specs.config.latent_shape:
+        raise WeightsMismatchError(f"codec {specs.key}: entropy model of shape {scales.shape}, "
+                                   f"the codec's latent is {specs.config.latent_shape}")
+    return scales, points, sha
 
 
 def load_codec(key: str = "wideband", *, backend: str = "auto", weights: Path | None = None,

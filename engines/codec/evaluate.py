@@ -35,7 +35,7 @@ from devices.audio import CODEC_FS
 from engines.codec.baselines import g711_roundtrip, opus_at
 from engines.codec.bitstream import LatentCoder
 from engines.codec.codec import codec_tables, decode_signal, encode_signal, load_codec
-from engines.codec.model import CodecConfig
+from engines.codec.configs import CodecConfig
 from engines.codec.quality import quality_report
 from engines.codec.specs import CODECS
 from engines.codec.speech import real_speech

@@ -22,14 +22,24 @@ points (``kbps`` -> quantiser ``step``). Written by :func:`engines.codec.train.t
 from __future__ import annotations
 
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
-from engines.codec.model import CONFIGS, CodecNet
-from engines.codec.train import WEIGHTS_DIR, weights_name
-from engines.spec import ModelSpec
+from engines.codec.configs import CONFIGS
+from engines.spec import ModelSpec, deferred_build
 
-__all__ = ["CODECS", "CodecSpecs"]
+__all__ = ["CODECS", "WEIGHTS_DIR", "CodecSpecs", "weights_name"]
+
+#: The shipped weights of this family, with their training cards.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def weights_name(config: str, loss: str) -> str:
+    """``codec_<config>_<loss>``: the stem of the weights and card files."""
+    return f"codec_{config}_{loss}"
+
+
+# Imported when built: the link ends load compiled engines without torch.
+_NET = "engines.codec.model:CodecNet"
 
 
 class CodecSpecs:
@@ -41,13 +51,13 @@ class CodecSpecs:
         self.key, self.config, self.loss = key, cfg, loss
         extra = {"codec": key, "loss": loss, "frame": cfg.frame, "hop": cfg.hop}
         self.encoder = ModelSpec(
-            name=f"{stem}_encoder", build=partial(CodecNet, config, "encode"),
+            name=f"{stem}_encoder", build=deferred_build(_NET, config, "encode"),
             input_shape=(1, cfg.frame), output_shape=cfg.latent_shape, weights=f"{stem}.pt",
             weights_dir=WEIGHTS_DIR,
             sample_rate_hz=float(cfg.fs), extra=extra,
             description=f"{cfg.frame}-sample frame -> {cfg.latent_shape} latent")
         self.decoder = ModelSpec(
-            name=f"{stem}_decoder", build=partial(CodecNet, config, "decode"),
+            name=f"{stem}_decoder", build=deferred_build(_NET, config, "decode"),
             input_shape=cfg.latent_shape, output_shape=(1, cfg.frame), weights=f"{stem}.pt",
             weights_dir=WEIGHTS_DIR,
             sample_rate_hz=float(cfg.fs), extra=extra,

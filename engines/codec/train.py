@@ -40,15 +40,14 @@ from engines import training
 from engines.backends.eager import Infer, eager_infer
 from engines.codec.bitstream import LatentCoder, measured_kbps
 from engines.codec.codec import decode_signal, encode_signal, split_frames
+from engines.codec.configs import CONFIGS, CodecConfig
 from engines.codec.losses import LOSSES, MultiBandLoss, band_filters, band_weights
-from engines.codec.model import CONFIGS, CodecConfig, CodecNet
+from engines.codec.model import CodecNet
 from engines.codec.quality import snr_db
+from engines.codec.specs import WEIGHTS_DIR, weights_name
 from engines.codec.speech import TTS_VOICES, VALIDATION_VOICES, load_corpus
 
-__all__ = ["WEIGHTS_DIR", "CodecTrainConfig", "calibrate_step", "train_codec", "weights_name"]
-
-#: The shipped weights of this family, with their training cards.
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+__all__ = ["CodecTrainConfig", "calibrate_step", "train_codec"]
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +59,6 @@ class CodecTrainConfig:
     lr: float = 1.5e-3
     gain_db: tuple[float, float] = (-15.0, 4.0)
     calibration_s_per_voice: float = 4.0
-
-
-def weights_name(config: str, loss: str) -> str:
-    """``codec_<config>_<loss>``: the stem of the weights and card files."""
-    return f"codec_{config}_{loss}"
 
 
 def _transforms(net: CodecNet) -> tuple[Infer, Infer]:
@@ -135,6 +129,8 @@ def train_codec(*, config: str = "wideband", loss: str = "mae",
                   "wall_s": round(train_s, 1), "loss_history": history},
         "validation_voices": [v.name for v in VALIDATION_VOICES],
         **card,
+        # The entropy model's tables, so that a link end reads them without torch.
+        "laplace_scales": net.laplace_scales().tolist(),
         "sha256": hashlib.sha256((out / f"{stem}.pt").read_bytes()).hexdigest(),
     }
     training.write_card(out / f"{stem}.json", card)

@@ -1,8 +1,9 @@
 """The beat CNN of paper §3: spectrogram -> 3 x (conv + batch-norm + ReLU), 2 poolings -> head.
 
 Both models take the raw beat, ``(B, 1, 192)`` float32 in mV at 256 Hz (the frontend's output),
-and compute the spectrogram inside (:class:`~engines.ecg.spectrogram.BeatSpectrogram`), so a
-compiled engine does the whole job and the worker only moves beats.
+and compute the spectrogram inside (:class:`BeatSpectrogram`, the transform of
+:mod:`engines.ecg.spectrogram`), so a compiled engine does the whole job and the worker only
+moves beats.
 
 Trunk (shared by both heads), on the ``(B, 1, 13, 49)`` log-power spectrogram:
 
@@ -32,11 +33,34 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engines.ecg.spectrogram import N_FRAMES, N_FREQ, BeatSpectrogram
+from engines.ecg.spectrogram import HOP, LOG_EPS, N_FFT, N_FRAMES, N_FREQ, NORM_EPS, dft_kernels
 
-__all__ = ["EcgClassifier", "EcgEmbedder", "EcgTrunk"]
+__all__ = ["BeatSpectrogram", "EcgClassifier", "EcgEmbedder", "EcgTrunk"]
 
 DEFAULT_WIDTHS = (24, 48, 96)
+
+
+class BeatSpectrogram(nn.Module):
+    """``(B, 1, BEAT_SAMPLES)`` float32 beat in mV -> ``(B, 1, N_FREQ, N_FRAMES)`` log power.
+
+    No trainable parameters: the DFT kernels are a buffer (saved in the state dict, so weights
+    files pin the exact transform they were trained with).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        kernels = torch.from_numpy(dft_kernels()).float()
+        self.kernels: torch.Tensor
+        self.register_buffer("kernels", kernels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x - x.mean(dim=-1, keepdim=True)
+        x = x * torch.rsqrt(x.square().mean(dim=-1, keepdim=True) + NORM_EPS)
+        # conv1d's zero padding is the "center" framing: frame t covers [4t - 32, 4t + 32).
+        z = nn.functional.conv1d(x, self.kernels, stride=HOP, padding=N_FFT // 2)
+        re, im = z[:, :N_FREQ], z[:, N_FREQ:]
+        power = re.square() + im.square()
+        return torch.log(power + LOG_EPS).unsqueeze(1)
 
 
 def _conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:

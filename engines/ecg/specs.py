@@ -15,10 +15,8 @@ Weights ``engines/ecg/weights/ecg_<key>.pt`` (state_dict) with a ``.json`` train
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
-from engines.ecg.cnn import EcgClassifier, EcgEmbedder
 from engines.ecg.spectrogram import (
     BEAT_FS_HZ,
     BEAT_SAMPLES,
@@ -28,7 +26,7 @@ from engines.ecg.spectrogram import (
     N_FRAMES,
     N_FREQ,
 )
-from engines.spec import ModelSpec
+from engines.spec import ModelSpec, deferred_build
 
 __all__ = ["COHORT_CLASSES", "ECG_SPECS", "EMBEDDING_DIM", "WEIGHTS_DIR"]
 
@@ -56,7 +54,7 @@ _COMMON = {
 ECG_SPECS: dict[str, ModelSpec] = {
     "cnn": ModelSpec(
         name="ecg_cnn",
-        build=partial(EcgClassifier, n_classes=len(COHORT_CLASSES)),
+        build=deferred_build("engines.ecg.cnn:EcgClassifier", n_classes=len(COHORT_CLASSES)),
         input_shape=(1, BEAT_SAMPLES),
         output_shape=(len(COHORT_CLASSES),),
         weights="ecg_cnn.pt",
@@ -67,7 +65,7 @@ ECG_SPECS: dict[str, ModelSpec] = {
     ),
     "embedding": ModelSpec(
         name="ecg_embedding",
-        build=partial(EcgEmbedder, dim=EMBEDDING_DIM),
+        build=deferred_build("engines.ecg.cnn:EcgEmbedder", dim=EMBEDDING_DIM),
         input_shape=(1, BEAT_SAMPLES),
         output_shape=(EMBEDDING_DIM,),
         weights="ecg_embedding.pt",

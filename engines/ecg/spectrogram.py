@@ -15,10 +15,11 @@ sample 64, from :mod:`engines.ecg.frontend`). The spectrogram is computed in fou
 
 Output ``(N_FREQ, N_FRAMES)`` = (13, 49) float32 per beat.
 
-:class:`BeatSpectrogram` does this in torch with a fixed-weight ``conv1d`` (cos and sin kernels
-times the window), so the whole model is plain conv / mul / add / log ops that export to ONNX and
-compile with TensorRT (no complex numbers, no ``torch.stft``). :func:`beat_spectrogram` is the
-numpy reference (``numpy.fft.rfft`` on explicit frames, float64 inside).
+:class:`engines.ecg.cnn.BeatSpectrogram` does this in torch with a fixed-weight ``conv1d``
+(:func:`dft_kernels`: cos and sin kernels times the window), so the whole model is plain conv /
+mul / add / log ops that export to ONNX and compile with TensorRT (no complex numbers, no
+``torch.stft``). :func:`beat_spectrogram` is the numpy reference (``numpy.fft.rfft`` on explicit
+frames, float64 inside). This module is numpy only: the beat contract is read without torch.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
-from torch import nn
 
 __all__ = [
     "BEAT_FS_HZ",
@@ -39,8 +38,8 @@ __all__ = [
     "N_FFT",
     "N_FRAMES",
     "N_FREQ",
-    "BeatSpectrogram",
     "beat_spectrogram",
+    "dft_kernels",
     "frame_times_s",
     "frequencies_hz",
     "hann_window",
@@ -75,20 +74,22 @@ def frame_times_s() -> np.ndarray:
     return np.arange(N_FRAMES) * HOP / BEAT_FS_HZ
 
 
-def _dft_kernels() -> np.ndarray:
-    """``(2 * N_FREQ, 1, N_FFT)`` float64: windowed cos kernels then windowed -sin kernels."""
+_POWER_SCALE = 1.0 / float(np.sum(hann_window() ** 2))
+
+
+def dft_kernels() -> np.ndarray:
+    """``(2 * N_FREQ, 1, N_FFT)`` float64: windowed cos kernels then windowed -sin kernels, scaled
+    so that their squared outputs are the normalised power of step 4."""
     n = np.arange(N_FFT)
     k = np.arange(N_FREQ)[:, None]
     w = hann_window()
     phase = 2.0 * np.pi * k * n / N_FFT
-    return np.concatenate([w * np.cos(phase), -w * np.sin(phase)])[:, None, :]
-
-
-_POWER_SCALE = 1.0 / float(np.sum(hann_window() ** 2))
+    kernels = np.concatenate([w * np.cos(phase), -w * np.sin(phase)])[:, None, :]
+    return kernels * math.sqrt(_POWER_SCALE)
 
 
 def beat_spectrogram(beat: np.ndarray) -> np.ndarray:
-    """Numpy reference of :class:`BeatSpectrogram`.
+    """Numpy reference of :class:`engines.ecg.cnn.BeatSpectrogram`.
 
     ``beat``: ``(..., BEAT_SAMPLES)`` float beat(s) in mV. Returns float32
     ``(..., N_FREQ, N_FRAMES)`` log power (natural log, see the module docstring).
@@ -106,26 +107,3 @@ def beat_spectrogram(beat: np.ndarray) -> np.ndarray:
     power = spectrum.real**2 + spectrum.imag**2
     logp = np.log(power * _POWER_SCALE + LOG_EPS)
     return np.swapaxes(logp, -1, -2).astype(np.float32)
-
-
-class BeatSpectrogram(nn.Module):
-    """``(B, 1, BEAT_SAMPLES)`` float32 beat in mV -> ``(B, 1, N_FREQ, N_FRAMES)`` log power.
-
-    No trainable parameters: the DFT kernels are a buffer (saved in the state dict, so weights
-    files pin the exact transform they were trained with).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        kernels = torch.from_numpy(_dft_kernels() * math.sqrt(_POWER_SCALE)).float()
-        self.kernels: torch.Tensor
-        self.register_buffer("kernels", kernels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x - x.mean(dim=-1, keepdim=True)
-        x = x * torch.rsqrt(x.square().mean(dim=-1, keepdim=True) + NORM_EPS)
-        # conv1d's zero padding is the "center" framing: frame t covers [4t - 32, 4t + 32).
-        z = nn.functional.conv1d(x, self.kernels, stride=HOP, padding=N_FFT // 2)
-        re, im = z[:, :N_FREQ], z[:, N_FREQ:]
-        power = re.square() + im.square()
-        return torch.log(power + LOG_EPS).unsqueeze(1)

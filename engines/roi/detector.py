@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 
 from engines.errors import InputContractError
+from engines.roi.peak_decode import HEATMAP_THRESHOLD, N_HEADS
 from engines.roi.peak_fit import FitShape, PeakFitConfig
-from engines.roi.peak_heads import HEATMAP_THRESHOLD, N_HEADS
 from engines.roi.peak_readout import heads_peak_dicts, read_heads
 from engines.roi.peaks import (
     estimate_noise_sigma,

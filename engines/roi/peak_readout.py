@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from engines.roi.peak_decode import decode_peaks
 from engines.roi.peak_fit import FIT_PEAK_DTYPE, PeakFitConfig, fit_peaks, mark_overlaps
-from engines.roi.peak_heads import decode_peaks
 from engines.roi.windowing import WindowPlan
 
 __all__ = ["HEADS_PEAK_DTYPE", "heads_peak_dicts", "read_heads"]

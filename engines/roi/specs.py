@@ -18,24 +18,16 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from engines.roi.cnn import RoiCnn
 from engines.roi.detector import RoiDetectorConfig
-from engines.roi.peak_heads import N_HEADS, RoiPeakNet
-from engines.roi.resnet import RoiResNet
-from engines.roi.resnet_unet import RoiResNetUNet
-from engines.roi.unet import UNET_CHANNELS, RoiUNet
-from engines.spec import ModelSpec
+from engines.roi.peak_decode import N_HEADS
+from engines.spec import ModelSpec, deferred_build
 
-__all__ = ["PEAK_CHANNELS", "ROI_LENGTH", "ROI_SPECS", "WEIGHTS_DIR", "detector_config"]
+__all__ = ["ROI_LENGTH", "ROI_SPECS", "WEIGHTS_DIR", "detector_config"]
 
 #: The shipped weights of this family, with their training cards.
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 ROI_LENGTH = 512
-
-# Twice the segmenters' widths: at the segmenters' own widths the heads gave peak F1 0.919 (vs
-# 0.936) on 1,000 test spectra after the same 3,000 steps; ~2.8x the CPU time per spectrum.
-PEAK_CHANNELS: tuple[int, ...] = tuple(2 * c for c in UNET_CHANNELS)
 
 _DESCRIPTIONS = {
     "cnn": "plain 1D CNN (9 conv-BN-ReLU layers, dilated), per-sample ROI logits",
@@ -43,7 +35,13 @@ _DESCRIPTIONS = {
     "unet": "1D UNet (4 levels, skips), per-sample ROI logits",
     "resnet_unet": "1D ResNet+UNet (UNet with residual blocks), per-sample ROI logits",
 }
-_BUILDERS = {"cnn": RoiCnn, "resnet": RoiResNet, "unet": RoiUNet, "resnet_unet": RoiResNetUNet}
+# Imported when a model is built: listing specs or serving a compiled engine needs no torch.
+_BUILDERS = {
+    "cnn": deferred_build("engines.roi.cnn:RoiCnn"),
+    "resnet": deferred_build("engines.roi.resnet:RoiResNet"),
+    "unet": deferred_build("engines.roi.unet:RoiUNet"),
+    "resnet_unet": deferred_build("engines.roi.resnet_unet:RoiResNetUNet"),
+}
 
 ROI_SPECS: dict[str, ModelSpec] = {
     key: ModelSpec(
@@ -58,10 +56,6 @@ ROI_SPECS: dict[str, ModelSpec] = {
     )
     for key, build in _BUILDERS.items()
 }
-
-
-def _peak_net() -> RoiPeakNet:
-    return RoiPeakNet(PEAK_CHANNELS)
 
 
 # key: (description, the shape its read-out fits: the paper's Hann peaks, or any shape)
@@ -79,7 +73,7 @@ ROI_SPECS.update(
     {
         key: ModelSpec(
             name=f"roi_{key}",
-            build=_peak_net,
+            build=deferred_build("engines.roi.peak_heads:RoiPeakNet"),
             input_shape=(1, ROI_LENGTH),
             output_shape=(N_HEADS, ROI_LENGTH),
             weights=f"roi_{key}.pt",

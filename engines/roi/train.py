@@ -47,7 +47,8 @@ from torch import nn
 from devices.spectra_sim import SpectrumSimConfig, simulate
 from engines import training
 from engines.roi.metrics import peak_summary, score_peaks
-from engines.roi.peak_heads import decode_peaks, peak_loss, peak_targets
+from engines.roi.peak_decode import decode_peaks, peak_targets
+from engines.roi.peak_heads import peak_loss
 from engines.roi.specs import ROI_LENGTH, ROI_SPECS, WEIGHTS_DIR
 
 __all__ = [

@@ -11,88 +11,31 @@ makes them (``kind="<path>-slice"``, one series per stream) and gets each back d
   denoised slice in the input's dtype and rescale, so values round-trip within one rescale step.
 
 :class:`SlicePath` ties them together as a :class:`~stream.stages.ServedPath` for one
-:class:`SliceModality`.
+:class:`~stream.paths.volumes.SliceModality` (a volume path's declaration, in
+:mod:`stream.paths.volumes`, imports this module only when the service starts).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import importlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stream.errors import ConfigError, InputError
+from stream.errors import InputError
 from stream.wire import Message
 
 if TYPE_CHECKING:
     from engines.slices import SliceUnits, TilePlan
-    from engines.spec import ModelSpec
-    from stream.paths.spec import CliGroups, PathSpec, ServeOptions
+    from stream.paths.volumes import SliceModality
 
-__all__ = [
-    "MAX_SIDE_PX", "SliceModality", "SlicePath", "SliceSettings", "SliceStage", "SliceWorker",
-    "result_line", "slice_server", "volume_path_spec",
-]
+__all__ = ["MAX_SIDE_PX", "SlicePath", "SliceStage", "SliceWorker"]
 
 MAX_SIDE_PX = 2048
-
-
-@dataclass(frozen=True, kw_only=True)
-class SliceModality:
-    """What a volume path's live slices are. ``path``: the path's name (the slice kind is
-    ``<path>-slice``); ``unit``: the values' unit; ``stored_dtypes``: the integer dtypes that
-    come with a rescale; ``specs``: ``"module:ATTRIBUTE"`` of the path's model specs, and
-    ``units``: of its :class:`~engines.slices.SliceUnits` (imported in the engine worker only).
-    """
-
-    path: str
-    unit: str
-    stored_dtypes: tuple[str, ...]
-    specs: str
-    units: str
-
-    @property
-    def kind(self) -> str:
-        return f"{self.path}-slice"
-
-    def load(self) -> tuple[dict[str, ModelSpec], SliceUnits]:
-        """The path's model specs and units."""
-        return _attribute(self.specs), _attribute(self.units)
-
-
-def _attribute(ref: str) -> Any:
-    """The object ``"module:NAME"`` names (imported on first use: the engine side only)."""
-    module, name = ref.split(":")
-    return getattr(importlib.import_module(module), name)
-
-
-@dataclass(frozen=True, kw_only=True)
-class SliceSettings:
-    """A live volume path's own settings: ``tile_px``, the engine's item in pixels a side
-    (``None``: the model's), a multiple of 16 from 64 to 1024."""
-
-    tile_px: int | None = None
-
-    def __post_init__(self) -> None:
-        t = self.tile_px
-        if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t % 16
-                              or not 64 <= t <= 1024):
-            raise ConfigError(f"tile_px must be a multiple of 16 from 64 to 1024, got {t!r}")
-
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--tile-px", type=int, default=None,
-                            help="engine item, pixels a side (default: the model's)")
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace, env: Any) -> SliceSettings:
-        return cls(tile_px=args.tile_px)
 
 
 def _rescale(msg: Message, modality: SliceModality) -> tuple[float, float]:
@@ -219,12 +162,8 @@ class SlicePath:
 
     def load_worker(self, *, backend: str, max_batch: int, cache_dir: Path | None,
                     threads: int | None) -> SliceWorker:
-        import torch
-
         from engines.engine import load_engine
 
-        if threads is not None:
-            torch.set_num_threads(threads)
         specs, units = self.modality.load()
         spec = specs[self.model]
         if self.weights is not None:
@@ -239,40 +178,3 @@ class SlicePath:
                              margin=min(int(spec.extra.get("tile_margin_px", 0)), tile // 4))
         worker.warm_up(max_batch)
         return worker
-
-
-def slice_server(modality: SliceModality, default_model: str
-                 ) -> Callable[[ServeOptions, SliceSettings], SlicePath]:
-    """A volume path's :attr:`~stream.paths.spec.PathSpec.serve`: its live slices."""
-    def serve(options: ServeOptions, settings: SliceSettings) -> SlicePath:
-        return SlicePath(modality=modality, model=options.model or default_model,
-                         weights=options.weights, tile_px=settings.tile_px)
-
-    return serve
-
-
-def result_line(body: Mapping[str, Any]) -> str:
-    """A slice result in one line: ``slice 512x512 int16``."""
-    shape = "x".join(str(n) for n in body.get("shape") or [])
-    return f"slice {shape} {body.get('dtype')}"
-
-
-def volume_path_spec(*, modality: SliceModality, summary: str, models: tuple[str, ...],
-                     default_model: str, max_batch: int, gate: str,
-                     cli: Callable[[CliGroups], None]) -> PathSpec:
-    """The :class:`~stream.paths.spec.PathSpec` of a volume path: its live slices served by
-    :class:`SlicePath`, its engines built ``max_batch`` slices a call, ``gate``
-    (``"module:function"``) its task gate, ``cli`` its verbs."""
-    from stream.paths.spec import PathSpec
-
-    def engine_models(service_max_batch: int) -> Mapping[str, tuple[ModelSpec, int]]:
-        specs, _ = modality.load()
-        return {spec.name: (spec, max_batch) for spec in specs.values()}
-
-    def task_gate(spec: ModelSpec, engine: Any) -> Any:
-        return _attribute(gate)(spec, engine)
-
-    return PathSpec(name=modality.path, summary=summary,
-                    serve=slice_server(modality, default_model), settings=SliceSettings,
-                    models=models, default_model=default_model, engine_models=engine_models,
-                    task_gate=task_gate, cli=cli, format_result=result_line)

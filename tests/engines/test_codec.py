@@ -19,15 +19,17 @@ from engines.codec.codec import (
     PLC_FADE,
     StreamDecoder,
     StreamEncoder,
+    codec_tables,
     decode_signal,
     decode_stream,
     encode_signal,
     frame_count,
     load_codec,
 )
+from engines.codec.configs import CONFIGS, synthesis_window
 from engines.codec.container import ContainerError, read_sgc, write_sgc
 from engines.codec.losses import BAND_EDGES_HZ, MultiBandLoss, band_filters, band_weights
-from engines.codec.model import CONFIGS, CodecNet, synthesis_window
+from engines.codec.model import CodecNet
 from engines.codec.quality import log_spectral_distance_db, pesq_wb, snr_db
 from engines.codec.specs import CODECS
 from engines.codec.train import calibrate_step, train_codec
@@ -286,6 +288,7 @@ def test_train_codec_tiny_run_writes_weights_and_card(tmp_path: Path) -> None:
                        out_dir=tmp_path, threads=1)
     saved = json.loads((tmp_path / "codec_lowdelay_multiband.json").read_text())
     assert saved["operating_points"][0]["kbps"] == 24.0 and card["seed"] == 0
+    assert np.asarray(saved["laplace_scales"]).shape == CONFIGS["lowdelay"].latent_shape
     assert (tmp_path / "codec_lowdelay_multiband.pt").is_file()
 
 
@@ -294,6 +297,28 @@ def test_every_shipped_codec_has_weights_and_points() -> None:
         card = specs.encoder.card()
         assert card.get("operating_points"), f"{key}: no card beside {specs.encoder.weights}"
         assert card["sha256"] == specs.encoder.weights_sha256()
+
+
+@pytest.mark.parametrize("card", ["with scales", "without scales", "other weights"])
+def test_entropy_tables_come_from_the_card_of_these_weights(card: str, tmp_path: Path) -> None:
+    # A card carries the Laplace scales of its weights (a link end reads them without torch);
+    # one without them, or written for other weights, has them read from the weights.
+    specs = CODECS["lowdelay"]
+    state = torch.load(specs.encoder.weights_path, map_location="cpu", weights_only=True)
+    expected = state["log_scale"].exp().numpy().astype(np.float64)
+    saved = specs.encoder.card()
+    np.testing.assert_array_equal(np.asarray(saved["laplace_scales"]), expected)
+    if card == "without scales":
+        del saved["laplace_scales"]
+    elif card == "other weights":
+        saved["laplace_scales"] = np.ones_like(expected).tolist()
+        saved["sha256"] = "0" * 64
+    weights = tmp_path / specs.encoder.weights_path.name
+    weights.write_bytes(specs.encoder.weights_path.read_bytes())
+    weights.with_suffix(".json").write_text(json.dumps(saved))
+    scales, points, sha = codec_tables(specs.with_weights(weights))
+    np.testing.assert_array_equal(scales, expected)
+    assert sha == specs.encoder.weights_sha256() and points
 
 
 @needs_speech

@@ -13,7 +13,7 @@ import pytest
 import scipy.signal
 import torch
 
-from engines.ecg.cnn import EcgClassifier, EcgEmbedder
+from engines.ecg.cnn import BeatSpectrogram, EcgClassifier, EcgEmbedder
 from engines.ecg.specs import ECG_SPECS
 from engines.ecg.spectrogram import (
     BEAT_FS_HZ,
@@ -22,7 +22,6 @@ from engines.ecg.spectrogram import (
     N_FFT,
     N_FRAMES,
     N_FREQ,
-    BeatSpectrogram,
     beat_spectrogram,
     frequencies_hz,
     hann_window,

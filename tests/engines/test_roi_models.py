@@ -11,7 +11,7 @@ import torch
 
 from devices.spectra_sim import SpectrumSimConfig, simulate
 from engines.roi.blocks import count_parameters
-from engines.roi.peak_heads import N_HEADS
+from engines.roi.peak_decode import N_HEADS
 from engines.roi.specs import ROI_LENGTH, ROI_SPECS, detector_config
 
 KEYS = ["cnn", "resnet", "unet", "resnet_unet"]

@@ -9,13 +9,8 @@ import torch
 
 from devices.spectra_sim import PEAK_DTYPE, SpectrumSimConfig, simulate
 from engines.roi.detector import RoiDetector, RoiDetectorConfig
-from engines.roi.peak_heads import (
-    N_HEADS,
-    RoiPeakNet,
-    decode_peaks,
-    peak_loss,
-    peak_targets,
-)
+from engines.roi.peak_decode import N_HEADS, decode_peaks, peak_targets
+from engines.roi.peak_heads import RoiPeakNet, peak_loss
 
 
 def _peaks(centres: list[float], widths: list[int], heights: list[float]) -> np.ndarray:

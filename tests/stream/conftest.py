@@ -83,7 +83,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     plumbing does not need trained ones."""
     torch = pytest.importorskip("torch")
     from engines.roi.specs import ROI_SPECS
-    from stream.paths.spectral.stages import DEFAULT_MODEL
+    from stream.paths.spectral.commands import DEFAULT_MODEL
 
     path = tmp_path_factory.mktemp("weights") / f"roi_{DEFAULT_MODEL}_untrained.pt"
     torch.manual_seed(0)

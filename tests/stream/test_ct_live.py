@@ -16,7 +16,7 @@ from volume_files import slice_hu
 
 from engines.ct.denoise import CtDenoiser
 from engines.ct.specs import CT_SPECS
-from stream.paths.slices import SliceSettings
+from stream.paths.volumes import SliceSettings
 from stream.service import Service, ServiceConfig
 
 TILE = 64

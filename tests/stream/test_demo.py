@@ -35,7 +35,7 @@ def test_fermentation_run_is_exported_once(tmp_path: Path) -> None:
 
 def _weights(tmp: Path) -> Path | None:
     from engines.roi.specs import ROI_SPECS
-    from stream.paths.spectral.stages import DEFAULT_MODEL
+    from stream.paths.spectral.commands import DEFAULT_MODEL
 
     spec = ROI_SPECS[DEFAULT_MODEL]
     if spec.weights_path.is_file():

@@ -22,7 +22,7 @@ from devices.volumes import read_volumes
 from engines.pet.denoise import PetDenoiser, pet_spec
 from engines.pet.specs import PET_SPECS
 from stream.cli import main
-from stream.paths.slices import SliceSettings
+from stream.paths.volumes import SliceSettings
 from stream.service import Service, ServiceConfig
 
 SIDE = 64

@@ -286,6 +286,23 @@ def test_bad_config_is_refused_before_any_io(weights: Path) -> None:
     service.close()  # never started: nothing to do, safe
 
 
+def _maps_torch(pid: int) -> bool:
+    with open(f"/proc/{pid}/maps") as maps:
+        return "libtorch" in maps.read()
+
+
+def test_a_warm_start_loads_torch_in_no_stage(weights: Path, tmp_path: Path) -> None:
+    # The first start builds the ONNX Runtime engine and gates it against the eager module,
+    # which needs torch in the worker; the second loads the cache entry that passed its gate.
+    config = make_config(weights, backend="onnxruntime", cache_dir=tmp_path / "engines",
+                         workers=1, max_batch=2)
+    for start in ("cold", "warm"):
+        with Service(config) as service:
+            torch_in = {name: _maps_torch(pid) for name, pid in service.pids.items()}
+        assert torch_in["worker-0"] is (start == "cold"), (start, torch_in)
+        assert not any(loaded for name, loaded in torch_in.items() if name != "worker-0")
+
+
 @pytest.mark.slow
 def test_deaths_beyond_the_restart_budget_stop_the_service(weights: Path) -> None:
     service = Service(make_config(weights, restart_budget=0))

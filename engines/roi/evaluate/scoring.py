@@ -22,7 +22,7 @@ from engines.roi.metrics import (
     roi_loss,
     score_peaks,
 )
-from engines.roi.peak_heads import N_HEADS
+from engines.roi.peak_decode import N_HEADS
 from engines.roi.peaks import intervals_to_mask, mask_to_intervals
 from engines.roi.windowing import WindowPlan
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import functools
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from stream.cli_options import eval_options, train_options
 from stream.paths.spec import CliGroups, Environment
 from stream.paths.volumes import add_denoise_parser, run_denoise
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["CT_MODELS", "SERVED_MODEL", "add_commands", "body_mask"]
 
@@ -24,6 +26,8 @@ BODY_HU = -500.0
 
 def body_mask(hu: np.ndarray) -> np.ndarray:
     """The voxels of ``hu`` inside the body (above :data:`BODY_HU`)."""
+    import numpy as np
+
     return np.asarray(hu) > BODY_HU
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from stream.paths.ct.commands import CT_MODELS, SERVED_MODEL, add_commands
-from stream.paths.slices import SliceModality, volume_path_spec
+from stream.paths.volumes import SliceModality, volume_path_spec
 
 __all__ = ["CT_MAX_BATCH", "CT_SLICES", "SPEC"]
 

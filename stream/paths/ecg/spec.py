@@ -3,15 +3,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from stream.paths.deferred import deferred_gate, specs_at_service_batch
 from stream.paths.ecg.commands import ECG_MODELS, EcgSettings, add_commands, format_result
-from stream.paths.ecg.stages import EcgPath
 from stream.paths.spec import PathSpec, ServeOptions
+
+if TYPE_CHECKING:
+    from stream.paths.ecg.stages import EcgPath
 
 __all__ = ["SPEC"]
 
 
 def _serve(options: ServeOptions, settings: EcgSettings) -> EcgPath:
+    from stream.paths.ecg.stages import EcgPath
+
     return EcgPath(templates=settings.templates, templates_key=settings.templates_key,
                    fuse_beats=settings.fuse_beats, weights=options.weights,
                    max_samples=options.max_samples, model=options.model or "embedding")

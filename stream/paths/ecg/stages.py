@@ -502,15 +502,11 @@ class EcgPath:
         self, *, backend: str, max_batch: int, cache_dir: FsPath | None, threads: int | None
     ) -> EcgWorker:
         """Load the embedding engine, the template store and the decision rules."""
-        import torch
-
         from engines.ecg.matcher import Matcher
         from engines.ecg.specs import ECG_SPECS
         from engines.ecg.templates import TemplateStore
         from engines.engine import load_engine
 
-        if threads is not None:
-            torch.set_num_threads(threads)
         spec = ECG_SPECS[self.model]
         if self.weights is not None:
             spec = dataclasses.replace(spec, weights=str(FsPath(self.weights).resolve()))

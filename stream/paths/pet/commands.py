@@ -7,14 +7,16 @@ from __future__ import annotations
 import argparse
 import functools
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from stream.cli_options import eval_options, train_options
 from stream.errors import ConfigError
 from stream.paths.pet.nema_command import add_nema_command
 from stream.paths.spec import CliGroups, Environment
 from stream.paths.volumes import add_denoise_parser, run_denoise
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["PET_MODELS", "SERVED_MODEL", "add_commands", "activity_mask"]
 
@@ -30,6 +32,8 @@ ACTIVE_FRACTION = 0.2
 
 def activity_mask(values: np.ndarray) -> np.ndarray:
     """The voxels of ``values`` that hold activity (see :data:`ACTIVE_FRACTION`)."""
+    import numpy as np
+
     v = np.asarray(values)
     positive = np.maximum(v, 0)
     return v > ACTIVE_FRACTION * float(positive.mean()) if positive.any() else v > 0

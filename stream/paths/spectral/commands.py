@@ -12,13 +12,21 @@ from typing import Any
 from stream.cli_options import eval_options, push_link, source_options, train_options
 from stream.errors import ConfigError
 from stream.paths.spec import CliGroups, Environment
-from stream.paths.spectral.stages import PEAK_FITS
 
-__all__ = ["ROI_MODELS", "SpectralSettings", "add_commands", "format_result"]
+__all__ = [
+    "DEFAULT_MODEL", "PEAK_FITS", "ROI_MODELS", "SpectralSettings", "add_commands",
+    "format_result",
+]
 
 # Keys of engines.roi.specs.ROI_SPECS, spelled out so `--help` does not load torch (a test pins
 # them to the specs).
 ROI_MODELS = ("cnn", "resnet", "unet", "resnet_unet", "peaks", "peaks_mixed")
+# The peak-head model trained on mixed shapes: peak F1 and out-of-distribution figures in
+# README "Models, training and evaluation" (engines/roi/weights/roi_eval.json).
+DEFAULT_MODEL = "peaks_mixed"
+#: How a peak-head model's peaks are measured: the fit shape its spec names, one named, or no
+#: fit (the heads' own measurements, the least CPU); see engines.roi.peak_fit.
+PEAK_FITS = ("model", "pvoigt", "hann", "none")
 
 
 @dataclass(frozen=True, kw_only=True)

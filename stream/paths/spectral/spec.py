@@ -3,20 +3,27 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from stream.paths.deferred import deferred_gate, specs_at_service_batch
 from stream.paths.spec import PathSpec, ServeOptions
 from stream.paths.spectral.commands import (
+    DEFAULT_MODEL,
     ROI_MODELS,
     SpectralSettings,
     add_commands,
     format_result,
 )
-from stream.paths.spectral.stages import DEFAULT_MODEL, SpectralPath
+
+if TYPE_CHECKING:
+    from stream.paths.spectral.stages import SpectralPath
 
 __all__ = ["SPEC"]
 
 
 def _serve(options: ServeOptions, settings: SpectralSettings) -> SpectralPath:
+    from stream.paths.spectral.stages import SpectralPath
+
     return SpectralPath(model=options.model or DEFAULT_MODEL, weights=options.weights,
                         max_samples=options.max_samples, peak_fit=settings.peak_fit)
 

@@ -14,7 +14,7 @@ Two halves, each unit-testable on arrays without sockets:
   into its result (:meth:`~engines.roi.detector.RoiDetector.finish`).
 
 :class:`SpectralPath` ties them together as a :class:`~stream.stages.ServedPath`; it is a frozen,
-picklable description, and imports torch and the engines only in :meth:`load_worker` (in the
+picklable description, and imports the engines only in :meth:`load_worker` (in the
 worker process).
 """
 
@@ -29,14 +29,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stream.errors import InputError
+from stream.paths.spectral.commands import DEFAULT_MODEL, PEAK_FITS
 from stream.wire import Message
 
 if TYPE_CHECKING:
     from engines.roi.detector import RoiDetector
 
 __all__ = [
-    "DEFAULT_MODEL",
-    "PEAK_FITS",
     "SPECTRAL_INPUT_KIND",
     "SPECTRAL_MAX_SAMPLES",
     "SpectralPath",
@@ -45,12 +44,6 @@ __all__ = [
 ]
 
 SPECTRAL_INPUT_KIND = "spectrum"
-# The peak-head model trained on mixed shapes: peak F1 and out-of-distribution figures in
-# README "Models, training and evaluation" (engines/roi/weights/roi_eval.json).
-DEFAULT_MODEL = "peaks_mixed"
-#: How a peak-head model's peaks are measured: the fit shape its spec names, one named, or no
-#: fit (the heads' own measurements, the least CPU); see engines.roi.peak_fit.
-PEAK_FITS = ("model", "pvoigt", "hann", "none")
 SPECTRAL_MAX_SAMPLES = 1 << 20
 """Longest spectrum served (samples); the detector's own limit. Longer ones are answered
 ``too_long`` before they cost an engine worker anything."""
@@ -191,16 +184,9 @@ class SpectralPath:
         Raises whatever :func:`engines.engine.load_engine` raises (missing weights, backend
         unavailable); the worker reports it to the supervisor, which fails the start.
         """
-        import torch
-
         from engines.engine import load_engine
         from engines.roi.detector import RoiDetector, RoiDetectorConfig
         from engines.roi.specs import ROI_SPECS, detector_config
-
-        if threads is not None:
-            # Also bounds the eager reference run by the accuracy gate at start-up, so workers
-            # starting side by side do not oversubscribe the cores.
-            torch.set_num_threads(threads)
 
         if self.model not in ROI_SPECS:
             raise ValueError(f"unknown ROI model {self.model!r}; choose from {sorted(ROI_SPECS)}")
