@@ -40,6 +40,7 @@ from stream.cli_options import (
     security_options,
 )
 from stream.errors import SigstreamError
+from stream.logs import LOG_FORMATS, configure_logging
 from stream.paths import CliGroups, PathSpec, path_specs
 from stream.queues import QueuePolicy
 from stream.service_config import ServiceConfig
@@ -153,6 +154,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="debug logging, and an error's traceback")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                        help="log lines as text, or as one JSON object each (for a log collector)")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a service or a link end until Ctrl-C / SIGTERM")
     source = sub.add_parser("source", help="push frames to a service")
@@ -200,10 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with ``-v`` its traceback comes first. Any other exception is a bug: it propagates.
     """
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(processName)s %(name)s %(levelname)s: %(message)s",
-    )
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO, args.log_format)
     try:
         return int(args.func(args, environment()) or 0)
     except (SigstreamError, OSError) as exc:

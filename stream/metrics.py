@@ -33,16 +33,19 @@ of the scrape (logged) rather than failing it.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from stream.accounting import OVERFLOW_STREAM, UNKNOWN_STREAM, StreamLedger, saturate
@@ -55,6 +58,7 @@ __all__ = [
     "Histogram",
     "MetricsCollector",
     "MetricsServer",
+    "Readiness",
     "StageStats",
 ]
 
@@ -358,18 +362,29 @@ class MetricsCollector(Collector):
                     latency, batch, engine, stage_up, restarts, refused)
 
 
+#: What a readiness check returns: ready or not, and the details served as JSON.
+Readiness = Callable[[], tuple[bool, Mapping[str, Any]]]
+
+
 class MetricsServer:
-    """``/metrics`` over HTTP for one collector, on a private registry.
+    """``/metrics`` over HTTP for one collector, on a private registry, beside the health
+    endpoints that orchestrators probe (as Kubernetes and Triton's ``/v2/health/*`` do):
+
+    - ``/healthz``: 200 while the process answers (liveness);
+    - ``/readyz``: 200 when ``readiness()`` says the service serves, else 503; both with its
+      JSON details (which stage is not ready, and why). Without a ``readiness`` check, 200.
 
     ``port=0`` picks a free port (see :attr:`port`). :meth:`start` raises ``OSError`` when the
     port is taken; :meth:`close` is safe twice.
     """
 
-    def __init__(self, collector: Collector, *, port: int, addr: str = "127.0.0.1") -> None:
+    def __init__(self, collector: Collector, *, port: int, addr: str = "127.0.0.1",
+                 readiness: Readiness | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(collector)
         self._addr = addr
         self._port = port
+        self._readiness = readiness
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -378,9 +393,22 @@ class MetricsServer:
         return None if self._server is None else int(self._server.server_port)
 
     def start(self) -> None:
-        self._server, self._thread = start_http_server(
-            self._port, addr=self._addr, registry=self.registry
-        )
+        metrics = make_wsgi_app(self.registry)
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            path = environ.get("PATH_INFO", "")
+            if path == "/healthz":
+                return _json(start_response, 200, {"alive": True})
+            if path == "/readyz":
+                ready, details = (True, {}) if self._readiness is None else self._readiness()
+                return _json(start_response, 200 if ready else 503, {"ready": ready, **details})
+            return metrics(environ, start_response)  # type: ignore[no-any-return]
+
+        self._server = make_server(self._addr, self._port, app, ThreadingWSGIServer,
+                                   handler_class=_QuietHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
+                                        name="sigstream-metrics")
+        self._thread.start()
 
     def close(self) -> None:
         server, self._server = self._server, None
@@ -390,3 +418,19 @@ class MetricsServer:
         if self._thread is not None:
             self._thread.join(timeout=2.0)
             self._thread = None
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No line on stderr per request: probes come every few seconds."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _json(start_response: Callable[..., Any], status: int, body: Mapping[str, Any]
+          ) -> list[bytes]:
+    data = json.dumps(body).encode()
+    reason = {200: "OK", 503: "Service Unavailable"}[status]
+    start_response(f"{status} {reason}", [("Content-Type", "application/json"),
+                                          ("Content-Length", str(len(data)))])
+    return [data]

@@ -163,6 +163,31 @@ class Service(ClosesOnExit):
         """Why the service stopped on its own (restarts beyond the budget), else ``None``."""
         return self._failure
 
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Whether the service serves now (``/readyz``), and the details: ``state``, and per
+        stage ``ready``, ``starting`` (launched or restarted, engine not yet loaded), ``down``
+        (its process exited) or ``silent`` (alive, but no report for ``watchdog_s``).
+        Ready: started, not stopping or failed, and every stage ``ready``. Safe from any
+        thread (it reads copies of the supervisor's state)."""
+        now = time.monotonic()
+        ready, seen, procs = dict(self._ready), dict(self._last_seen), dict(self._procs)
+        stages = {}
+        for name, proc in sorted(procs.items()):
+            if proc.exitcode is not None:
+                stages[name] = "down"
+            elif name not in ready:
+                stages[name] = "starting"
+            elif now - seen.get(name, now) > self.config.watchdog_s:
+                stages[name] = "silent"
+            else:
+                stages[name] = "ready"
+        state = ("failed" if self._failure is not None
+                 else self._state if self._state != "running"  # new, stopped
+                 else "stopping" if self._stop_requested.is_set() or self._tearing_down
+                 else "running" if self._started else "starting")
+        ok = state == "running" and all(v == "ready" for v in stages.values())
+        return ok, {"state": state, "stages": stages}
+
     def wait(self, timeout_s: float | None = None) -> bool:
         """Block until the service fails (True) or ``timeout_s`` passes (False)."""
         return self._failed.wait(timeout_s)
@@ -191,7 +216,8 @@ class Service(ClosesOnExit):
                                          daemon=True)
         self._monitor.start()
         log.info("service ready: ingest %s, publish %s%s", self.bound_ingest, self.bound_publish,
-                 f", metrics :{self.metrics_port}/metrics" if self._metrics else "")
+                 f", metrics :{self.metrics_port}/metrics (health: /healthz, /readyz)"
+                 if self._metrics else "")
 
     def stop(self, timeout_s: float | None = None) -> None:
         """Drain and stop: every message ingest accepted is answered, then the stages exit.
@@ -276,7 +302,7 @@ class Service(ClosesOnExit):
 
         if cfg.metrics_port is not None:
             self._metrics = MetricsServer(self._collector, port=cfg.metrics_port,
-                                          addr=cfg.metrics_addr)
+                                          addr=cfg.metrics_addr, readiness=self.readiness)
             try:
                 self._metrics.start()
             except OSError as exc:

@@ -7,7 +7,6 @@ pipeline is wired; the stages themselves live in :mod:`stream.stages`).
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,6 +190,7 @@ def stage_configs(cfg: ServiceConfig, path: ServedPath, ipc: str) -> list[StageC
     """The stage processes of a service for ``cfg`` serving ``path``, wired over ``ipc``
     (``ipc://`` folder prefix): publisher, workers, shards, then ingest (started last)."""
     from stream.dispatch import DoorConfig
+    from stream.logs import current_settings
     from stream.stages import (
         DispatchConfig,
         IngestConfig,
@@ -201,13 +201,15 @@ def stage_configs(cfg: ServiceConfig, path: ServedPath, ipc: str) -> list[StageC
     )
     from stream.wire import WireLimits
 
+    log_level, log_format = current_settings()
     wiring = StageWiring(
         control=f"{ipc}/control",
         parent_pid=os.getpid(),
         hwm=min(cfg.queue_depth, 1024),
         stats_interval_s=cfg.stats_interval_s,
         max_streams=cfg.max_streams,
-        log_level=logging.getLogger().getEffectiveLevel(),
+        log_level=log_level,
+        log_format=log_format,
     )
     publisher_input = f"{ipc}/publisher"
     worker_inputs = tuple(f"{ipc}/worker-{j}" for j in range(cfg.workers))

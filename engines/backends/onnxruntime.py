@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -80,12 +81,34 @@ def export_onnx(
     raise EngineError("ONNX export failed: " + " | ".join(errors))
 
 
+# The exporters log each optimisation pass at INFO and warn that torchvision's ops cannot be
+# registered (no model here uses them): nothing a user can act on, shown only with debug logging.
+_EXPORTER_LOGGERS = ("torch.onnx", "onnxscript", "onnx_ir")
+
+
+@contextlib.contextmanager
+def _quiet_exporters() -> Iterator[None]:
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in _EXPORTER_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def _export(
     module: torch.nn.Module, example: torch.Tensor, path: Path, *, exporter: str, max_batch: int
 ) -> None:
     import torch
 
-    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings(), \
+            _quiet_exporters():
         # torch-internal deprecation noise from the exporters, not actionable here.
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -36,6 +36,7 @@ class StageWiring:
     ``control``: the supervisor's PULL endpoint. ``parent_pid``: the supervisor; a stage whose
     parent changed exits. ``hwm``: high-water mark (messages) of internal sockets.
     ``linger_ms``: how long closing a socket may wait to deliver what is queued.
+    ``log_level``, ``log_format``: the supervisor's (:func:`stream.logs.current_settings`).
     """
 
     control: str
@@ -45,6 +46,7 @@ class StageWiring:
     stats_interval_s: float = 0.5
     max_streams: int = 4096
     log_level: int = logging.INFO
+    log_format: str = "text"
 
 
 @dataclass(frozen=True, kw_only=True)

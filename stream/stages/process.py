@@ -15,6 +15,7 @@ from typing import Any
 import zmq
 
 from stream.errors import StageError, WireError
+from stream.logs import configure_logging
 from stream.stages.base import Stage
 from stream.stages.config import (
     IngestConfig,
@@ -42,10 +43,7 @@ def stage_main(config: StageConfig) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(
-        level=config.wiring.log_level,
-        format="%(asctime)s %(processName)s %(name)s %(levelname)s: %(message)s",
-    )
+    configure_logging(config.wiring.log_level, config.wiring.log_format)
     ctx: zmq.Context[Any] = zmq.Context()
     stage: Stage | None = None
     status = 0

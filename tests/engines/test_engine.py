@@ -287,3 +287,22 @@ def test_export_falls_back_to_the_legacy_exporter(built, eager, monkeypatch, tmp
         assert np.max(np.abs(engine(x) - eager(x))) <= ACCURACY_TOLERANCE["fp32"]
     with pytest.raises(errors.EngineError, match="ONNX export failed"):
         ort_backend.export_onnx(spec.load(), spec.input_shape, path, fallback=False)
+
+
+@pytest.mark.parametrize("level", [logging.INFO, logging.DEBUG])
+def test_the_exporters_chatter_only_in_debug_logs(built, level: int, tmp_path: Path,
+                                                  caplog) -> None:
+    import engines.backends.onnxruntime as ort_backend
+
+    spec = built[0]
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(level)
+    try:
+        with caplog.at_level(level):
+            ort_backend.export_onnx(spec.load(), spec.input_shape, tmp_path / "m.onnx",
+                                    max_batch=MAX_BATCH)
+    finally:
+        root.setLevel(before)
+    chatter = [r for r in caplog.records if r.name.startswith(ort_backend._EXPORTER_LOGGERS)]
+    assert bool(chatter) is (level == logging.DEBUG), [r.getMessage() for r in chatter[:5]]

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -273,14 +273,14 @@ def children(pid: int) -> list[int]:
 
 
 class CliService:
-    """``sigstream run PATH`` (eager, ``weights`` if given, ``extra`` options; ``env`` added
-    to the environment) in its own session, its log collected by a thread. :meth:`ready` waits
-    for it and returns its ingest and publish endpoints; :meth:`close` kills the whole session
-    if it is still there."""
+    """``sigstream run PATH`` (eager, ``weights`` if given, ``extra`` options, ``top`` options
+    of ``sigstream`` itself; ``env`` added to the environment) in its own session, its log
+    collected by a thread. :meth:`ready` waits for it and returns its ingest and publish
+    endpoints; :meth:`close` kills the whole session if it is still there."""
 
     def __init__(self, weights: Path | None, *extra: str, path: str = "spectral",
-                 env: Mapping[str, str] | None = None) -> None:
-        cmd = [sys.executable, "-m", "stream.cli", "run", path,
+                 env: Mapping[str, str] | None = None, top: Sequence[str] = ()) -> None:
+        cmd = [sys.executable, "-m", "stream.cli", *top, "run", path,
                "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
                "--backend", "eager", "--max-batch", "8", *extra]
         if weights is not None:

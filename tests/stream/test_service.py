@@ -8,9 +8,11 @@ uses its own stream ids. Services with other settings (queue policies, a killed 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -152,6 +154,54 @@ def test_metrics_endpoint(service: Service, client: Client) -> None:
     assert 'sigstream_frames_out_total{stage="publisher",stream="e2e-metrics"} 1.0' in text
     assert 'sigstream_stage_up{stage="worker-0"} 1.0' in text
     assert 'sigstream_queue_capacity{stage="ingest"} 256.0' in text
+
+
+def _probe(url: str) -> tuple[int, dict[str, Any]]:
+    """Status and JSON body of a health endpoint (503 is an answer, not an error)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_health_endpoints_follow_the_stages(weights: Path) -> None:
+    config = make_config(weights, metrics_port=0, metrics_addr="127.0.0.1")
+    with Service(config) as service:
+        base = f"http://127.0.0.1:{service.metrics_port}"
+        assert _probe(f"{base}/healthz") == (200, {"alive": True})
+        status, body = _probe(f"{base}/readyz")
+        assert status == 200 and body["ready"] is True and body["state"] == "running"
+        assert body["stages"] == {name: "ready" for name in service.pids}
+        old = service.pids["worker-0"]
+        os.kill(old, signal.SIGKILL)
+        wait_until(lambda: _probe(f"{base}/readyz")[0] == 503, "readyz says not ready")
+        status, body = _probe(f"{base}/readyz")
+        if status == 503:  # unless the worker is already back
+            assert body["ready"] is False and body["stages"]["ingest"] == "ready"
+            assert body["stages"]["worker-0"] in ("down", "starting"), body
+        wait_until(lambda: _probe(f"{base}/readyz")[0] == 200, "the restarted worker is ready")
+        assert service.pids["worker-0"] != old
+        assert _probe(f"{base}/healthz")[0] == 200
+    ready, details = service.readiness()
+    assert not ready and details["state"] == "stopped"
+
+
+def test_json_logs_come_from_every_process(weights: Path) -> None:
+    # --log-format json reaches the stage processes: every line of the log is one JSON record.
+    run = CliService(weights, "--metrics-port", "0", top=("--log-format", "json"))
+    try:
+        run.ready(180)
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.proc.wait(timeout=60) == 0, run.log
+        lines = run.finish_log(5).splitlines()
+    finally:
+        run.close()
+    records = [json.loads(line) for line in lines if line.strip()]
+    assert all(set(r) >= {"time", "level", "process", "logger", "message"} for r in records)
+    processes = {r["process"] for r in records}
+    assert {"MainProcess", "sigstream-ingest", "sigstream-worker-0"} <= processes, processes
+    assert any(r["message"].startswith("summary total:") for r in records)
 
 
 # ---------------------------------------------------------------------------------------------
