@@ -122,6 +122,12 @@ class LinkStats:
         }
 
 
+# Counters exported from the start, at zero (alerts and dashboards divide by them); the others
+# appear once they count something.
+_LINK_COUNTERS = {"tx": ("packets_sent", "bytes_sent"),
+                  "rx": ("packets_received", "played", "concealed", "late", "skipped")}
+
+
 class _LinkCollector(Collector):
     """``/metrics`` of one link end: ``sigstream_codec_<counter>_total``, errors by code, and
     the capture-to-playout latency histogram (receiver)."""
@@ -139,7 +145,8 @@ class _LinkCollector(Collector):
             device = {k: v for k, v in self._stats.device.items() if isinstance(v, int)}
             hist = Histogram.from_snapshot(LATENCY_BUCKETS_S, self._stats.latency.snapshot())
         role = self._stats.role
-        for name, value in sorted({**counters, **device}.items()):
+        base = dict.fromkeys(_LINK_COUNTERS.get(role, ()), 0)
+        for name, value in sorted({**base, **counters, **device}.items()):
             family = CounterMetricFamily(f"sigstream_codec_{name}",
                                          f"codec-{role}: {name.replace('_', ' ')}.")
             family.add_metric([], value)
@@ -149,7 +156,7 @@ class _LinkCollector(Collector):
         for code, n in sorted(errors.items()):
             errs.add_metric([code], n)
         yield errs
-        if hist.count:
+        if role == "rx":
             lat = HistogramMetricFamily("sigstream_codec_latency_seconds",
                                         "Capture to playout of a frame, seconds.")
             lat.add_metric([], hist.buckets(), hist.sum)
