@@ -38,13 +38,9 @@ Weights ``engines/ct/weights/ct_<key>.pt`` with a ``ct_<key>.json`` training car
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from engines.slices import SliceUnits
-from engines.spec import ModelSpec
-
-if TYPE_CHECKING:
-    from torch import nn
+from engines.spec import ModelSpec, deferred_build
 
 __all__ = [
     "CT_SPECS",
@@ -74,31 +70,19 @@ TILE_MARGIN_PX = 32
 SERVED_MODEL = "unet"
 
 
-def _red_cnn() -> nn.Module:
-    from engines.ct.models import RedCnn  # deferred: specs load without torch
-
-    return RedCnn()
-
-
 #: The residual UNet's widths (BasicUNet's five encoder levels, then the top decoder): half of
 #: MONAI's default, chosen by measurement (see :mod:`engines.ct.train`).
 UNET_FEATURES = (16, 16, 32, 64, 128, 16)
 
 
-def _unet() -> nn.Module:
-    from engines.ct.models import ResidualUNet
-
-    return ResidualUNet(UNET_FEATURES)
-
-
 _MODELS = {
     "red_cnn": (
-        _red_cnn,
+        deferred_build("engines.ct.models:RedCnn"),
         1,
         "RED-CNN (Chen 2017): 5 conv + 5 deconv, 96 filters 5x5, residual shortcuts, ReLU",
     ),
     "unet": (
-        _unet,
+        deferred_build("engines.ct.models:ResidualUNet", UNET_FEATURES),
         16,
         "residual UNet (MONAI BasicUNet 16-128, no norm) predicting the noise: y = x - unet(x)",
     ),

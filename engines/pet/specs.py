@@ -22,17 +22,13 @@ How each model learns (:data:`PET_METHODS`), all from the short (2-minute) image
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from engines.pet.masking import Masking
 from engines.slices import SliceUnits
-from engines.spec import ModelSpec
-
-if TYPE_CHECKING:
-    from torch import nn
+from engines.spec import ModelSpec, deferred_build
 
 __all__ = [
     "PET_METHODS",
@@ -95,16 +91,10 @@ PET_METHODS: dict[str, PetMethod] = {
 }
 
 
-def _build(**arch: Any) -> nn.Module:
-    from engines.pet.models import N2vUNet  # deferred: specs load without torch
-
-    return N2vUNet(**arch)
-
-
 PET_SPECS: dict[str, ModelSpec] = {
     key: ModelSpec(
         name=f"pet_{key}",
-        build=functools.partial(_build, **method.arch),  # picklable: pools and Ray
+        build=deferred_build("engines.pet.models:N2vUNet", **method.arch),
         input_shape=(1, TILE_PX, TILE_PX),
         output_shape=(1, TILE_PX, TILE_PX),
         weights=f"pet_{key}.pt",
