@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import socket
 import threading
 import time
 from bisect import bisect_left
@@ -404,7 +405,11 @@ class MetricsServer:
                 return _json(start_response, 200 if ready else 503, {"ready": ready, **details})
             return metrics(environ, start_response)  # type: ignore[no-any-return]
 
-        self._server = make_server(self._addr, self._port, app, ThreadingWSGIServer,
+        class Server(ThreadingWSGIServer):  # IPv4 or IPv6, as the address is
+            address_family = socket.getaddrinfo(self._addr, self._port,
+                                                type=socket.SOCK_STREAM)[0][0]
+
+        self._server = make_server(self._addr, self._port, app, Server,
                                    handler_class=_QuietHandler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
                                         name="sigstream-metrics")
