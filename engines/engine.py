@@ -383,14 +383,6 @@ def load_engine(
     if int(max_batch) < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
     name, reason = resolve_backend(backend)
-    logger.info(
-        "engine %s: backend %s (%s), precision %s, max_batch %d",
-        spec.name,
-        name,
-        reason,
-        precision,
-        max_batch,
-    )
     start = time.perf_counter()
 
     if name == "eager":
@@ -406,6 +398,7 @@ def load_engine(
             max_batch=max_batch,
             build_s=time.perf_counter() - start,
         )
+        _log_loaded(spec, engine._info)
         return engine
 
     cls = _backend_class(name)
@@ -428,7 +421,7 @@ def load_engine(
     def build(path: Path) -> None:
         t0 = time.perf_counter()
         cls.build_artifact(eager_module(), spec, path, max_batch=max_batch, precision=precision)
-        logger.info(
+        logger.debug(
             "engine %s: built %s artifact in %.2f s", spec.name, name, time.perf_counter() - t0
         )
 
@@ -467,7 +460,7 @@ def load_engine(
             build=build,
             metadata=metadata,
         )
-        logger.info(
+        logger.debug(
             "engine %s: %s cache entry %s", spec.name, "loaded" if hit else "wrote", artifact
         )
         engine = cls.from_artifact(
@@ -480,8 +473,6 @@ def load_engine(
     recorded = cache.recorded_gate(key) if check and cache is not None and hit else None
     if recorded is not None and recorded.get("tolerance") == ACCURACY_TOLERANCE[precision]:
         error = float(recorded["max_abs_error"])
-        logger.info("engine %s: %s agreed with eager when this cache entry was checked, max "
-                    "abs error %.3g", spec.name, name, error)
     elif check:
         t0 = time.perf_counter()
         try:
@@ -495,13 +486,6 @@ def load_engine(
         if cache is not None:
             cache.record_gate(key, {"max_abs_error": error,
                                     "tolerance": ACCURACY_TOLERANCE[precision]})
-        logger.info(
-            "engine %s: %s agrees with eager, max abs error %.3g (tolerance %.3g)",
-            spec.name,
-            name,
-            error,
-            ACCURACY_TOLERANCE[precision],
-        )
     engine._info = EngineInfo(
         backend=name,
         reason=reason,
@@ -515,7 +499,23 @@ def load_engine(
         max_abs_error=error,
         tolerance=ACCURACY_TOLERANCE[precision] if check else None,
     )
+    _log_loaded(spec, engine._info)
     return engine
+
+
+def _log_loaded(spec: ModelSpec, info: EngineInfo) -> None:
+    """One line per engine a process loads: which backend and why, the cache, the gate."""
+    how = ("loaded" if info.backend == "eager"
+           else "built (no cache)" if info.cache_hit is None
+           else "loaded from the cache" if info.cache_hit else "built and cached")
+    line = (f"engine {spec.name}: backend {info.backend} ({info.reason}), {info.precision}, "
+            f"max_batch {info.max_batch}: {how} in {info.build_s:.2f} s")
+    if info.max_abs_error is not None:
+        gate = (f"checked now in {info.check_s:.2f} s" if info.check_s
+                else "checked when the entry was built")
+        line += (f"; agrees with eager (max abs error {info.max_abs_error:.3g}, tolerance "
+                 f"{info.tolerance:.3g}, {gate})")
+    logger.info("%s", line)
 
 
 def cache_components(

@@ -234,7 +234,7 @@ class OnnxRuntimeEngine(CompiledEngine):
     ) -> None:
         cls.check_available(precision)
         used = export_onnx(module, tuple(spec.input_shape), path, max_batch=max_batch)
-        logger.info("%s: exported ONNX with the %s exporter", spec.name, used)
+        logger.debug("%s: exported ONNX with the %s exporter", spec.name, used)
 
     @classmethod
     def from_artifact(
