@@ -164,23 +164,16 @@ class Service(ClosesOnExit):
         return self._failure
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Whether the service serves now (``/readyz``), and the details: ``state``, and per
-        stage ``ready``, ``starting`` (launched or restarted, engine not yet loaded), ``down``
-        (its process exited) or ``silent`` (alive, but no report for ``watchdog_s``).
-        Ready: started, not stopping or failed, and every stage ``ready``. Safe from any
-        thread (it reads copies of the supervisor's state)."""
+        """Whether the service serves now (``/readyz``): started, not stopping or failed, and
+        every stage ``ready`` rather than ``starting`` (engine not yet loaded), ``down`` (exited)
+        or ``silent`` (no report for ``watchdog_s``); with ``state`` and each stage's status.
+        Safe from any thread (it reads copies of the supervisor's state)."""
         now = time.monotonic()
         ready, seen, procs = dict(self._ready), dict(self._last_seen), dict(self._procs)
-        stages = {}
-        for name, proc in sorted(procs.items()):
-            if proc.exitcode is not None:
-                stages[name] = "down"
-            elif name not in ready:
-                stages[name] = "starting"
-            elif now - seen.get(name, now) > self.config.watchdog_s:
-                stages[name] = "silent"
-            else:
-                stages[name] = "ready"
+        stages = {name: "down" if proc.exitcode is not None
+                  else "starting" if name not in ready
+                  else "silent" if now - seen.get(name, now) > self.config.watchdog_s
+                  else "ready" for name, proc in sorted(procs.items())}
         state = ("failed" if self._failure is not None
                  else self._state if self._state != "running"  # new, stopped
                  else "stopping" if self._stop_requested.is_set() or self._tearing_down
