@@ -12,15 +12,13 @@
 
 Lifecycle: the constructor validates and does no I/O; :meth:`Service.start` makes a private
 folder for the ``ipc://`` endpoints, spawns the stages (``multiprocessing`` spawn context:
-publisher, engine workers, shards, ingest) and waits until each reports ready (workers: engine
-loaded and warmed up) or raises :class:`~stream.errors.ServiceError` with the failing stage's
-own error (an endpoint in use, missing weights); :meth:`Service.stop` drains (ingest stops
-reading, an end marker flows down every path, workers flush their batches, the publisher sends
-everything and closes), joins, kills leftovers and removes the folder; :meth:`Service.close` is
-:meth:`stop` and is safe twice; ``with`` starts and closes.
-
-Ingest starts last, once every engine is loaded: a sender that starts first waits in its own
-socket's queue and loses nothing.
+publisher, engine workers, shards, then ingest once every engine is loaded, so a sender that
+starts first waits in its own socket's queue and loses nothing) and waits until each reports
+ready or raises :class:`~stream.errors.ServiceError` with the failing stage's own error (an
+endpoint in use, missing weights); :meth:`Service.stop` drains (ingest stops reading, an end
+marker flows down every path, workers flush their batches, the publisher sends everything and
+closes), joins, kills leftovers and removes the folder; :meth:`Service.close` is :meth:`stop`
+and is safe twice; ``with`` starts and closes.
 
 While it runs, a monitor thread of the supervisor reads the stages' reports (stats snapshots for
 ``/metrics`` and the per-stream summary) and supervises the processes: a stage that dies, or
@@ -122,6 +120,11 @@ class Service(ClosesOnExit):
     @property
     def running(self) -> bool:
         return self._state == "running"
+
+    @property
+    def started(self) -> bool:
+        """Every stage came up: :meth:`start` got as far as "service ready"."""
+        return self._started
 
     @property
     def bound_ingest(self) -> str:
@@ -549,11 +552,9 @@ class Service(ClosesOnExit):
 
 
 def serve(config: ServiceConfig) -> int:
-    """Run a service until SIGINT or SIGTERM; drain; log the per-stream summary.
-
-    Returns 0 after a clean stop, 1 when the service could not start or a stage died. Call from
-    the main thread (it installs signal handlers, restored on return).
-    """
+    """Run a service until SIGINT or SIGTERM; drain; log the per-stream summary. Returns 0
+    after a clean stop, 1 when the service could not start or a stage died. Call from the main
+    thread (it installs signal handlers, restored on return)."""
     stop = threading.Event()
     starting = True
 
@@ -574,11 +575,14 @@ def serve(config: ServiceConfig) -> int:
             log.error("%s", exc)
             return 1
         except KeyboardInterrupt:
-            log.info("stopped while starting")
-            return 0
+            if not service.started:
+                log.info("stopped while starting")
+                return 0
+            # the signal came as the start finished: drain and summarise as for any stop
+        else:
+            log.info("serving path %s until Ctrl-C / SIGTERM", config.path)
         finally:
             starting = False
-        log.info("serving path %s until Ctrl-C / SIGTERM", config.path)
         while not stop.wait(0.2):
             if service.failure is not None:
                 break
