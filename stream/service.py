@@ -557,17 +557,19 @@ def serve(config: ServiceConfig) -> int:
     thread (it installs signal handlers, restored on return)."""
     stop = threading.Event()
     starting = True
+    service = Service(config)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         nonlocal starting
         log.info("received %s: draining", signal.Signals(signum).name)
         stop.set()
-        if starting:
-            starting = False  # once: a second signal must not interrupt the clean-up
-            raise KeyboardInterrupt  # abandon the start; start() stops what it spawned
+        # Before every stage is up, abandon the start (start() stops what it spawned); once
+        # it is up, a signal drains like any stop. Once: a second must not break the clean-up.
+        if starting and not service.started:
+            starting = False
+            raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    service = Service(config)
     try:
         try:
             service.start()
@@ -575,14 +577,11 @@ def serve(config: ServiceConfig) -> int:
             log.error("%s", exc)
             return 1
         except KeyboardInterrupt:
-            if not service.started:
-                log.info("stopped while starting")
-                return 0
-            # the signal came as the start finished: drain and summarise as for any stop
-        else:
-            log.info("serving path %s until Ctrl-C / SIGTERM", config.path)
+            log.info("stopped while starting")
+            return 0
         finally:
             starting = False
+        log.info("serving path %s until Ctrl-C / SIGTERM", config.path)
         while not stop.wait(0.2):
             if service.failure is not None:
                 break
