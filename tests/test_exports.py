@@ -105,7 +105,7 @@ MODULES: dict[str, list[str]] = {
         "excerpt", "is_number", "load_npy", "numeric", "open_table", "read_table", "split_row",
         "text_lines",
     ],
-    "stream.paths.deferred": ["deferred_gate", "specs_at_service_batch"],
+    "stream.paths.deferred": ["deferred_gate", "load_attribute", "specs_at_service_batch"],
     "stream.results": ["ResultsClient"],
 }
 

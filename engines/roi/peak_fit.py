@@ -271,7 +271,7 @@ def fit_peaks(
     """Fit every spectrum of ``spectra`` (B, L) float from its starting peaks.
 
     ``starts[i]``: structured array with fields ``index`` (centre, samples) and ``width``
-    (support width, samples) — e.g. :func:`engines.roi.peak_heads.decode_peaks`.
+    (support width, samples) — e.g. :func:`engines.roi.peak_decode.decode_peaks`.
     Returns one array of dtype :data:`FIT_PEAK_DTYPE` per spectrum, sorted by ``index``.
     """
     cfg = config or PeakFitConfig()

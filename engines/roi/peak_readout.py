@@ -3,7 +3,7 @@
 The read-out of the peak-head models (:mod:`engines.roi.peak_heads`):
 
 1. per window, non-maximum suppression on the centre heatmap gives the peaks, their
-   sub-sample centres and support widths (:func:`~engines.roi.peak_heads.decode_peaks`);
+   sub-sample centres and support widths (:func:`~engines.roi.peak_decode.decode_peaks`);
 2. with a fit configured, the raw samples of every window (or of the whole spectrum when it was
    stretched to one window, its peaks scaled back to its samples) are fitted by a sum of peaks
    plus a smooth background started from that window's peaks

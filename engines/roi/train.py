@@ -26,7 +26,7 @@ Protocol and where it departs from the paper:
   stream, schedule and stop rule, the heads' loss (:func:`engines.roi.peak_heads.peak_loss`),
   lr 1e-3 and 6000 steps (:data:`HEADS_STEPS`). ``peaks`` sees the paper's protocol;
   ``peaks_mixed`` sees :data:`MIXED_TRAINING` every step. Validation adds peak P/R/F1 of the
-  heads' read-out (:func:`engines.roi.peak_heads.decode_peaks`, +-2 samples).
+  heads' read-out (:func:`engines.roi.peak_decode.decode_peaks`, +-2 samples).
 - Determinism: ``torch.manual_seed(seed)``, numpy generators seeded as above, 1 torch thread by
   default (also lets two runs share two cores). Same seed, steps, batch and threads ->
   the same weights on the same machine and torch build.
@@ -156,7 +156,7 @@ class _PeakHeads:
         self, n: int, rng: np.random.Generator
     ) -> tuple[list[np.ndarray], tuple[torch.Tensor, ...]]:
         """``n`` spectra of the model's simulators: their true peaks, and the tensors
-        ``(x, dense, regress, centres)`` of :func:`~engines.roi.peak_heads.peak_targets`."""
+        ``(x, dense, regress, centres)`` of :func:`~engines.roi.peak_decode.peak_targets`."""
         if self.model == "peaks_mixed":
             per = sum(k for k, _ in MIXED_TRAINING)
             mix = [(max(1, round(k * n / per)), cfg) for k, cfg in MIXED_TRAINING]

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from stream.cli_options import backend_option
 from stream.errors import ConfigError
+from stream.paths.deferred import deferred_gate, load_attribute
 from stream.paths.spec import CliGroups, PathSpec, ServeOptions
 
 if TYPE_CHECKING:
@@ -54,13 +54,7 @@ class SliceModality:
 
     def load(self) -> tuple[dict[str, ModelSpec], SliceUnits]:
         """The path's model specs and units."""
-        return _attribute(self.specs), _attribute(self.units)
-
-
-def _attribute(ref: str) -> Any:
-    """The object ``"module:NAME"`` names (imported on first use: the engine side only)."""
-    module, name = ref.split(":")
-    return getattr(importlib.import_module(module), name)
+        return load_attribute(self.specs), load_attribute(self.units)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,13 +108,10 @@ def volume_path_spec(*, modality: SliceModality, summary: str, models: tuple[str
         specs, _ = modality.load()
         return {spec.name: (spec, max_batch) for spec in specs.values()}
 
-    def task_gate(spec: ModelSpec, engine: Any) -> Any:
-        return _attribute(gate)(spec, engine)
-
     return PathSpec(name=modality.path, summary=summary,
                     serve=slice_server(modality, default_model), settings=SliceSettings,
                     models=models, default_model=default_model, engine_models=engine_models,
-                    task_gate=task_gate, cli=cli, format_result=result_line)
+                    task_gate=deferred_gate(gate), cli=cli, format_result=result_line)
 
 
 def add_denoise_parser(denoise: Any, name: str, *, help: str, models: tuple[str, ...],

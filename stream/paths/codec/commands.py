@@ -21,7 +21,7 @@ from stream.paths.spec import CliGroups, Environment
 
 __all__ = ["CODEC_CONFIGS", "CODEC_LOSSES", "CODEC_MODELS", "add_commands"]
 
-# Keys of engines.codec.specs.CODECS and engines.codec.model.CONFIGS / losses.LOSSES (a test
+# Keys of engines.codec.specs.CODECS and engines.codec.configs.CONFIGS / losses.LOSSES (a test
 # pins them).
 CODEC_MODELS = ("wideband", "lowdelay", "wideband-multiband", "lowdelay-multiband")
 CODEC_CONFIGS = ("wideband", "lowdelay")

@@ -31,6 +31,6 @@ SPEC = PathSpec(
     models=CODEC_MODELS,
     default_model="wideband",
     engine_models=_engine_models,
-    task_gate=deferred_gate("engines.codec.evaluate", "codec_gate"),
+    task_gate=deferred_gate("engines.codec.evaluate:codec_gate"),
     cli=add_commands,
 )

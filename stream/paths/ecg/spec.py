@@ -30,8 +30,8 @@ SPEC = PathSpec(
     settings=EcgSettings,
     models=ECG_MODELS,
     default_model="embedding",
-    engine_models=specs_at_service_batch("engines.ecg.specs", "ECG_SPECS"),
-    task_gate=deferred_gate("engines.ecg.evaluate.gate", "ecg_gate"),
+    engine_models=specs_at_service_batch("engines.ecg.specs:ECG_SPECS"),
+    task_gate=deferred_gate("engines.ecg.evaluate.gate:ecg_gate"),
     cli=add_commands,
     format_result=format_result,
 )

@@ -35,8 +35,8 @@ SPEC = PathSpec(
     settings=SpectralSettings,
     models=ROI_MODELS,
     default_model=DEFAULT_MODEL,
-    engine_models=specs_at_service_batch("engines.roi.specs", "ROI_SPECS"),
-    task_gate=deferred_gate("engines.roi.evaluate.gate", "roi_gate"),
+    engine_models=specs_at_service_batch("engines.roi.specs:ROI_SPECS"),
+    task_gate=deferred_gate("engines.roi.evaluate.gate:roi_gate"),
     cli=add_commands,
     format_result=format_result,
 )
