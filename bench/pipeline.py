@@ -283,7 +283,8 @@ def readout_cost(models: list[str], n: int = 300, seed: int = 3) -> dict[str, An
         variants = {"readout": cfg}
         if spec.extra.get("output") == "peak_heads":
             variants["heads_only"] = dataclasses.replace(cfg, peak_fit=None)
-        prepared = [RoiDetector(cfg).prepare(x) for x in spectra]
+        detector = RoiDetector(cfg)  # windowing does not depend on the read-out settings
+        prepared = [detector.prepare(x) for x in spectra]
         with torch.inference_mode():
             outputs = [net(torch.from_numpy(w)).numpy() for w, _ in prepared]
         costs = {}
