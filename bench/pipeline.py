@@ -36,8 +36,11 @@ If the shipped weights are missing, an untrained model of the same architecture 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +181,13 @@ def _run_load(
 # The two pipelines
 
 
-def run_service(args: argparse.Namespace, weights: Path | None, mp: Any) -> dict[str, Any]:
+def run_service(args: argparse.Namespace, weights: Path | None, mp: Any, *,
+                attach: Callable[[Any], AbstractContextManager[dict[str, Any]]] | None = None,
+                mirror: bool = False) -> dict[str, Any]:
+    """The service under the load; ``attach(service)``, when given, is entered once the
+    service is up and left when the load is done (a client beside the measuring one, e.g. a
+    view: bench/view.py); what it yields is added to the result as ``attached``. ``mirror``:
+    the service mirrors its inputs (``ServiceConfig.mirror``)."""
     from stream.paths.spectral.commands import SpectralSettings
     from stream.service import Service, ServiceConfig
 
@@ -189,15 +198,19 @@ def run_service(args: argparse.Namespace, weights: Path | None, mp: Any) -> dict
         workers=args.workers, max_batch=args.max_batch, max_wait_us=args.max_wait_us,
         queue_depth=args.queue_depth, queue_policy=args.queue_policy, threads=args.threads,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        mirror="tcp://127.0.0.1:*" if mirror else None,
     )
     t0 = time.perf_counter()
     with Service(config) as service:
         start_s = time.perf_counter() - t0
         backend = {n: r["backend"] for n, r in service.stages.items() if "backend" in r}
         pids = service.pids
-        cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        out = _run_load(service.bound_publish, service.bound_ingest, args, mp, seed=1)
-        cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
+        with attach(service) if attach else contextlib.nullcontext({}) as attached:
+            cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            out = _run_load(service.bound_publish, service.bound_ingest, args, mp, seed=1)
+            cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
+        if attach:
+            out["attached"] = attached
         service.stop()
         summary = service.summary()
         stats = service.stats()

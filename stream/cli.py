@@ -32,6 +32,7 @@ from stream.cli_commands import (
     cmd_keys,
     cmd_run,
     cmd_tap,
+    cmd_view,
 )
 from stream.cli_options import (
     backend_option,
@@ -90,6 +91,15 @@ def _service_options() -> argparse.ArgumentParser:
         help="stage restarts allowed per minute before the service stops",
     )
     metrics_options(service, default_addr=ServiceConfig.metrics_addr)
+    service.add_argument(
+        "--mirror", default=None,
+        help="endpoint (XPUB) where ingest sends accepted inputs again, to the subscribers of "
+             "'<kind>/<stream>' (what `sigstream view` draws them from)",
+    )
+    service.add_argument(
+        "--view-port", type=int, default=None,
+        help="serve the live web view on this port of 127.0.0.1 (0: a free one)",
+    )
     security_options(service, server=True)
     service.add_argument(
         "--weights", type=Path, default=None, help="weights file to serve instead of the shipped"
@@ -117,6 +127,24 @@ def _tap_command(sub: Any) -> None:
     tap.add_argument("--json", action="store_true", help="one JSON object per line")
     security_options(tap, server=False)
     tap.set_defaults(func=cmd_tap)
+
+
+def _view_command(sub: Any) -> None:
+    """``view``."""
+    view = sub.add_parser("view", help="a live web page of a service (and of codec link ends)")
+    view.add_argument("--connect", default="tcp://127.0.0.1:5556", help="the results endpoint")
+    view.add_argument("--mirror", default=None,
+                      help="the service's input mirror (`run --mirror`): draw inputs too")
+    view.add_argument("--metrics", default=None,
+                      help="the service's metrics URL (http://HOST:PORT): queues and health")
+    view.add_argument("--meters", action="append", default=[],
+                      help="metrics URL of a codec link end (repeat for each end)")
+    view.add_argument("--port", type=int, default=8080, help="the page's port (0: a free one)")
+    view.add_argument("--addr", default="127.0.0.1",
+                      help="the page's address (default %(default)s; the page has no "
+                           "authentication)")
+    security_options(view, server=False)
+    view.set_defaults(func=cmd_view)
 
 
 def _engines_commands(sub: Any) -> None:
@@ -163,6 +191,7 @@ def _parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train shipped weights (reproducible by seed)")
     evaluate = sub.add_parser("eval", help="regenerate an evaluation report")
     _tap_command(sub)
+    _view_command(sub)
     _engines_commands(sub)
     groups = CliGroups(
         top=sub, run=run.add_subparsers(dest="path", required=True),
@@ -183,6 +212,8 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the spectral service on local endpoints, a few s")
     demo.add_argument("--seconds", type=float, default=8.0)
+    demo.add_argument("--view-port", type=int, default=8080,
+                      help="the live web view's port (taken: a free one; -1: no view)")
     backend_option(demo)
     demo.set_defaults(func=cmd_demo)
     return parser

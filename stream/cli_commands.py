@@ -13,7 +13,9 @@ from stream.cli_options import client_security, server_security
 from stream.paths import Environment, path_spec
 from stream.service_config import ServiceConfig
 
-__all__ = ["cmd_demo", "cmd_devices", "cmd_engines", "cmd_keys", "cmd_run", "cmd_tap"]
+__all__ = [
+    "cmd_demo", "cmd_devices", "cmd_engines", "cmd_keys", "cmd_run", "cmd_tap", "cmd_view",
+]
 
 
 def cmd_run(args: argparse.Namespace, env: Environment) -> int:
@@ -43,8 +45,53 @@ def cmd_run(args: argparse.Namespace, env: Environment) -> int:
         weights=args.weights,
         security=server_security(args),
         insecure=args.insecure,
+        mirror=args.mirror,
     )
-    return serve(config)
+    if args.view_port is None:
+        return serve(config)
+    return _serve_with_view(config, args.view_port)
+
+
+def _serve_with_view(config: ServiceConfig, port: int) -> int:
+    """``run ... --view-port``: the service, and the view in a child process beside it."""
+    import dataclasses
+    import logging
+    import tempfile
+
+    from stream.errors import ConfigError
+    from stream.service import serve
+    from stream.view.process import ViewProcess
+    from stream.view.server import ViewConfig
+
+    if config.security is not None:
+        raise ConfigError("--view-port serves a page without keys; with --keys run "
+                          "`sigstream view --keys ...` with a client key instead")
+    if config.publish.endswith(":*"):
+        raise ConfigError("--view-port needs a fixed --publish port")
+    with tempfile.TemporaryDirectory(prefix="sigstream-view-") as folder:
+        if config.mirror is None:
+            config = dataclasses.replace(config, mirror=f"ipc://{folder}/mirror")
+        metrics = None
+        if config.metrics_port:
+            metrics = f"http://{config.metrics_addr}:{config.metrics_port}"
+        view = ViewProcess(ViewConfig(connect=config.publish.replace("0.0.0.0", "127.0.0.1"),
+                                      mirror=config.mirror, metrics=metrics, port=port))
+        url = view.start()
+        logging.getLogger("stream.view").info("view on %s", url)
+        try:
+            return serve(config)
+        finally:
+            view.stop()
+
+
+def cmd_view(args: argparse.Namespace, env: Environment) -> int:
+    from stream.view.process import run_view
+    from stream.view.server import ViewConfig
+
+    return run_view(ViewConfig(
+        connect=args.connect, mirror=args.mirror, metrics=args.metrics,
+        meters=tuple(args.meters), host=args.addr, port=args.port,
+        security=client_security(args)))
 
 
 def cmd_tap(args: argparse.Namespace, env: Environment) -> int:
@@ -88,4 +135,5 @@ def cmd_keys(args: argparse.Namespace, env: Environment) -> int:
 def cmd_demo(args: argparse.Namespace, env: Environment) -> int:
     from stream.demo import run_demo
 
-    return run_demo(seconds=args.seconds, backend=args.backend, cache_dir=env.cache_dir)
+    return run_demo(seconds=args.seconds, backend=args.backend, cache_dir=env.cache_dir,
+                    view_port=None if args.view_port < 0 else args.view_port)

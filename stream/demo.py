@@ -9,9 +9,11 @@ What it starts, in order (and stops in reverse, also on Ctrl-C or an error):
    run (chemotools' ``fermentation_spectra.csv``: 1,629 spectra x 1,047 points, 428-1833 1/cm,
    the file ``chemotools.datasets.load_fermentation_test()`` reads), exported once to
    ``<runs_dir>/fermentation_test.npy``. Without chemotools the demo says so and runs the
-   simulator only.
+   simulator only;
+4. with ``view_port``, the web view (``sigstream view``) on the service and its input mirror;
+   its URL is printed, nothing is opened.
 
-While they run it shows a live view, refreshed about twice a second: per stream, spectra/s,
+While they run it shows a live view, refreshed once a second: per stream, spectra/s,
 results, peaks per spectrum, capture-to-result latency p50/p99, drops (seq numbers never
 answered) and errors; then a final summary that also counts what each source says it sent.
 
@@ -338,6 +340,23 @@ def _final_summary(
 # The demo
 
 
+def _start_view(stack: contextlib.ExitStack, publish: str, mirror: str, port: int) -> str:
+    """The live view on ``port`` (a free one if it is taken), stopped with ``stack``; its
+    URL."""
+    from stream.view.process import ViewProcess
+    from stream.view.server import ViewConfig
+
+    for candidate in dict.fromkeys((port, 0)):
+        view = ViewProcess(ViewConfig(connect=publish, mirror=mirror, port=candidate))
+        try:
+            url = view.start()
+        except OSError:
+            continue
+        stack.callback(view.stop)
+        return url
+    return "(could not start)"
+
+
 def run_demo(
     seconds: float = 8.0,
     backend: str = "auto",
@@ -349,8 +368,9 @@ def run_demo(
     instruments: int = 3,
     sim_rate_hz: float = 20.0,
     replay_rate_hz: float = 20.0,
-    refresh_s: float = 0.5,
+    refresh_s: float = 1.0,
     drain_s: float = 3.0,
+    view_port: int | None = None,
     out: TextIO | None = None,
 ) -> int:
     """Run the spectral path locally for ``seconds`` and print a live view and a summary.
@@ -360,6 +380,8 @@ def run_demo(
     to its sibling ``runs``: ``~/.cache/sigstream/runs`` by default). ``instruments`` simulated
     spectrometers at ``sim_rate_hz`` spectra/s each, plus the fermentation replay at
     ``replay_rate_hz``. ``drain_s``: how long to wait for answers after the sources end.
+    ``view_port``: serve the live web view (``sigstream view``) there on 127.0.0.1, or on a
+    free port if it is taken (``None``: no view); its URL is printed, nothing is opened.
 
     Returns 0 when every stream got results and every source ended cleanly, 1 otherwise,
     130 on Ctrl-C.
@@ -396,6 +418,7 @@ def run_demo(
                 model=model,
                 weights=weights,
                 cache_dir=Path(cache_dir),
+                mirror=None if view_port is None else "tcp://127.0.0.1:*",
             )
             print(f"starting the spectral service (model {model}, backend {backend}) ...",
                   file=out, flush=True)
@@ -403,7 +426,9 @@ def run_demo(
             stack.callback(service.close)  # drains: every accepted spectrum is answered
             service.start()
             ingest, publish = service.bound_ingest, service.bound_publish
-            print(f"service: ingest {ingest}  publish {publish}", file=out, flush=True)
+            view = "" if view_port is None else "  live view " + _start_view(
+                stack, publish, service.stages["ingest"]["mirror"], view_port)
+            print(f"service: ingest {ingest}  publish {publish}{view}", file=out, flush=True)
 
             # settle_s: the subscription reaches the publisher before data flows
             results = stack.enter_context(ResultsClient(publish, settle_s=0.2))

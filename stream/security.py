@@ -54,6 +54,7 @@ __all__ = [
     "ServerSecurity",
     "check_bind",
     "client_context",
+    "curve_server",
     "generate_keys",
     "is_local",
     "read_public_key",
@@ -278,11 +279,17 @@ def secure_server(sock: zmq.Socket[Any], security: ServerSecurity | None) -> Ser
         return None
     guard = ServerGuard(sock.context, security.allowed)
     guard.start()
+    curve_server(sock, security)
+    return guard
+
+
+def curve_server(sock: zmq.Socket[Any], security: ServerSecurity) -> None:
+    """Make ``sock`` a CURVE server checked by the ZAP handler already running in its context
+    (:func:`secure_server` started it for another socket of the same stage)."""
     sock.zap_domain = _ZAP_DOMAIN.encode()
     sock.curve_secretkey = security.secret_key
     sock.curve_publickey = security.public_key
     sock.curve_server = True
-    return guard
 
 
 class RefusedConnections:

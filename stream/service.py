@@ -142,8 +142,8 @@ class Service(ClosesOnExit):
 
     @property
     def stages(self) -> dict[str, dict[str, Any]]:
-        """What each stage reported when ready: ``endpoint`` (ingest, publisher), ``backend``
-        and ``load_s`` (workers), ``pid``."""
+        """What each stage reported when ready: ``endpoint`` (ingest, publisher), ``mirror``
+        (ingest, with one), ``backend`` and ``load_s`` (workers), ``pid``."""
         return {name: dict(info) for name, info in self._ready.items()}
 
     @property
@@ -322,9 +322,10 @@ class Service(ClosesOnExit):
         self._launch(configs[-1])
         self._await_ready()
         # A restarted ingest or publisher binds what the first one got (random ports resolved).
-        for name in ("ingest", "publisher"):
-            self._configs[name] = dataclasses.replace(
-                self._configs[name], endpoint=self._endpoint(name))  # type: ignore[type-var]
+        mirror: dict[str, Any] = {"mirror": self._ready["ingest"].get("mirror")}
+        for name, pins in (("publisher", {}), ("ingest", mirror)):
+            self._configs[name] = dataclasses.replace(  # type: ignore[type-var]
+                self._configs[name], endpoint=self._endpoint(name), **pins)
 
     def _launch(self, stage_config: StageConfig) -> None:
         mp = multiprocessing.get_context("spawn")

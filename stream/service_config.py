@@ -59,6 +59,9 @@ class ServiceConfig:
     ``security``: CURVE keys of the ingest and publish sockets (:mod:`stream.security`);
     without them a non-loopback ``ingest``/``publish`` is refused unless ``insecure``.
     ``metrics_addr``: the address ``/metrics`` and health listen on (loopback by default).
+    ``mirror``: an endpoint where ingest sends every accepted input again to the subscribers of
+    its ``"<kind>/<stream>"`` topic (``sigstream view`` draws them; ``None``: no mirror); it
+    takes the keys that may send.
     """
 
     path: str
@@ -92,6 +95,7 @@ class ServiceConfig:
     max_streams: int = 4096
     security: ServerSecurity | None = None
     insecure: bool = False
+    mirror: str | None = None
 
     def __post_init__(self) -> None:
         def bad(reason: str) -> ConfigError:
@@ -120,14 +124,16 @@ class ServiceConfig:
                       f"{', '.join(spec.models)}")
         if self.backend not in BACKENDS:
             raise bad(f"unknown backend {self.backend!r}; choose from {', '.join(BACKENDS)}")
-        for name in ("ingest", "publish"):
+        for name in ("ingest", "publish", "mirror")[:3 if self.mirror is not None else 2]:
             endpoint = getattr(self, name)
             if not isinstance(endpoint, str) or not endpoint.startswith(("tcp://", "ipc://")):
                 raise bad(f"{name} must be a tcp:// or ipc:// endpoint, got {endpoint!r}")
             check_bind(endpoint, secured=self.security is not None, insecure=self.insecure,
                        what=name)
-        if self.ingest == self.publish and not self.ingest.endswith(":*"):
-            raise bad("ingest and publish must be different endpoints")
+        bound = [e for e in (self.ingest, self.publish, self.mirror)
+                 if e is not None and not e.endswith(":*")]
+        if len(set(bound)) < len(bound):
+            raise bad("ingest, publish and mirror must be different endpoints")
         for name in ("workers", "max_batch", "queue_depth", "queue_bytes", "max_samples",
                      "max_payload_bytes", "max_streams"):
             value = getattr(self, name)
@@ -264,6 +270,7 @@ def stage_configs(cfg: ServiceConfig, path: ServedPath, ipc: str) -> list[StageC
                             policy=cfg.queue_policy, deadline_ms=deadline_ms),
             drain_s=drain_s,
             dispatch=None if cfg.shards else dispatch(0), security=cfg.security,
+            mirror=cfg.mirror,
         )
     )
     return configs

@@ -39,7 +39,7 @@ PACKAGES: dict[str, list[str]] = {
     ],
     "stream.paths": [
         "CliGroups", "Environment", "PLUGIN_GROUP", "PathSettings", "PathSpec", "ServeOptions",
-        "path_spec", "path_specs", "served_paths",
+        "ViewSpec", "path_spec", "path_specs", "served_paths",
     ],
     "stream.paths.spectral": ["SPEC"],
     "stream.paths.ecg": ["EcgSettings", "SPEC"],
@@ -107,6 +107,13 @@ MODULES: dict[str, list[str]] = {
     ],
     "stream.paths.deferred": ["deferred_gate", "load_attribute", "specs_at_service_batch"],
     "stream.results": ["ResultsClient"],
+    "stream.view.panels": [
+        "CURVE_POINTS", "IMAGE_SIDE", "MAX_MARKERS", "envelope", "finite", "histogram_quantiles",
+        "image", "mapping", "spans",
+    ],
+    "stream.view.process": ["ViewProcess", "run_view"],
+    "stream.view.server": ["ViewConfig", "ViewServer"],
+    "stream.view.state": ["HISTORY_S", "STALE_S", "STRIP_S", "ViewState"],
 }
 
 

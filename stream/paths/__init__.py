@@ -19,7 +19,14 @@ from __future__ import annotations
 
 import functools
 
-from stream.paths.spec import CliGroups, Environment, PathSettings, PathSpec, ServeOptions
+from stream.paths.spec import (
+    CliGroups,
+    Environment,
+    PathSettings,
+    PathSpec,
+    ServeOptions,
+    ViewSpec,
+)
 
 __all__ = [
     "CliGroups",
@@ -28,6 +35,7 @@ __all__ = [
     "PathSettings",
     "PathSpec",
     "ServeOptions",
+    "ViewSpec",
     "path_spec",
     "path_specs",
     "served_paths",

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from engines.spec import ModelSpec
     from stream.stages import ServedPath
 
-__all__ = ["CliGroups", "Environment", "PathSettings", "PathSpec", "ServeOptions"]
+__all__ = ["PANELS", "CliGroups", "Environment", "PathSettings", "PathSpec", "ServeOptions",
+           "ViewSpec"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +75,45 @@ class ServeOptions:
     max_samples: int
 
 
+#: The drawings of ``sigstream view`` (:mod:`stream.view`) a path can choose for its streams.
+PANELS: tuple[str, ...] = ("trace", "strip", "slices", "meters")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ViewSpec:
+    """How ``sigstream view`` (:mod:`stream.view`) draws one stream of a path.
+
+    ``panel``, one of :data:`PANELS`: ``"trace"``, the input as a curve with the result drawn
+    on it (shaded spans, markers) and a waterfall of the markers' positions over time;
+    ``"strip"``, the input as a scrolling time series (header ``fs`` and ``t_ns``) with each
+    result an event on it; ``"slices"``, the input and the result as images side by side,
+    with window/level; ``"meters"``, for a path that is not a service (the codec link): what
+    its processes' ``/metrics`` say, as level meters, counters over time and a latency.
+    ``input_kind``: the wire kind of the path's input, asked of the service's mirror for the
+    stream a viewer chose (``None``: draw results only); ``unit``: its values' unit.
+    ``values`` and ``digest`` are ``"module:NAME"`` of two functions, imported by the view
+    only (so declaring a path loads no numpy): ``values(header, array)``, an input message ->
+    its values in ``unit`` (e.g. mV from ADC counts and ``gain``); ``digest(body, values)``,
+    a result body and the values of the input it answers (``None`` when the mirror did not
+    send it; always ``None`` for ``"strip"``) -> the small JSON the panel draws
+    (:mod:`stream.view.panels` describes each panel's), or ``None`` to skip the result. A
+    digest reads what came from the network: it must not trust the body's shape.
+    ``metrics``: for ``"meters"``, the prefix of the metric families of the path's processes;
+    their digest takes ``{family name: [(labels, value), ...]}`` of one scrape.
+    """
+
+    panel: str
+    digest: str
+    input_kind: str | None = None
+    unit: str = ""
+    values: str | None = None
+    metrics: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.panel not in PANELS:
+            raise ValueError(f"unknown panel {self.panel!r}; choose from {', '.join(PANELS)}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class PathSpec:
     """One processing path.
@@ -90,6 +130,7 @@ class PathSpec:
     one of them (:mod:`engines.gates`), ``None`` for a model without one.
     ``cli``: adds the path's own verbs (sources, train/eval, tools) to :class:`CliGroups`.
     ``format_result``: one line of ``sigstream tap`` for a result body.
+    ``view``: how ``sigstream view`` draws its streams (``None``: the overview only).
     """
 
     name: str
@@ -102,6 +143,7 @@ class PathSpec:
     task_gate: Callable[[ModelSpec, Engine], TaskGate | None] | None = None
     cli: Callable[[CliGroups], None] | None = None
     format_result: Callable[[Mapping[str, Any]], str] | None = None
+    view: ViewSpec | None = None
 
     RESULT_PREFIX: ClassVar[str] = "result."
 

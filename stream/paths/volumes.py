@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from stream.cli_options import backend_option
 from stream.errors import ConfigError
 from stream.paths.deferred import deferred_gate, load_attribute
-from stream.paths.spec import CliGroups, PathSpec, ServeOptions
+from stream.paths.spec import CliGroups, PathSpec, ServeOptions, ViewSpec
 
 if TYPE_CHECKING:
     import numpy as np
@@ -111,7 +111,10 @@ def volume_path_spec(*, modality: SliceModality, summary: str, models: tuple[str
     return PathSpec(name=modality.path, summary=summary,
                     serve=slice_server(modality, default_model), settings=SliceSettings,
                     models=models, default_model=default_model, engine_models=engine_models,
-                    task_gate=deferred_gate(gate), cli=cli, format_result=result_line)
+                    task_gate=deferred_gate(gate), cli=cli, format_result=result_line,
+                    view=ViewSpec(panel="slices", input_kind=modality.kind, unit=modality.unit,
+                                  values="stream.paths.slice_view:values",
+                                  digest="stream.paths.slice_view:digest"))
 
 
 def add_denoise_parser(denoise: Any, name: str, *, help: str, models: tuple[str, ...],

@@ -21,6 +21,7 @@ from stream.security import (
     RefusedConnections,
     ServerGuard,
     ServerSecurity,
+    curve_server,
     secure_server,
 )
 from stream.stages.config import END, DispatchConfig, StageWiring
@@ -87,7 +88,11 @@ class Stage:
 
     def secure(self, sock: zmq.Socket[Any], security: ServerSecurity | None) -> None:
         """With keys, make ``sock`` (external, not yet bound) a CURVE server that accepts the
-        listed clients only, and count the connections it refuses."""
+        listed clients only, and count the connections it refuses. A second socket of the
+        stage shares the first one's ZAP handler, and so its list of clients."""
+        if self._guard is not None and security is not None:
+            curve_server(sock, security)
+            return
         self._guard = secure_server(sock, security)
         if self._guard is not None:
             self._refused = RefusedConnections(sock)

@@ -67,7 +67,9 @@ class IngestConfig:
     ``MAXMSGSIZE`` (a bigger frame disconnects its sender before anything is allocated);
     ``door``: the bounded queue behind the socket. ``path``: the served path (its input kind
     is checked here); with no ``shards``, ingest runs its per-stream stages itself and hands
-    their output on through ``dispatch``."""
+    their output on through ``dispatch``. ``mirror``: an XPUB endpoint to bind, where every
+    accepted input is sent again to whoever subscribes to its ``"<kind>/<stream>"`` topic
+    (``None``: no mirror)."""
 
     name: str
     wiring: StageWiring
@@ -82,6 +84,7 @@ class IngestConfig:
     drain_s: float = 10.0
     dispatch: DispatchConfig | None = None
     security: ServerSecurity | None = None
+    mirror: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

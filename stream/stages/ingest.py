@@ -1,4 +1,9 @@
 """Ingest (external PULL, validation, the door) and shards (per-stream stages of their streams).
+
+Ingest may also mirror what it accepts (``IngestConfig.mirror``): an XPUB socket that sends an
+input again, topic ``"<kind>/<stream>"`` first, only while someone subscribes to it, so a
+viewer that draws one stream's spectra or ECG costs the others nothing. A slow subscriber
+loses mirrored inputs (ZeroMQ drops at its queue limit); it never holds ingest back.
 """
 
 from __future__ import annotations
@@ -52,9 +57,19 @@ class IngestStage(DispatchingStage):
         self.door = Door(config.door, self)
         self._poller = zmq.Poller()
         self._reading = False
+        self._mirror: zmq.Socket[Any] | None = None
+        self._mirror_topics: set[bytes] = set()  # the subscribed topic prefixes
+        if config.mirror is not None:
+            self._mirror = self._socket(zmq.XPUB, linger_ms=0)
 
     def open(self) -> dict[str, Any]:
         cfg = self.config
+        ready: dict[str, Any] = {}
+        if self._mirror is not None:
+            assert cfg.mirror is not None
+            self.secure(self._mirror, cfg.security)
+            ready["mirror"] = bind(self._mirror, cfg.mirror, "mirror")
+            self._poller.register(self._mirror, zmq.POLLIN)
         bind(self._command, cfg.command, "command socket")
         for sock, endpoint in zip(self._shards, cfg.shards, strict=True):
             sock.connect(endpoint)
@@ -65,8 +80,8 @@ class IngestStage(DispatchingStage):
         self._to_publisher.connect(cfg.publisher)
         self._poller.register(self._command, zmq.POLLIN)
         self.secure(self._pull, cfg.security)
-        bound = bind(self._pull, cfg.endpoint, "ingest")
-        return {"endpoint": bound}
+        ready["endpoint"] = bind(self._pull, cfg.endpoint, "ingest")
+        return ready
 
     def run(self) -> None:
         while True:
@@ -90,6 +105,8 @@ class IngestStage(DispatchingStage):
             self._read(RECV_BURST)
         if self.dispatcher is not None and self.dispatcher.results in events:
             self.dispatcher.pump()
+        if self._mirror is not None and self._mirror in events:
+            self._subscriptions()
         stop = False
         if self._command in events:
             while True:
@@ -203,7 +220,28 @@ class IngestStage(DispatchingStage):
             return
         # Only the ZAP-authenticated key may name the sender; nothing a sender writes can.
         frames = stamp_peer(header, frames, self.config.security is not None)
+        if self._mirror_topics:
+            self._mirror_input(f"{header['kind']}/{stream}".encode(), frames)
         self.door.put(msg, frames, time.monotonic_ns())
+
+    def _subscriptions(self) -> None:
+        """Follow the mirror's subscriptions (XPUB: ``1`` + topic, ``0`` + topic when the last
+        subscriber of that topic leaves)."""
+        assert self._mirror is not None
+        while True:
+            try:
+                event = self._mirror.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event[:1] == b"\x01":
+                self._mirror_topics.add(event[1:])
+            elif event[:1] == b"\x00":
+                self._mirror_topics.discard(event[1:])
+
+    def _mirror_input(self, topic: bytes, frames: list[Any]) -> None:
+        if any(topic.startswith(prefix) for prefix in self._mirror_topics):
+            assert self._mirror is not None
+            self._mirror.send_multipart([topic, *frames], flags=zmq.NOBLOCK, copy=False)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import resource
 import threading
 import time
@@ -35,7 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 import zmq
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from engines.codec.codec import CODEC_LINK_MAX_BATCH, Codec, load_codec
@@ -76,6 +77,9 @@ class LinkEndConfig:
     report: Path | None = None
 
 
+SILENCE_DBFS = -120.0
+
+
 @dataclass
 class LinkStats:
     """Counters of one end of a link; ``snapshot()`` is the JSON report."""
@@ -87,9 +91,16 @@ class LinkStats:
     latency_ms: list[float] = field(default_factory=list)
     device: dict[str, Any] = field(default_factory=dict)
     cpu_ready_s: float = 0.0  # process CPU time once the engines were loaded
+    level_dbfs: float = SILENCE_DBFS  # RMS of the last block captured (tx) or played (rx)
 
     def ready(self) -> None:
         self.cpu_ready_s = time.process_time()
+
+    def level(self, samples: np.ndarray) -> None:
+        """Note the RMS level of a block of samples (full scale 1.0), in dBFS."""
+        rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0
+        self.level_dbfs = (20.0 * math.log10(rms) if math.isfinite(rms) and rms > 1e-6
+                           else SILENCE_DBFS)
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -144,7 +155,11 @@ class _LinkCollector(Collector):
             errors = dict(self._stats.errors)
             device = {k: v for k, v in self._stats.device.items() if isinstance(v, int)}
             hist = Histogram.from_snapshot(LATENCY_BUCKETS_S, self._stats.latency.snapshot())
+            level = self._stats.level_dbfs
         role = self._stats.role
+        yield GaugeMetricFamily("sigstream_codec_level_dbfs",
+                                f"codec-{role}: RMS level of the last block "
+                                f"{'captured' if role == 'tx' else 'played'}, dBFS.", value=level)
         base = dict.fromkeys(_LINK_COUNTERS.get(role, ()), 0)
         for name, value in sorted({**base, **counters, **device}.items()):
             family = CounterMetricFamily(f"sigstream_codec_{name}",

@@ -290,6 +290,7 @@ class CodecReceiver:
             self.stats.observe_latency((time.time_ns() - t_ns) / 1e9 + self._output_latency_s())
         self.sink.write(samples)
         self.stats.count("samples_played", samples.size)
+        self.stats.level(samples)
 
     def _finish(self) -> None:
         if self._decoder is not None:

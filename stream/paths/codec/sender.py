@@ -161,6 +161,7 @@ def _tx_loop(cfg: TxConfig, codec: Codec, sock: zmq.Socket[Any], stats: link.Lin
                 with lock:
                     stats.count("samples_captured", samples.size)
                     stats.count("clipped_samples", int(np.count_nonzero(np.abs(samples) >= 0.999)))
+                    stats.level(samples)
                 if not np.isfinite(samples).all():
                     with lock:
                         stats.error("nan", "NaN/Inf samples from the input replaced by silence")

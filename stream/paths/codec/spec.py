@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from stream.paths.codec.commands import CODEC_MODELS, add_commands
 from stream.paths.deferred import deferred_gate
-from stream.paths.spec import PathSpec
+from stream.paths.spec import PathSpec, ViewSpec
 
 if TYPE_CHECKING:
     from engines.spec import ModelSpec
@@ -33,4 +33,6 @@ SPEC = PathSpec(
     engine_models=_engine_models,
     task_gate=deferred_gate("engines.codec.evaluate:codec_gate"),
     cli=add_commands,
+    view=ViewSpec(panel="meters", metrics="sigstream_codec_", unit="dBFS",
+                  digest="stream.paths.codec.view:digest"),
 )

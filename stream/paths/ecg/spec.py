@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from stream.paths.deferred import deferred_gate, specs_at_service_batch
 from stream.paths.ecg.commands import ECG_MODELS, EcgSettings, add_commands, format_result
-from stream.paths.spec import PathSpec, ServeOptions
+from stream.paths.spec import PathSpec, ServeOptions, ViewSpec
 
 if TYPE_CHECKING:
     from stream.paths.ecg.stages import EcgPath
@@ -34,4 +34,6 @@ SPEC = PathSpec(
     task_gate=deferred_gate("engines.ecg.evaluate.gate:ecg_gate"),
     cli=add_commands,
     format_result=format_result,
+    view=ViewSpec(panel="strip", input_kind="ecg", unit="mV",
+                  values="stream.paths.ecg.view:values", digest="stream.paths.ecg.view:digest"),
 )

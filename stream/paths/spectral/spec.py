@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from stream.paths.deferred import deferred_gate, specs_at_service_batch
-from stream.paths.spec import PathSpec, ServeOptions
+from stream.paths.spec import PathSpec, ServeOptions, ViewSpec
 from stream.paths.spectral.commands import (
     DEFAULT_MODEL,
     ROI_MODELS,
@@ -39,4 +39,7 @@ SPEC = PathSpec(
     task_gate=deferred_gate("engines.roi.evaluate.gate:roi_gate"),
     cli=add_commands,
     format_result=format_result,
+    view=ViewSpec(panel="trace", input_kind="spectrum",
+                  values="stream.paths.spectral.view:values",
+                  digest="stream.paths.spectral.view:digest"),
 )

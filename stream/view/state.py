@@ -1,0 +1,361 @@
+"""What ``sigstream view`` knows of a service, and the snapshots the page draws.
+
+:class:`ViewState` is fed, from one thread, with every result and error the service publishes,
+the mirrored inputs of the streams a viewer chose, and scrapes of ``/metrics`` and
+``/readyz``; :meth:`ViewState.snapshot` is the JSON a page draws. It names no path: each
+result's path comes from its kind (``result.<path>``), and the path's
+:class:`~stream.paths.ViewSpec` says how to draw it.
+
+Everything is bounded, so a view keeps up with any rate and the page never receives more than
+it can draw: per-second buckets for two minutes of history, at most ``max_streams`` streams
+(the rest counted together), a few hundred latencies per stream, the latest result per panel
+(a digest at most :data:`TRACE_HZ` times a second) and the last :data:`STRIP_S` seconds of a
+strip.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from stream.paths import PathSpec, ViewSpec, path_specs
+from stream.paths.deferred import load_attribute
+from stream.stages.config import DROP_CODES
+from stream.view.panels import envelope
+
+__all__ = ["HISTORY_S", "STALE_S", "STRIP_S", "ViewState"]
+
+log = logging.getLogger(__name__)
+
+HISTORY_S = 120  # seconds of rate and latency history
+STALE_S = 3.0  # a stream silent this long is shown as stale
+STRIP_S = 10.0  # seconds of a strip panel
+TRACE_HZ = 10.0  # digests per second of a trace or slices panel
+WATERFALL_ROWS = 120
+STREAM_LATENCIES = 512  # latest latencies kept per stream (its p50 / p99)
+TABLE_ROWS = 200  # streams listed in a snapshot (the rest are counted)
+PENDING_INPUTS, PENDING_BYTES = 64, 64 << 20  # mirrored inputs awaiting their results
+_RESULT = "result."
+Sample = tuple[str, Mapping[str, str], float]  # one sample of a scrape: name, labels, value
+
+
+@dataclass
+class _Stream:
+    path: str | None = None
+    results: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    drops: Counter[str] = field(default_factory=Counter)
+    last_error: str | None = None
+    last_seen: float = 0.0
+    first_seen: float = 0.0
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=STREAM_LATENCIES))
+    arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+
+
+@dataclass
+class _Panel:
+    """What the chosen stream's panel holds."""
+
+    spec: ViewSpec
+    inputs: dict[int, Any] = field(default_factory=dict)  # seq -> values (trace, slices)
+    latest: dict[str, Any] | None = None
+    last_digest: float = 0.0
+    waterfall: deque[tuple[float, list[float]]] = field(
+        default_factory=lambda: deque(maxlen=WATERFALL_ROWS))
+    samples: deque[tuple[int, float, Any]] = field(default_factory=deque)  # t0_ns, fs, values
+    events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=512))
+
+
+class _Seconds:
+    """Results per second and their latency p50 / p99 over the last :data:`HISTORY_S` seconds:
+    the second being filled holds its latencies, a finished one only its three figures."""
+
+    def __init__(self) -> None:
+        self.done: deque[tuple[int, int, float | None, float | None]] = deque(maxlen=HISTORY_S)
+        self.second: int | None = None
+        self.count = 0
+        self.latencies: list[float] = []
+
+    def add(self, second: int, latency_ms: float) -> None:
+        if second != self.second:
+            self._close()
+            self.second, self.count, self.latencies = second, 0, []
+        self.count += 1
+        if latency_ms >= 0 and len(self.latencies) < 20_000:
+            self.latencies.append(latency_ms)
+
+    def _close(self) -> None:
+        if self.second is None:
+            return
+        lat = np.asarray(self.latencies)
+        p50, p99 = (np.percentile(lat, (50, 99)).tolist() if lat.size else (None, None))
+        self.done.append((self.second, self.count, p50, p99))
+
+    def series(self, now_s: int) -> dict[str, list[Any]]:
+        if self.second is not None and self.second < now_s:
+            self._close()
+            self.second, self.count, self.latencies = None, 0, []
+        rows = [row for row in self.done if now_s - HISTORY_S < row[0] < now_s]
+        return {"t": [r[0] for r in rows], "rate": [r[1] for r in rows],
+                "p50_ms": [r[2] for r in rows], "p99_ms": [r[3] for r in rows]}
+
+
+class ViewState:
+    """Everything the view shows (see the module docstring). Not thread-safe: one thread
+    feeds it and takes its snapshots."""
+
+    def __init__(self, *, max_streams: int = 4096, clock: Callable[[], float] = time.time,
+                 specs: Iterable[PathSpec] | None = None) -> None:
+        self.max_streams = max_streams
+        self.clock = clock
+        self._specs = {spec.name: spec for spec in (specs if specs is not None
+                                                      else path_specs())}
+        self._streams: dict[str, _Stream] = {}
+        self._panels: dict[str, _Panel] = {}
+        self._latency = _Seconds()
+        self._functions: dict[str, Callable[..., Any]] = {}
+        self.health: dict[str, Any] | None = None
+        self.queues: dict[str, dict[str, float]] = {}
+        self.meters: dict[str, dict[str, Any]] = {}
+        self.counts: Counter[str] = Counter()  # results, errors, inputs, invalid, undrawable
+
+    # -- what it is fed ----------------------------------------------------------------------
+
+    def result(self, header: Mapping[str, Any], body: Any) -> None:
+        """One result or error from the results socket (a decoded wire v1 message)."""
+        now = self.clock()
+        kind, name = str(header.get("kind")), str(header.get("stream"))
+        s = self._stream(name, now)
+        s.last_seen = now
+        if kind == "error":
+            body = body if isinstance(body, Mapping) else {}
+            code = str(body.get("code", "error"))
+            self.counts["errors"] += 1
+            (s.drops if code in DROP_CODES else s.errors)[code] += 1
+            s.last_error = f"{code}: {str(body.get('reason', ''))[:200]}"
+            return
+        self.counts["results"] += 1
+        s.results += 1
+        s.arrivals.append(now)
+        if kind.startswith(_RESULT):
+            s.path = kind[len(_RESULT):]
+        t_ns = header.get("t_ns")
+        latency_ms = (now * 1e9 - t_ns) / 1e6 if isinstance(t_ns, int) else -1.0
+        if latency_ms >= 0:
+            s.latencies.append(latency_ms)
+        self._latency.add(int(now), latency_ms)
+        panel = self._panels.get(name)
+        if panel is not None and isinstance(body, Mapping) and s.path is not None:
+            self._draw(panel, header, body, now)
+
+    def mirrored(self, header: Mapping[str, Any], array: Any) -> None:
+        """One input of a chosen stream, from the service's mirror."""
+        panel = self._panels.get(str(header.get("stream")))
+        if panel is None or panel.spec.values is None:
+            return
+        self.counts["inputs"] += 1
+        try:
+            values = self._function(panel.spec.values)(header, array)
+        except Exception:
+            self.counts["undrawable"] += 1
+            return
+        if panel.spec.panel == "strip":
+            fs, t_ns = header.get("fs"), header.get("t_ns")
+            if isinstance(t_ns, int) and isinstance(fs, (int, float)) and fs > 0:
+                panel.samples.append((t_ns, float(fs), np.asarray(values, np.float64)))
+                horizon = (self.clock() - STRIP_S) * 1e9
+                while panel.samples and panel.samples[0][0] + len(
+                        panel.samples[0][2]) / panel.samples[0][1] * 1e9 < horizon:
+                    panel.samples.popleft()
+            return
+        seq = header.get("seq")
+        if isinstance(seq, int):
+            panel.inputs[seq] = values
+            # Inputs wait for their results (seconds, for a volume): bounded in count and size.
+            while len(panel.inputs) > 1 and (len(panel.inputs) > PENDING_INPUTS or sum(
+                    getattr(v, "nbytes", 0) for v in panel.inputs.values()) > PENDING_BYTES):
+                del panel.inputs[next(iter(panel.inputs))]
+
+    def scraped(self, metrics: Mapping[str, Sequence[Sample]]) -> None:
+        """One scrape of the service's ``/metrics`` (families by name)."""
+        queues: dict[str, dict[str, float]] = {}
+        for family, key in (("sigstream_queue_depth", "depth"),
+                            ("sigstream_queue_capacity", "capacity")):
+            for _, labels, value in metrics.get(family, ()):
+                queues.setdefault(labels.get("stage", "?"), {})[key] = value
+        self.queues = queues
+
+    def scraped_meters(self, url: str, metrics: Mapping[str, Sequence[Sample]]) -> None:
+        """One scrape of a process a path draws as meters (e.g. a codec link end)."""
+        now = self.clock()
+        for spec in self._specs.values():
+            view = spec.view
+            if view is None or view.metrics is None:
+                continue
+            if not any(name.startswith(view.metrics) for name in metrics):
+                continue
+            try:
+                digest = self._function(view.digest)(metrics)
+            except Exception:
+                self.counts["undrawable"] += 1
+                continue
+            if digest is None:
+                continue
+            entry = self.meters.setdefault(url, {"path": spec.name, "history": deque()})
+            history = entry["history"]
+            history.append((now, digest.get("counters") or {}))
+            while history and history[0][0] < now - HISTORY_S:
+                history.popleft()
+            entry["latest"] = digest
+            return
+
+    def drawing(self, stream: str) -> bool:
+        """A page draws ``stream``: its results' bodies are wanted."""
+        return stream in self._panels
+
+    def choose(self, streams: Iterable[str]) -> set[str]:
+        """The streams whose panels are drawn (those the viewers chose); returns the mirror
+        topics to subscribe to."""
+        wanted = set(streams)
+        for name in list(self._panels):
+            if name not in wanted:
+                del self._panels[name]
+        topics = set()
+        for name in wanted:
+            s = self._streams.get(name)
+            spec = self._specs.get(s.path) if s is not None and s.path is not None else None
+            if spec is None or spec.view is None or spec.view.metrics is not None:
+                continue
+            if name not in self._panels:
+                self._panels[name] = _Panel(spec.view)
+            if spec.view.input_kind is not None:
+                topics.add(f"{spec.view.input_kind}/{name}")
+        return topics
+
+    # -- what it shows -----------------------------------------------------------------------
+
+    def snapshot(self, chosen: str | None = None) -> dict[str, Any]:
+        now = self.clock()
+        streams = sorted(self._streams.items())
+        rows = [self._row(name, s, now) for name, s in streams[:TABLE_ROWS]]
+        return {
+            "t": now,
+            "health": self.health,
+            "queues": self.queues,
+            "latency": self._latency.series(int(now)),
+            "streams": rows,
+            "streams_more": max(0, len(streams) - TABLE_ROWS),
+            "meters": [self._meter(url, entry) for url, entry in sorted(self.meters.items())],
+            "panel": None if chosen is None else self._panel(chosen, now),
+            "view": dict(self.counts),
+        }
+
+    def _row(self, name: str, s: _Stream, now: float) -> dict[str, Any]:
+        recent = [t for t in s.arrivals if t > now - 5.0]
+        window = min(5.0, max(1e-3, now - s.first_seen))
+        lat = np.asarray(s.latencies)
+        return {
+            "stream": name, "path": s.path, "results": s.results,
+            "rate": round(len(recent) / window, 2),
+            "p50_ms": round(float(np.percentile(lat, 50)), 2) if lat.size else None,
+            "p99_ms": round(float(np.percentile(lat, 99)), 2) if lat.size else None,
+            "errors": dict(s.errors), "drops": dict(s.drops), "last_error": s.last_error,
+            "age_s": round(now - s.last_seen, 2), "stale": now - s.last_seen > STALE_S,
+            "drawn": s.path in self._specs and self._specs[s.path].view is not None,
+        }
+
+    def _meter(self, url: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+        history = list(entry["history"])
+        t: list[float] = []
+        rates: dict[str, list[float | None]] = {}
+        for (t0, before), (t1, after) in zip(history, history[1:], strict=False):
+            t.append(t1)
+            for name, value in after.items():
+                prior = before.get(name)
+                rate = None if value is None or prior is None else max(0.0, value - prior) / max(
+                    1e-3, t1 - t0)
+                rates.setdefault(name, []).append(rate)
+        return {"url": url, "path": entry["path"], **entry["latest"],
+                "history": {"t": t, "rates": rates}}
+
+    def _panel(self, name: str, now: float) -> dict[str, Any] | None:
+        panel = self._panels.get(name)
+        s = self._streams.get(name)
+        if panel is None or s is None:
+            return None
+        out: dict[str, Any] = {"stream": name, "path": s.path, "panel": panel.spec.panel,
+                               "unit": panel.spec.unit, "data": panel.latest}
+        if panel.spec.panel == "trace":
+            out["waterfall"] = [[t - now, xs] for t, xs in panel.waterfall]
+        elif panel.spec.panel == "strip":
+            out["strip"] = self._strip(panel, now)
+            out["events"] = [{**e, "t": (e["t_ns"] / 1e9) - now} for e in panel.events
+                             if e["t_ns"] / 1e9 > now - STRIP_S]
+        return out
+
+    def _strip(self, panel: _Panel, now: float) -> dict[str, list[float]]:
+        if not panel.samples:
+            return {"t": [], "y": []}
+        t = np.concatenate([t0 / 1e9 - now + np.arange(len(v)) / fs
+                            for t0, fs, v in panel.samples])
+        y = np.concatenate([v for _, _, v in panel.samples])
+        keep = t > -STRIP_S
+        t, y = t[keep], y[keep]
+        if t.size == 0:
+            return {"t": [], "y": []}
+        curve = envelope(y)
+        index = np.asarray(curve["x"], dtype=np.int64)
+        return {"t": t[index].round(4).tolist(), "y": curve["y"]}
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _stream(self, name: str, now: float) -> _Stream:
+        s = self._streams.get(name)
+        if s is None:
+            if len(self._streams) >= self.max_streams:
+                name = "*"
+                s = self._streams.get(name)
+            if s is None:
+                s = self._streams[name] = _Stream(first_seen=now)
+        return s
+
+    def _draw(self, panel: _Panel, header: Mapping[str, Any], body: Mapping[str, Any],
+              now: float) -> None:
+        spec = panel.spec
+        seq = header.get("seq")
+        strip = spec.panel == "strip"
+        values = None if strip or not isinstance(seq, int) else panel.inputs.pop(seq, None)
+        # A trace or a slice is drawn at most TRACE_HZ times a second; its waterfall keeps
+        # every drawn result. A strip keeps every event.
+        if not strip and now - panel.last_digest < 1.0 / TRACE_HZ:
+            return
+        try:
+            digest = self._function(spec.digest)(body, values)
+        except Exception:
+            self.counts["undrawable"] += 1
+            return
+        if digest is None:
+            return
+        panel.last_digest = now
+        if strip:
+            if not isinstance(digest.get("t_ns"), int):
+                t_ns = header.get("t_ns")
+                digest["t_ns"] = t_ns if isinstance(t_ns, int) else int(now * 1e9)
+            panel.events.append(digest)
+            return
+        panel.latest = digest
+        if spec.panel == "trace":
+            xs = [m["x"] for m in digest.get("markers", ()) if isinstance(m.get("x"), float)]
+            panel.waterfall.append((now, xs))
+
+    def _function(self, reference: str) -> Callable[..., Any]:
+        function = self._functions.get(reference)
+        if function is None:
+            function = self._functions[reference] = load_attribute(reference)
+        return function
