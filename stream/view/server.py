@@ -25,7 +25,7 @@ import math
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -50,6 +50,7 @@ _READ_PAUSE_S = 0.02
 _MAX_CLIENT_MESSAGE = 4096
 _MAX_STREAM_NAME = 256
 _API_CHOICE_S = 30.0
+_API_CHOICES = 16  # streams drawn at once for /api/state callers
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,8 +82,6 @@ class _Client:
     ws: web.WebSocketResponse
     chosen: str | None = None
     sending: asyncio.Task[None] | None = None
-    sent: int = 0
-    skipped: int = 0
 
 
 class ViewServer:
@@ -143,17 +142,6 @@ class ViewServer:
             await self._runner.cleanup()
         if self._ctx is not None:
             self._ctx.destroy(linger=0)
-
-    async def run(self, on_ready: Callable[[str], Awaitable[None] | None] | None = None) -> None:
-        url = await self.start()
-        try:
-            if on_ready is not None:
-                done = on_ready(url)
-                if done is not None:
-                    await done
-            await asyncio.Event().wait()
-        finally:
-            await self.stop()
 
     # -- the service's sockets ---------------------------------------------------------------
 
@@ -246,20 +234,16 @@ class ViewServer:
                 self._live.discard(client)
                 continue
             if client.sending is not None and not client.sending.done():
-                client.skipped += 1
                 self.state.counts["skipped_updates"] += 1
                 continue
             if client.chosen not in frames:
-                frames[client.chosen] = json.dumps(
-                    self.state.snapshot(client.chosen), separators=(",", ":"),
-                    allow_nan=False, default=_jsonable)
+                frames[client.chosen] = self.state.snapshot_json(client.chosen)
             client.sending = asyncio.create_task(self._send(client, frames[client.chosen]))
         self.state.counts["pages"] = len(self._live)
 
     async def _send(self, client: _Client, text: str) -> None:
         try:
             await client.ws.send_str(text)
-            client.sent += 1
         except (ConnectionError, RuntimeError):
             self._live.discard(client)
 
@@ -270,11 +254,13 @@ class ViewServer:
 
     async def _api_state(self, request: web.Request) -> web.StreamResponse:
         chosen = _stream_name(request.query.get("stream"))
-        if chosen is not None:  # drawn for a while: the next call shows its panel
+        if chosen is not None and (chosen in self._api_chosen
+                                   or len(self._api_chosen) < _API_CHOICES):
+            # Drawn for a while: the next call shows its panel.
             self._api_chosen[chosen] = time.monotonic() + _API_CHOICE_S
             self._follow_choices()
-        text = json.dumps(self.state.snapshot(chosen), allow_nan=False, default=_jsonable)
-        return web.Response(text=text, content_type="application/json")
+        return web.Response(text=self.state.snapshot_json(chosen),
+                            content_type="application/json")
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(max_msg_size=_MAX_CLIENT_MESSAGE, heartbeat=10.0)
@@ -323,12 +309,6 @@ def _stream_name(value: Any) -> str | None:
     if isinstance(value, str) and 0 < len(value) <= _MAX_STREAM_NAME:
         return value
     return None
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float):
-        return None
-    return str(value)
 
 
 def _families(url: str) -> dict[str, list[tuple[str, dict[str, str], float]]] | None:

@@ -15,7 +15,9 @@ strip.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 HISTORY_S = 120  # seconds of rate and latency history
 STALE_S = 3.0  # a stream silent this long is shown as stale
 STRIP_S = 10.0  # seconds of a strip panel
+STRIP_SAMPLES = 1 << 16  # at most this many of them held
 TRACE_HZ = 10.0  # digests per second of a trace or slices panel
 WATERFALL_ROWS = 120
 STREAM_LATENCIES = 512  # latest latencies kept per stream (its p50 / p99)
@@ -69,6 +72,7 @@ class _Panel:
     waterfall: deque[tuple[float, list[float]]] = field(
         default_factory=lambda: deque(maxlen=WATERFALL_ROWS))
     samples: deque[tuple[int, float, Any]] = field(default_factory=deque)  # t0_ns, fs, values
+    held: int = 0  # samples in ``samples``
     events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=512))
 
 
@@ -168,11 +172,15 @@ class ViewState:
         if panel.spec.panel == "strip":
             fs, t_ns = header.get("fs"), header.get("t_ns")
             if isinstance(t_ns, int) and isinstance(fs, (int, float)) and fs > 0:
-                panel.samples.append((t_ns, float(fs), np.asarray(values, np.float64)))
+                chunk = np.asarray(values, np.float64).ravel()[:STRIP_SAMPLES]
+                panel.samples.append((t_ns, float(fs), chunk))
+                panel.held += chunk.size
+                # The last STRIP_S seconds, and never more than STRIP_SAMPLES (a sender's
+                # clock may be anywhere).
                 horizon = (self.clock() - STRIP_S) * 1e9
-                while panel.samples and panel.samples[0][0] + len(
-                        panel.samples[0][2]) / panel.samples[0][1] * 1e9 < horizon:
-                    panel.samples.popleft()
+                while panel.samples and (panel.held > STRIP_SAMPLES or panel.samples[0][0] + len(
+                        panel.samples[0][2]) / panel.samples[0][1] * 1e9 < horizon):
+                    panel.held -= panel.samples.popleft()[2].size
             return
         seq = header.get("seq")
         if isinstance(seq, int):
@@ -255,6 +263,15 @@ class ViewState:
             "panel": None if chosen is None else self._panel(chosen, now),
             "view": dict(self.counts),
         }
+
+    def snapshot_json(self, chosen: str | None = None) -> str:
+        """:meth:`snapshot` as JSON; a value JSON cannot carry (NaN, infinity, bytes: from a
+        scrape or a path's digest) becomes null."""
+        snapshot = self.snapshot(chosen)
+        try:
+            return json.dumps(snapshot, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError):
+            return json.dumps(_plain(snapshot), separators=(",", ":"), allow_nan=False)
 
     def _row(self, name: str, s: _Stream, now: float) -> dict[str, Any]:
         recent = [t for t in s.arrivals if t > now - 5.0]
@@ -359,3 +376,16 @@ class ViewState:
         if function is None:
             function = self._functions[reference] = load_attribute(reference)
         return function
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every non-finite float and every non-JSON value as ``None``."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return None

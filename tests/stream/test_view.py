@@ -207,6 +207,29 @@ def test_a_strip_panel_keeps_the_last_seconds_of_signal_and_events() -> None:
     assert event["identity"] == "alice" and event["t"] == pytest.approx(-1.5)
 
 
+def test_a_strip_holds_a_bounded_signal_whatever_the_senders_clock() -> None:
+    state = ViewState()
+    state.result(*_result("ecg", "w", 0, {"type": "status", "status": "ok"}, time.time()))
+    state.choose(["w"])
+    future_ns = int((time.time() + 3600) * 1e9)  # never ages out of the last 10 s
+    for i in range(200):
+        state.mirrored({"kind": "ecg", "stream": "w", "seq": i, "fs": 250.0,
+                        "t_ns": future_ns + i * 1_000_000_000}, np.zeros(4000, np.float32))
+    strip = state.snapshot("w")["panel"]["strip"]
+    assert len(strip["t"]) <= 2048 and min(strip["t"]) > 3000  # drawn, as it was stamped
+    assert state.counts["inputs"] == 200
+
+
+def test_snapshots_are_plain_json_whatever_was_scraped() -> None:
+    state = ViewState()
+    state.scraped({"sigstream_queue_depth": [("sigstream_queue_depth", {"stage": "ingest"},
+                                              float("nan"))],
+                   "sigstream_queue_capacity": [("sigstream_queue_capacity",
+                                                 {"stage": "ingest"}, float("inf"))]})
+    assert json.loads(state.snapshot_json())["queues"] == {
+        "ingest": {"depth": None, "capacity": None}}
+
+
 def test_a_slices_panel_shows_the_slice_before_and_after() -> None:
     state = ViewState()
     state.result(*_result("ct", "series", 0, {}, time.time()))
