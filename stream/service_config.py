@@ -124,7 +124,7 @@ class ServiceConfig:
                       f"{', '.join(spec.models)}")
         if self.backend not in BACKENDS:
             raise bad(f"unknown backend {self.backend!r}; choose from {', '.join(BACKENDS)}")
-        for name in ("ingest", "publish", "mirror")[:3 if self.mirror is not None else 2]:
+        for name in ("ingest", "publish") + (("mirror",) if self.mirror is not None else ()):
             endpoint = getattr(self, name)
             if not isinstance(endpoint, str) or not endpoint.startswith(("tcp://", "ipc://")):
                 raise bad(f"{name} must be a tcp:// or ipc:// endpoint, got {endpoint!r}")

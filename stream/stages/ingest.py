@@ -65,11 +65,6 @@ class IngestStage(DispatchingStage):
     def open(self) -> dict[str, Any]:
         cfg = self.config
         ready: dict[str, Any] = {}
-        if self._mirror is not None:
-            assert cfg.mirror is not None
-            self.secure(self._mirror, cfg.security)
-            ready["mirror"] = bind(self._mirror, cfg.mirror, "mirror")
-            self._poller.register(self._mirror, zmq.POLLIN)
         bind(self._command, cfg.command, "command socket")
         for sock, endpoint in zip(self._shards, cfg.shards, strict=True):
             sock.connect(endpoint)
@@ -80,7 +75,12 @@ class IngestStage(DispatchingStage):
         self._to_publisher.connect(cfg.publisher)
         self._poller.register(self._command, zmq.POLLIN)
         self.secure(self._pull, cfg.security)
-        ready["endpoint"] = bind(self._pull, cfg.endpoint, "ingest")
+        if self._mirror is not None:
+            assert cfg.mirror is not None
+            self.secure(self._mirror, cfg.security)
+            ready["mirror"] = bind(self._mirror, cfg.mirror, "mirror")
+            self._poller.register(self._mirror, zmq.POLLIN)
+        ready["endpoint"] = bind(self._pull, cfg.endpoint, "ingest")  # last: now it takes input
         return ready
 
     def run(self) -> None:

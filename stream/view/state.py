@@ -42,6 +42,7 @@ STRIP_SAMPLES = 1 << 16  # at most this many of them held
 TRACE_HZ = 10.0  # digests per second of a trace or slices panel
 WATERFALL_ROWS = 120
 STREAM_LATENCIES = 512  # latest latencies kept per stream (its p50 / p99)
+RATE_S = 5  # a stream's rate: results over this many seconds
 TABLE_ROWS = 200  # streams listed in a snapshot (the rest are counted)
 PENDING_INPUTS, PENDING_BYTES = 64, 64 << 20  # mirrored inputs awaiting their results
 _RESULT = "result."
@@ -58,7 +59,8 @@ class _Stream:
     last_seen: float = 0.0
     first_seen: float = 0.0
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=STREAM_LATENCIES))
-    arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+    seconds: deque[list[int]] = field(default_factory=lambda: deque(maxlen=RATE_S + 1))
+    figures: tuple[int, float | None, float | None] = (0, None, None)  # results, p50, p99
 
 
 @dataclass
@@ -146,7 +148,11 @@ class ViewState:
             return
         self.counts["results"] += 1
         s.results += 1
-        s.arrivals.append(now)
+        second = int(now)
+        if s.seconds and s.seconds[-1][0] == second:
+            s.seconds[-1][1] += 1
+        else:
+            s.seconds.append([second, 1])
         if kind.startswith(_RESULT):
             s.path = kind[len(_RESULT):]
         t_ns = header.get("t_ns")
@@ -274,14 +280,18 @@ class ViewState:
             return json.dumps(_plain(snapshot), separators=(",", ":"), allow_nan=False)
 
     def _row(self, name: str, s: _Stream, now: float) -> dict[str, Any]:
-        recent = [t for t in s.arrivals if t > now - 5.0]
-        window = min(5.0, max(1e-3, now - s.first_seen))
-        lat = np.asarray(s.latencies)
+        # Results per second over the last RATE_S seconds (the current one included).
+        recent = sum(n for second, n in s.seconds if second > now - RATE_S)
+        window = min(float(RATE_S), max(1e-3, now - s.first_seen))
+        if s.figures[0] != s.results:  # percentiles only when something new came
+            lat = np.asarray(s.latencies)
+            p50, p99 = np.percentile(lat, (50, 99)).round(2).tolist() if lat.size else (None,
+                                                                                         None)
+            s.figures = (s.results, p50, p99)
         return {
             "stream": name, "path": s.path, "results": s.results,
-            "rate": round(len(recent) / window, 2),
-            "p50_ms": round(float(np.percentile(lat, 50)), 2) if lat.size else None,
-            "p99_ms": round(float(np.percentile(lat, 99)), 2) if lat.size else None,
+            "rate": round(recent / window, 2),
+            "p50_ms": s.figures[1], "p99_ms": s.figures[2],
             "errors": dict(s.errors), "drops": dict(s.drops), "last_error": s.last_error,
             "age_s": round(now - s.last_seen, 2), "stale": now - s.last_seen > STALE_S,
             "drawn": s.path in self._specs and self._specs[s.path].view is not None,

@@ -85,6 +85,41 @@ def test_the_mirror_sends_the_inputs_of_subscribed_streams_only(
     assert summary["inst-a"].delivered == seq + 20 and summary["inst-b"].delivered == 20
 
 
+def test_with_keys_the_mirror_sends_only_to_the_keys_that_may_send(
+        weights: Path, tmp_path: Path, clients: Callable[..., Any]) -> None:
+    from stream.security import ClientSecurity, ServerSecurity, generate_keys
+
+    for name in ("server", "sender", "stranger"):
+        generate_keys(tmp_path, name)
+    (tmp_path / "allowed").mkdir()
+    (tmp_path / "allowed" / "sender.key").write_bytes((tmp_path / "sender.key").read_bytes())
+    config = local_service_config(weights, mirror="tcp://127.0.0.1:*", deadline_ms=60_000,
+                                  security=ServerSecurity.from_folder(tmp_path))
+    with Service(config) as service:
+        subs = {}
+        for name in ("sender", "stranger"):
+            ctx = ClientSecurity.from_folder(tmp_path, name).context()
+            sub = ctx.socket(zmq.SUB)
+            sub.linger = 0
+            sub.setsockopt_string(zmq.SUBSCRIBE, "spectrum/")
+            sub.connect(service.stages["ingest"]["mirror"])
+            subs[name] = (ctx, sub)
+        client = clients(service.bound_ingest, service.bound_publish,
+                         context=ClientSecurity.from_folder(tmp_path, "sender").context())
+        seq, deadline = 0, time.monotonic() + TIMEOUT_S
+        try:
+            while not subs["sender"][1].poll(100):
+                assert time.monotonic() < deadline, "the mirror never sent to a listed key"
+                client.send("inst-a", seq, np.ones(256, np.float32))
+                seq += 1
+            client.settle(service, {"inst-a": seq})
+            assert not subs["stranger"][1].poll(500), "a key that may not send read inputs"
+        finally:
+            for ctx, sub in subs.values():
+                sub.close(0)
+                ctx.term()
+
+
 def test_mirror_endpoints_are_checked_like_the_others(weights: Path) -> None:
     from stream.errors import ConfigError, SecurityError
 
