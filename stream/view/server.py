@@ -39,7 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from stream.errors import WireError
 from stream.security import ClientSecurity
 from stream.view.state import ViewState
-from stream.wire import ERROR_KIND, decode
+from stream.wire import ERROR_KIND, Message, decode
 
 __all__ = ["ViewConfig", "ViewServer"]
 
@@ -187,21 +187,20 @@ class ViewServer:
             return
         if header.get("kind") != ERROR_KIND and not self.state.drawing(header["stream"]):
             self.state.result(header, None)
-            return
-        try:
-            msg = decode(frames, topic=True)
-        except WireError:
-            self.state.counts["invalid"] += 1
-            return
-        self.state.result(msg.header, msg.payload)
+        elif (msg := self._decoded(frames)) is not None:
+            self.state.result(msg.header, msg.payload)
 
     def _on_input(self, frames: list[Any]) -> None:
+        if (msg := self._decoded(frames)) is not None:
+            self.state.mirrored(msg.header, msg.payload)
+
+    def _decoded(self, frames: list[Any]) -> Message | None:
+        """The message, checked as every client checks it; ``None`` (counted) if invalid."""
         try:
-            msg = decode(frames, topic=True)
+            return decode(frames, topic=True)
         except WireError:
             self.state.counts["invalid"] += 1
-            return
-        self.state.mirrored(msg.header, msg.payload)
+            return None
 
     def _follow_choices(self) -> None:
         now = time.monotonic()

@@ -272,6 +272,26 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def start_logged(cmd: Sequence[str], ready: str | None = None, **kwargs: Any
+                 ) -> tuple[subprocess.Popen[str], str]:
+    """Start ``cmd`` with its stderr piped; with ``ready``, wait for a log line holding it and
+    return that line. A thread reads the rest of the log, so the process never blocks on it."""
+    proc = subprocess.Popen(list(cmd), stderr=subprocess.PIPE, text=True, **kwargs)
+    assert proc.stderr is not None
+    line = ""
+    if ready is not None:
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if ready in line:
+                break
+        else:
+            raise AssertionError(f"{list(cmd)[3:5]} never said {ready!r}:\n"
+                                 f"{''.join(seen)[-3000:]}")
+    threading.Thread(target=proc.stderr.read, daemon=True).start()
+    return proc, line
+
+
 class CliService:
     """``sigstream run PATH`` (eager, ``weights`` if given, ``extra`` options, ``top`` options
     of ``sigstream`` itself; ``env`` added to the environment) in its own session, its log

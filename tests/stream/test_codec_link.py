@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
+from service_client import start_logged
 
 from devices.audio import CODEC_FS, read_audio, write_audio
 from engines.codec.codec import Codec, decode_signal, encode_signal, load_codec
@@ -210,17 +210,7 @@ def _scrape_when(url: str, needle: str, timeout_s: float) -> str:
 
 def _start(cmd: list[str], ready: str, **kwargs: Any) -> subprocess.Popen[str]:
     """Start a link end and wait until it logs ``ready`` (listening, capturing)."""
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, **kwargs)
-    assert proc.stderr is not None
-    seen = []
-    for line in proc.stderr:
-        seen.append(line)
-        if ready in line:
-            break
-    else:
-        raise AssertionError(f"{cmd[3:5]} never said {ready!r}:\n{''.join(seen)[-3000:]}")
-    threading.Thread(target=proc.stderr.read, daemon=True).start()
-    return proc
+    return start_logged(cmd, ready, **kwargs)[0]
 
 
 def _cli(*args: str) -> list[str]:

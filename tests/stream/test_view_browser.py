@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import zmq
-from service_client import REPO, TIMEOUT_S, CliService, free_port, term_context
+from service_client import REPO, TIMEOUT_S, CliService, free_port, start_logged, term_context
 from volume_files import slice_hu
 
 from stream.wire import data_message, encode
@@ -113,20 +112,8 @@ class Processes:
 
     def start(self, *args: str, ready: str | None = None) -> tuple[subprocess.Popen[str], str]:
         """``sigstream ARGS``; with ``ready``, wait for a log line holding it and return it."""
-        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", *args], cwd=REPO,
-                                stderr=subprocess.PIPE, text=True)
+        proc, line = start_logged([sys.executable, "-m", "stream.cli", *args], ready, cwd=REPO)
         self.procs.append(proc)
-        assert proc.stderr is not None
-        line = ""
-        if ready is not None:
-            seen = []
-            for line in proc.stderr:
-                seen.append(line)
-                if ready in line:
-                    break
-            else:
-                raise AssertionError(f"{args[:2]} never said {ready!r}:\n{''.join(seen)}")
-        threading.Thread(target=proc.stderr.read, daemon=True).start()
         return proc, line
 
     def close(self) -> None:
