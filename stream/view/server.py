@@ -1,8 +1,9 @@
 """The web server of ``sigstream view``: aiohttp (HTTP, WebSocket, the page's static files)
 and ZeroMQ (asyncio sockets) on one event loop.
 
-- A SUB socket on the service's results (every topic) feeds :class:`~stream.view.state.ViewState`;
-  a SUB on the service's mirror asks only for the inputs of the streams a viewer chose.
+- A SUB socket on the service's results (every topic: headers for the overview, bodies of
+  errors and of the streams a page draws) feeds :class:`~stream.view.state.ViewState`; a SUB
+  on the service's mirror asks only for the inputs of the streams a page chose.
   Both are plain subscribers: when the view falls behind, ZeroMQ drops at the publisher
   for the view alone; the service is never slowed.
 - Every ``interval_s`` each page connected to ``/ws`` gets one snapshot (JSON) for the
@@ -85,7 +86,8 @@ class _Client:
 
 
 class ViewServer:
-    """Run with :meth:`run` (until cancelled) or :meth:`start` / :meth:`stop` inside a loop."""
+    """The view on a running event loop: :meth:`start`, then :meth:`stop`
+    (:mod:`stream.view.process` runs one in its own process)."""
 
     def __init__(self, config: ViewConfig, state: ViewState | None = None) -> None:
         self.config = config
@@ -123,8 +125,7 @@ class ViewServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.host, cfg.port)
         await site.start()
-        sockets = site._server.sockets if site._server is not None else ()  # type: ignore[attr-defined]
-        port = sockets[0].getsockname()[1] if sockets else cfg.port
+        port = self._runner.addresses[0][1]  # port 0: the one the system chose
         host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
         self.url = f"http://{host}:{port}/"
         return self.url
