@@ -30,6 +30,7 @@ from stream.paths import PathSpec, ViewSpec, path_specs
 from stream.paths.deferred import load_attribute
 from stream.stages.config import DROP_CODES
 from stream.view.panels import envelope
+from stream.wire import ERROR_KIND, RESULT_PREFIX
 
 __all__ = ["HISTORY_S", "STALE_S", "STRIP_S", "ViewState"]
 
@@ -45,7 +46,6 @@ STREAM_LATENCIES = 512  # latest latencies kept per stream (its p50 / p99)
 RATE_S = 5  # a stream's rate: results over this many seconds
 TABLE_ROWS = 200  # streams listed in a snapshot (the rest are counted)
 PENDING_INPUTS, PENDING_BYTES = 64, 64 << 20  # mirrored inputs awaiting their results
-_RESULT = "result."
 Sample = tuple[str, Mapping[str, str], float]  # one sample of a scrape: name, labels, value
 
 
@@ -139,7 +139,7 @@ class ViewState:
         kind, name = str(header.get("kind")), str(header.get("stream"))
         s = self._stream(name, now)
         s.last_seen = now
-        if kind == "error":
+        if kind == ERROR_KIND:
             body = body if isinstance(body, Mapping) else {}
             code = str(body.get("code", "error"))
             self.counts["errors"] += 1
@@ -153,8 +153,8 @@ class ViewState:
             s.seconds[-1][1] += 1
         else:
             s.seconds.append([second, 1])
-        if kind.startswith(_RESULT):
-            s.path = kind[len(_RESULT):]
+        if kind.startswith(RESULT_PREFIX):
+            s.path = kind[len(RESULT_PREFIX):]
         t_ns = header.get("t_ns")
         latency_ms = (now * 1e9 - t_ns) / 1e6 if isinstance(t_ns, int) else -1.0
         if latency_ms >= 0:
