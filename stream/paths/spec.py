@@ -99,7 +99,7 @@ class ViewSpec:
     (:mod:`stream.view.panels` describes each panel's), or ``None`` to skip the result. A
     digest reads what came from the network: it must not trust the body's shape.
     ``metrics``: for ``"meters"``, the prefix of the metric families of the path's processes;
-    their digest takes ``{family name: [(labels, value), ...]}`` of one scrape.
+    their digest takes ``{family name: [(sample name, labels, value), ...]}`` of one scrape.
     """
 
     panel: str
