@@ -9,6 +9,7 @@ import logging
 import multiprocessing
 import os
 import signal
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -21,24 +22,30 @@ log = logging.getLogger(__name__)
 _PARENT_CHECK_S = 1.0
 
 
+async def _serve(config: ViewConfig, *, stop_on: tuple[signal.Signals, ...],
+                 on_url: Callable[[str], None], parent: int | None = None) -> None:
+    """Serve until one of ``stop_on`` arrives or, with ``parent``, that process is gone;
+    ``on_url`` hears the page's URL once it is served."""
+    server = ViewServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in stop_on:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        on_url(await server.start())
+        while not stop.is_set() and (parent is None or os.getppid() == parent):
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), _PARENT_CHECK_S)
+    finally:
+        await server.stop()
+
+
 def run_view(config: ViewConfig) -> int:
     """Serve the view until SIGINT or SIGTERM; returns the exit status (0)."""
-
-    async def main() -> None:
-        server = ViewServer(config)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        url = await server.start()
-        log.info("view on %s (results %s%s)", url, config.connect,
-                 f", inputs {config.mirror}" if config.mirror else "")
-        try:
-            await stop.wait()
-        finally:
-            await server.stop()
-
-    asyncio.run(main())
+    inputs = f", inputs {config.mirror}" if config.mirror else ""
+    asyncio.run(_serve(config, stop_on=(signal.SIGINT, signal.SIGTERM),
+                       on_url=lambda url: log.info("view on %s (results %s%s)", url,
+                                                   config.connect, inputs)))
     return 0
 
 
@@ -49,26 +56,11 @@ def _child(config: ViewConfig, report: Connection, log_settings: tuple[int, str]
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging(*log_settings)
-    parent = os.getppid()
-
-    async def main() -> None:
-        server = ViewServer(config)
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        try:
-            url = await server.start()
-        except OSError as exc:
-            report.send(("error", f"cannot serve the view on {config.host}:{config.port}: {exc}"))
-            return
-        report.send(("url", url))
-        try:
-            while os.getppid() == parent and not stop.is_set():
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), _PARENT_CHECK_S)
-        finally:
-            await server.stop()
-
-    asyncio.run(main())
+    try:
+        asyncio.run(_serve(config, stop_on=(signal.SIGTERM,),
+                           on_url=lambda url: report.send(("url", url)), parent=os.getppid()))
+    except OSError as exc:
+        report.send(("error", f"cannot serve the view on {config.host}:{config.port}: {exc}"))
 
 
 class ViewProcess:
@@ -77,7 +69,6 @@ class ViewProcess:
 
     def __init__(self, config: ViewConfig) -> None:
         self.config = config
-        self.url: str | None = None
         self._proc: Any = None
 
     def start(self, timeout_s: float = 30.0) -> str:
@@ -99,7 +90,6 @@ class ViewProcess:
         if kind != "url":
             self.stop()
             raise OSError(value)
-        self.url = value
         return value
 
     @property

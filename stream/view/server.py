@@ -92,7 +92,6 @@ class ViewServer:
     def __init__(self, config: ViewConfig, state: ViewState | None = None) -> None:
         self.config = config
         self.state = state or ViewState(max_streams=config.max_streams)
-        self.url: str | None = None
         self._live: set[_Client] = set()
         self._tasks: list[asyncio.Task[Any]] = []
         self._runner: web.AppRunner | None = None
@@ -106,15 +105,6 @@ class ViewServer:
     async def start(self) -> str:
         """Bind the page, connect the sockets, start the loops; returns the page's URL."""
         cfg = self.config
-        self._ctx = zmq.asyncio.Context()
-        results = self._subscriber(cfg.connect)
-        results.setsockopt(zmq.SUBSCRIBE, b"")
-        self._tasks.append(asyncio.create_task(self._read(results, self._on_result)))
-        if cfg.mirror is not None:
-            self._mirror = self._subscriber(cfg.mirror)
-            self._tasks.append(asyncio.create_task(self._read(self._mirror, self._on_input)))
-        self._tasks.append(asyncio.create_task(self._tick()))
-        self._tasks.append(asyncio.create_task(self._scrape()))
         app = web.Application(client_max_size=_MAX_CLIENT_MESSAGE)
         static = resources.files("stream.view") / "static"
         app.router.add_get("/", self._index)
@@ -126,9 +116,19 @@ class ViewServer:
         site = web.TCPSite(self._runner, cfg.host, cfg.port)
         await site.start()
         port = self._runner.addresses[0][1]  # port 0: the one the system chose
+        # The page is bound (a port in use raises before anything else starts): now the
+        # sockets and the loops.
+        self._ctx = zmq.asyncio.Context()
+        results = self._subscriber(cfg.connect)
+        results.setsockopt(zmq.SUBSCRIBE, b"")
+        self._tasks.append(asyncio.create_task(self._read(results, self._on_result)))
+        if cfg.mirror is not None:
+            self._mirror = self._subscriber(cfg.mirror)
+            self._tasks.append(asyncio.create_task(self._read(self._mirror, self._on_input)))
+        self._tasks.append(asyncio.create_task(self._tick()))
+        self._tasks.append(asyncio.create_task(self._scrape()))
         host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
-        self.url = f"http://{host}:{port}/"
-        return self.url
+        return f"http://{host}:{port}/"
 
     async def stop(self) -> None:
         for task in self._tasks:
