@@ -44,6 +44,7 @@ TRACE_HZ = 10.0  # digests per second of a trace or slices panel
 WATERFALL_ROWS = 120
 STREAM_LATENCIES = 512  # latest latencies kept per stream (its p50 / p99)
 RATE_S = 5  # a stream's rate: results over this many seconds
+CODES_PER_STREAM = 32  # distinct error codes counted per stream (the rest as "other")
 TABLE_ROWS = 200  # streams listed in a snapshot (the rest are counted)
 PENDING_INPUTS, PENDING_BYTES = 64, 64 << 20  # mirrored inputs awaiting their results
 Sample = tuple[str, Mapping[str, str], float]  # one sample of a scrape: name, labels, value
@@ -141,9 +142,12 @@ class ViewState:
         s.last_seen = now
         if kind == ERROR_KIND:
             body = body if isinstance(body, Mapping) else {}
-            code = str(body.get("code", "error"))
+            code = str(body.get("code", "error"))[:64]
             self.counts["errors"] += 1
-            (s.drops if code in DROP_CODES else s.errors)[code] += 1
+            counter = s.drops if code in DROP_CODES else s.errors
+            if code not in counter and len(counter) >= CODES_PER_STREAM:
+                code = "other"  # a publisher inventing codes cannot grow the view
+            counter[code] += 1
             s.last_error = f"{code}: {str(body.get('reason', ''))[:200]}"
             return
         self.counts["results"] += 1

@@ -163,6 +163,12 @@ def test_streams_beyond_the_bound_are_counted_together() -> None:
         state.result(*_result("spectral", name, 0, {}, time.time()))
     rows = {r["stream"]: r["results"] for r in state.snapshot()["streams"]}
     assert rows == {"a": 1, "b": 1, "*": 2}
+    for i in range(100):  # a publisher inventing error codes
+        error = error_message(f"code-{i}" + "x" * 100, "?", stream="a", seq=i)
+        state.result(error.header, error.payload)
+    (row,) = [r for r in state.snapshot()["streams"] if r["stream"] == "a"]
+    errors = row["errors"]
+    assert len(errors) == 33 and errors["other"] == 68 and max(map(len, errors)) == 64
 
 
 def test_a_trace_panel_draws_the_spectrum_its_regions_and_peaks() -> None:
