@@ -87,6 +87,10 @@ def _service_options() -> argparse.ArgumentParser:
         help="restart a stage that sends no sign of life for this long",
     )
     service.add_argument(
+        "--batch-timeout-s", type=float, default=ServiceConfig.batch_timeout_s,
+        help="restart an engine worker that spends this long in one batch",
+    )
+    service.add_argument(
         "--restart-budget", type=int, default=ServiceConfig.restart_budget,
         help="stage restarts allowed per minute before the service stops",
     )

@@ -38,6 +38,7 @@ def cmd_run(args: argparse.Namespace, env: Environment) -> int:
         queue_policy=args.queue_policy,
         deadline_ms=args.deadline_ms,
         watchdog_s=args.watchdog_s,
+        batch_timeout_s=args.batch_timeout_s,
         restart_budget=args.restart_budget,
         metrics_port=args.metrics_port,
         metrics_addr=args.metrics_addr,

@@ -22,7 +22,8 @@ and is safe twice; ``with`` starts and closes.
 
 While it runs, a monitor thread of the supervisor reads the stages' reports (stats snapshots for
 ``/metrics`` and the per-stream summary) and supervises the processes: a stage that dies, or
-that stops reporting for ``watchdog_s`` (it is then killed), is restarted on the same endpoints.
+that stops reporting for ``watchdog_s`` (a worker: ``batch_timeout_s`` within one batch; it is then
+killed), is restarted on the same endpoints.
 The messages a lost engine worker held are answered ``worker_lost`` by the dispatcher that
 handed them out (:mod:`stream.dispatch`); what an ingest, shard or publisher held when it died
 cannot be answered, and the final summary counts it as dropped ``lost_in_restart``. A stage
@@ -169,13 +170,14 @@ class Service(ClosesOnExit):
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Whether the service serves now (``/readyz``): started, not stopping or failed, and
         every stage ``ready`` rather than ``starting`` (engine not yet loaded), ``down`` (exited)
-        or ``silent`` (no report for ``watchdog_s``); with ``state`` and each stage's status.
+        or ``silent`` (no report for ``watchdog_s``, or a batch longer than
+        ``batch_timeout_s``); with ``state`` and each stage's status.
         Safe from any thread (it reads copies of the supervisor's state)."""
         now = time.monotonic()
         ready, seen, procs = dict(self._ready), dict(self._last_seen), dict(self._procs)
         stages = {name: "down" if proc.exitcode is not None
                   else "starting" if name not in ready
-                  else "silent" if now - seen.get(name, now) > self.config.watchdog_s
+                  else "silent" if self._stalled(name, seen.get(name, now), now)
                   else "ready" for name, proc in sorted(procs.items())}
         state = ("failed" if self._failure is not None
                  else self._state if self._state != "running"  # new, stopped
@@ -447,12 +449,12 @@ class Service(ClosesOnExit):
                 continue
             if proc.exitcode is None:
                 seen = self._last_seen.get(name)
-                if (name in self._ready and seen is not None
-                        and now - seen > self.config.watchdog_s
-                        and not self._stop_requested.is_set()):
-                    log.error("stage %s (pid %s) sent nothing for %.1f s: killing it", name,
-                              proc.pid, now - seen)
-                    proc.kill()
+                if name in self._ready and seen is not None \
+                        and not self._stop_requested.is_set():
+                    stalled = self._stalled(name, seen, now)
+                    if stalled:
+                        log.error("stage %s (pid %s) %s: killing it", name, proc.pid, stalled)
+                        proc.kill()
                 continue
             self._exited.add(name)
             self._collector.set_up(name, False)
@@ -460,6 +462,23 @@ class Service(ClosesOnExit):
             if self._tearing_down or (self._stopped.get(name) == 0 and proc.exitcode == 0):
                 continue
             self._restart(name, proc)
+
+    def _stalled(self, name: str, seen: float, now: float) -> str | None:
+        """Why a running stage last heard from at ``seen`` counts as stalled, or ``None``. A
+        worker in a batch sends nothing until the batch ends: it is given ``batch_timeout_s``
+        from the batch's start and ``watchdog_s`` from its end, as its
+        :class:`~stream.stages.BatchClock` tells."""
+        clock = getattr(self._configs.get(name), "batch_clock", None)
+        if clock is not None:
+            since, done = clock.since, clock.done
+            if since:
+                if now - since > self.config.batch_timeout_s:
+                    return f"has been in one batch for {now - since:.1f} s"
+                return None
+            seen = max(seen, done)
+        if now - seen > self.config.watchdog_s:
+            return f"sent nothing for {now - seen:.1f} s"
+        return None
 
     def _restart(self, name: str, proc: multiprocessing.process.BaseProcess) -> None:
         """A stage died (or was killed as stalled): account for it and start it again."""

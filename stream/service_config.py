@@ -7,6 +7,7 @@ pipeline is wired; the stages themselves live in :mod:`stream.stages`).
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,9 @@ class ServiceConfig:
     longest wait there before a message is answered ``expired`` (``None``: the path's own,
     :attr:`deadline_ms` of the path, if it has one). ``restart_budget``/``restart_window_s``:
     stage restarts allowed within the window before the service gives up; ``watchdog_s``: a
-    stage silent this long is killed and restarted. ``metrics_port``: serve
+    stage silent this long is killed and restarted; ``batch_timeout_s``: the same for a worker
+    that has been this long in one batch (engine call and results), during which it is silent
+    by nature. ``metrics_port``: serve
     Prometheus ``/metrics`` there (0: a free port, ``None``: no server). ``cache_dir``:
     compiled-engine cache. ``max_samples``: longest input served. ``max_payload_bytes``: wire
     limit of one payload; ZeroMQ disconnects a sender of a frame bigger than
@@ -81,6 +84,7 @@ class ServiceConfig:
     restart_budget: int = 10
     restart_window_s: float = 60.0
     watchdog_s: float = 5.0
+    batch_timeout_s: float = 60.0
     metrics_port: int | None = None
     cache_dir: Path | None = None
     threads: int | None = 1
@@ -160,7 +164,7 @@ class ServiceConfig:
             raise bad("max_message_bytes must be above max_payload_bytes (oversize messages "
                       "get a clean wire error only below it)")
         for name in ("start_timeout_s", "stop_timeout_s", "stats_interval_s",
-                     "restart_window_s", "watchdog_s"):
+                     "restart_window_s", "watchdog_s", "batch_timeout_s"):
             if not getattr(self, name) > 0:
                 raise bad(f"{name} must be > 0")
         if self.watchdog_s <= 2 * self.stats_interval_s:
@@ -198,6 +202,7 @@ def stage_configs(cfg: ServiceConfig, path: ServedPath, ipc: str) -> list[StageC
     from stream.dispatch import DoorConfig
     from stream.logs import current_settings
     from stream.stages import (
+        BatchClock,
         DispatchConfig,
         IngestConfig,
         PublisherConfig,
@@ -248,6 +253,7 @@ def stage_configs(cfg: ServiceConfig, path: ServedPath, ipc: str) -> list[StageC
             origins=results, backend=cfg.backend, cache_dir=cfg.cache_dir,
             max_batch=cfg.max_batch, max_wait_us=cfg.max_wait_us,
             queue_depth=credit * len(results) + cfg.max_batch, threads=cfg.threads,
+            batch_clock=multiprocessing.get_context("spawn").RawValue(BatchClock),
         )
         for j in range(cfg.workers)
     ]

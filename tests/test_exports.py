@@ -33,7 +33,7 @@ PACKAGES: dict[str, list[str]] = {
         "encode", "error_message", "serve",
     ],
     "stream.stages": [
-        "DROP_CODES", "DispatchConfig", "END", "IngestConfig", "PathWorker",
+        "BatchClock", "DROP_CODES", "DispatchConfig", "END", "IngestConfig", "PathWorker",
         "PublisherConfig", "ServedPath", "ShardConfig", "StageConfig", "StageWiring",
         "StreamStage", "WorkerConfig", "shard_of", "stage_main",
     ],

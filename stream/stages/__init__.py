@@ -50,6 +50,7 @@ from stream.dispatch import shard_of
 from stream.stages.config import (
     DROP_CODES,
     END,
+    BatchClock,
     DispatchConfig,
     IngestConfig,
     PublisherConfig,
@@ -64,6 +65,7 @@ from stream.stages.protocols import PathWorker, ServedPath, StreamStage
 __all__ = [
     "DROP_CODES",
     "END",
+    "BatchClock",
     "DispatchConfig",
     "IngestConfig",
     "PathWorker",

@@ -4,6 +4,7 @@ the stages exchange.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from dataclasses import dataclass
 from pathlib import Path as FsPath
@@ -102,13 +103,24 @@ class ShardConfig:
     drain_s: float = 10.0
 
 
+class BatchClock(ctypes.Structure):
+    """A worker's batch times, in shared memory between the worker and the supervisor:
+    ``since`` (monotonic seconds) when the batch now in hand started, 0 between batches;
+    ``done`` when the last one ended. A worker sends nothing while it is in a batch, and one
+    batch may take longer than ``watchdog_s`` (CT slices on the eager backend): with this clock
+    the supervisor tells a long batch from a stalled process without a message per batch."""
+
+    _fields_ = (("since", ctypes.c_double), ("done", ctypes.c_double))
+
+
 @dataclass(frozen=True, kw_only=True)
 class WorkerConfig:
     """``endpoint``: ipc PULL to bind; ``origins``: the dispatchers' answer endpoints, by
     origin index (their end markers tell it to stop); ``queue_depth``: its bounded queue (the
     dispatchers' credit keeps it from overflowing); ``max_batch`` (engine rows) and
     ``max_wait_us`` (counted from the capture time of the oldest message waiting): the
-    batcher's bounds; ``threads``: intra-op threads of the engine."""
+    batcher's bounds; ``threads``: intra-op threads of the engine; ``batch_clock``: a shared
+    :class:`BatchClock`, the worker's only writer."""
 
     name: str
     wiring: StageWiring
@@ -121,6 +133,7 @@ class WorkerConfig:
     max_wait_us: int
     queue_depth: int
     threads: int | None
+    batch_clock: Any  # multiprocessing.sharedctypes.RawValue(BatchClock)
 
 
 @dataclass(frozen=True, kw_only=True)

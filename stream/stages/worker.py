@@ -56,6 +56,8 @@ class WorkerStage(Stage):
             BatcherConfig(max_batch=config.max_batch, max_wait_us=config.max_wait_us)
         )
         self.worker: PathWorker | None = None
+        self._clock = config.batch_clock
+        self._clock.since, self._clock.done = 0.0, time.monotonic()
         self._ends = 0
         self._result_path = config.path.name
 
@@ -94,7 +96,11 @@ class WorkerStage(Stage):
             self._fill()
             now = time.monotonic_ns()
             if batcher.due(now) or (ending and not queue and len(batcher)):
-                self._run_batch(batcher.take())
+                self._clock.since = time.monotonic()
+                try:
+                    self._run_batch(batcher.take())
+                finally:
+                    self._clock.since, self._clock.done = 0.0, time.monotonic()
             elif ending and not queue and not len(batcher):
                 break
             self.stats.queue = queue.statistics()

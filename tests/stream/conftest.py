@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import zmq
-from service_client import Client, term_context
+from service_client import REPO, Client, term_context
 
 
 @pytest.fixture
@@ -89,3 +89,14 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     torch.save(ROI_SPECS[DEFAULT_MODEL].build().state_dict(), path)
     return path
+
+
+@pytest.fixture
+def tiny_plugin(tmp_path: Path) -> dict[str, str]:
+    """The environment of a process in which the ``tiny`` path (:mod:`tiny_path`) is
+    installed: an entry point of the ``sigstream.paths`` group pointing at its ``SPEC``."""
+    dist = tmp_path / "tiny_path-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tiny-path\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[sigstream.paths]\ntiny = tiny_path:SPEC\n")
+    return {"PYTHONPATH": f"{tmp_path}:{Path(__file__).parent}:{REPO}"}

@@ -23,6 +23,7 @@ Timeouts are generous (a loaded 2-core machine) and no latency is asserted.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -31,10 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import numpy as np
 import pytest
 import zmq
 from service_client import (
     TIMEOUT_S,
+    Client,
     CliService,
     alive,
     children,
@@ -45,11 +48,13 @@ from service_client import (
     term_context,
     wait_until,
 )
+from tiny_path import SAMPLES, STALL
 
 from bench.faults_rig import Answers, Load, slow_subscriber_and_flood
 from stream.accounting import StreamSummary
 from stream.service import Service, ServiceConfig
 from stream.stages import DROP_CODES
+from stream.wire import Message
 
 REPO = Path(__file__).resolve().parents[2]
 LOST_IN_RESTART = "lost_in_restart"
@@ -60,8 +65,9 @@ LOST_IN_RESTART = "lost_in_restart"
 
 
 def make_config(weights: Path, **overrides: Any) -> ServiceConfig:
+    # A SIGSTOP that lands inside a batch waits for batch_timeout_s rather than watchdog_s.
     return local_service_config(weights, **{"stop_timeout_s": 30.0, "watchdog_s": 3.0,
-                                            **overrides})
+                                            "batch_timeout_s": 6.0, **overrides})
 
 
 def wait_answered(answers: Answers, sent: dict[str, int], *, allowed_missing: int = 0,
@@ -206,6 +212,51 @@ def test_sigstop_of_a_worker_trips_the_watchdog(service: Service, answers: Answe
     settled_summary(service, streams, sent)
     assert service.failure is None
     still_serves(service, answers, "stop-after")
+
+
+def _blips_with_one_slow_batch(plugin: dict[str, str], *options: str, n: int = 24,
+                               slow: int = 5) -> tuple[dict[int, list[Message]], str]:
+    """``n`` blips to a one-worker ``tiny`` service (watchdog 2 s) whose engine stalls on seq
+    ``slow`` for ``--stall-s``; every answer by seq, and the service's log."""
+    run = CliService(None, "--workers", "1", "--watchdog-s", "2", *options, path="tiny",
+                     env=plugin)
+    try:
+        ingest, publish = run.ready()
+        client = Client(ingest, publish)
+        try:
+            blips = np.random.default_rng(1).normal(size=(n, SAMPLES)).astype(np.float32)
+            blips[slow, 0] = STALL
+            for seq, x in enumerate(blips):
+                client.send("blips", seq, x, kind="blip", t_ns=time.time_ns(), fs=10.0)
+            client.wait_for(lambda got: {m.seq for m in got} >= set(range(n)))
+            by_seq: dict[int, list[Message]] = {}
+            for msg in client.drain(0.5):
+                by_seq.setdefault(msg.seq, []).append(msg)  # type: ignore[arg-type]
+        finally:
+            client.close()
+    finally:
+        run.close()
+    return by_seq, run.finish_log()
+
+
+def test_a_long_batch_is_not_taken_for_a_stall(tiny_plugin: dict[str, str]) -> None:
+    # The worker spends 6 s, three times the watchdog, in one batch: it is busy, not stalled.
+    answers, log = _blips_with_one_slow_batch(tiny_plugin, "--stall-s", "6")
+    assert sorted(answers) == list(range(24)) and all(len(a) == 1 for a in answers.values())
+    assert {a[0].kind for a in answers.values()} == {"result.tiny"}, log
+    assert "killing it" not in log, log
+
+
+def test_a_batch_past_batch_timeout_restarts_the_worker(tiny_plugin: dict[str, str]) -> None:
+    answers, log = _blips_with_one_slow_batch(tiny_plugin, "--stall-s", "60",
+                                              "--batch-timeout-s", "3")
+    assert sorted(answers) == list(range(24)) and all(len(a) == 1 for a in answers.values())
+    codes = {seq: a[0].payload.get("code", "result") if a[0].kind == "error" else "result"
+             for seq, a in answers.items()}
+    assert codes[5] == "worker_lost" and set(codes.values()) == {"result", "worker_lost"}, codes
+    assert codes[23] == "result", "the restarted worker serves what waited at the door"
+    assert re.search(r"stage worker-0 \(pid \d+\) has been in one batch for [\d.]+ s: "
+                     r"killing it", log), log
 
 
 def test_a_slow_subscriber_slows_nothing(service: Service, answers: Answers) -> None:
