@@ -38,11 +38,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import zmq
 from zmq.utils import z85
 
 from stream.errors import SecurityError
+from stream.wire import stamp
 
 __all__ = [
     "ALLOWED_DIR",
@@ -326,20 +326,13 @@ class RefusedConnections:
 
 
 def stamp_peer(header: dict[str, Any], frames: list[Any], authenticated: bool) -> list[Any]:
-    """Set :data:`PEER_KEY` in ``header`` (a received message's decoded header, changed in
-    place) to the sender's authenticated key, or remove it without authentication, so no sender
-    can claim to be another. Returns the frames to forward: the same ones when nothing changed,
-    else the header re-encoded and the payload frame untouched.
+    """Set :data:`PEER_KEY` in ``header`` to the sender's authenticated key, or remove it
+    without authentication, so no sender can claim to be another (:func:`stream.wire.stamp`).
 
     ``frames``: as received with ``copy=False`` (``zmq.Frame``, which carries the ZAP user id).
     """
     peer = str(frames[0].get("User-Id")) if authenticated else None
-    if header.get(PEER_KEY) == peer and (peer is not None or PEER_KEY not in header):
-        return frames
-    header.pop(PEER_KEY, None)
-    if peer is not None:
-        header[PEER_KEY] = peer
-    return [msgpack.packb(header, use_bin_type=True), *frames[1:]]
+    return stamp(header, frames, PEER_KEY, peer)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ __all__ = [
     "DTYPES",
     "ERROR_KIND",
     "VERSION",
+    "WATCHED_KEY",
     "Message",
     "WireLimits",
     "clip",
@@ -43,6 +44,7 @@ __all__ = [
     "encode",
     "error_message",
     "result_message",
+    "stamp",
     "topic_of",
 ]
 
@@ -53,6 +55,9 @@ _DATA_KIND = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 RESULT_PREFIX = "result."
 ERROR_KIND = "error"
 MSGPACK_DTYPE = "msgpack"
+WATCHED_KEY = "watched"
+"""Header key set by ingest only: ``True`` on an input whose stream a viewer watches (an exact
+subscription to its topic on the input mirror), so a path may add detail to its results."""
 # Little-endian numeric types only: a peer on any platform writes these without ambiguity.
 DTYPES = frozenset(
     {
@@ -435,3 +440,16 @@ def _valid_stream(stream: str, limits: WireLimits) -> bool:
         and stream.isprintable()
         and (not any(ch.isspace() for ch in stream))
     )
+
+
+def stamp(header: dict[str, Any], frames: list[Any], key: str, value: Any) -> list[Any]:
+    """Set the service's own header ``key`` to ``value`` (``None``: remove it) in ``header``, a
+    received message's decoded header, changed in place: whatever the sender wrote there is
+    replaced. Returns the frames to forward: the same ones when nothing changed, else the
+    header re-encoded and the payload frame untouched."""
+    if header.get(key) == value and (value is not None or key not in header):
+        return frames
+    header.pop(key, None)
+    if value is not None:
+        header[key] = value
+    return [msgpack.packb(header, use_bin_type=True), *frames[1:]]

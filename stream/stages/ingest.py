@@ -3,7 +3,10 @@
 Ingest may also mirror what it accepts (``IngestConfig.mirror``): an XPUB socket that sends an
 input again, topic ``"<kind>/<stream>"`` first, only while someone subscribes to it, so a
 viewer that draws one stream's spectra or ECG costs the others nothing. A slow subscriber
-loses mirrored inputs (ZeroMQ drops at its queue limit); it never holds ingest back.
+loses mirrored inputs (ZeroMQ drops at its queue limit); it never holds ingest back. While a
+stream's topic has an exact subscription, its inputs go on with ``watched: true`` in their
+header (:data:`stream.wire.WATCHED_KEY`; a sender's own value is replaced), so its path may add
+detail for the viewer (ECG: a Grad-CAM heatmap per beat).
 """
 
 from __future__ import annotations
@@ -30,9 +33,7 @@ from stream.stages.base import (
     trusted,
 )
 from stream.stages.config import END, IngestConfig, ShardConfig
-from stream.wire import (
-    decode,
-)
+from stream.wire import WATCHED_KEY, decode, stamp
 
 log = logging.getLogger(__name__)
 
@@ -220,8 +221,13 @@ class IngestStage(DispatchingStage):
             return
         # Only the ZAP-authenticated key may name the sender; nothing a sender writes can.
         frames = stamp_peer(header, frames, self.config.security is not None)
+        watched = None
         if self._mirror_topics:
-            self._mirror_input(f"{header['kind']}/{stream}".encode(), frames)
+            topic = f"{header['kind']}/{stream}".encode()
+            self._mirror_input(topic, frames)
+            # An exact subscription (a prefix one is a tap, not a viewer of this stream).
+            watched = True if topic in self._mirror_topics else None
+        frames = stamp(header, frames, WATCHED_KEY, watched)
         self.door.put(msg, frames, time.monotonic_ns())
 
     def _subscriptions(self) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import zmq
 from service_client import TIMEOUT_S, Client, wait_until
 
 from devices import cohort_subject, simulate_record
@@ -48,7 +49,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service,
     service = Service(ServiceConfig(
         path="ecg", ingest="tcp://127.0.0.1:*", publish="tcp://127.0.0.1:*", backend="auto",
         settings=EcgSettings(templates=db), cache_dir=tmp / "cache", max_batch=8,
-        queue_depth=256,
+        queue_depth=256, mirror="tcp://127.0.0.1:*",
         stats_interval_s=0.1, stop_timeout_s=20.0,
     ))
     service.start()
@@ -154,6 +155,40 @@ def test_live_enrolment_then_recognition_and_explanation(gateway, clients, tmp_p
     out.mkdir()
     png = explanation_png(*unpack_explanation(late[0]["gradcam"]))
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_a_stream_a_viewer_watches_has_its_beats_explained(  # type: ignore[no-untyped-def]
+        gateway, clients, sockets) -> None:
+    # A viewer subscribes to one wearable's inputs on the mirror, as ``sigstream view`` does
+    # for the stream a page draws: that wearable's beats come with Grad-CAM heatmaps without
+    # asking. A sender that writes ``watched`` itself gets none.
+    service, _, _ = gateway
+    client = _client(clients, service, ("g-watched", "g-forged"))
+    viewer = sockets(zmq.SUB, rcvhwm=0)
+    viewer.setsockopt_string(zmq.SUBSCRIBE, "ecg/g-watched")
+    viewer.connect(service.stages["ingest"]["mirror"])
+    alice = simulate_record(cohort_subject(0), 1, fs_hz=FS, duration_s=24.0).signal
+    seq, deadline = 0, time.monotonic() + TIMEOUT_S
+    while not viewer.poll(100):  # the subscription reaches ingest at some point
+        assert time.monotonic() < deadline, "the mirror never sent anything"
+        seq = _send(client, "g-watched", alice[seq * CHUNK:(seq + 1) * CHUNK], seq0=seq,
+                    claim="alice")
+    for start in range(seq * CHUNK, len(alice), CHUNK):  # 4 x real time: ~5 beats a second
+        seq = _send(client, "g-watched", alice[start:start + CHUNK], seq0=seq, claim="alice")
+        time.sleep(CHUNK / FS / 4)
+    forged = _send(client, "g-forged", alice, claim="alice", watched=True)
+    msgs = client.settle(service, {"g-watched": seq, "g-forged": forged})
+    # A beat is explained against its verified claim (never against a user it was not matched
+    # to), within the workers' budget for viewers: a burst of 8, then 4 a second (a worker
+    # that fell behind on a loaded machine meets the paced beats at once, hence no more
+    # than the burst is asserted).
+    beats = _beats(msgs, "g-watched")
+    explained = [b for b in beats if b.get("gradcam")]
+    assert len(explained) >= 4, [(b["beat"], b["verified"], "gradcam" in b) for b in beats]
+    assert all(b["verified"] for b in explained)
+    assert {b["gradcam"]["target"] for b in explained} == {"alice"}
+    assert _beats(msgs, "g-forged") and not any(b.get("gradcam")
+                                                for b in _beats(msgs, "g-forged"))
 
 
 def test_offline_explain_writes_pngs(gateway, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

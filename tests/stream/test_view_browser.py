@@ -213,7 +213,8 @@ def _hover_a_peak(page: Page) -> None:
 def test_ecg_strip_decisions_and_gradcam(browser: Callable[[str], Page], tmp_path: Path,
                                          processes: Processes) -> None:
     """``sigstream view`` on its own, on an ECG gateway with one enrolled user: the strip of
-    the wearable asking for explanations, each beat's decision, and its Grad-CAM."""
+    the wearable the page chose, each beat's decision, and its Grad-CAM (the wearable does not
+    ask for one: the service explains the beats of a stream a viewer watches)."""
     from stream.cli import main
 
     db = tmp_path / "users.sqlite"
@@ -228,7 +229,7 @@ def test_ecg_strip_decisions_and_gradcam(browser: Callable[[str], Page], tmp_pat
         _, line = processes.start("view", "--connect", publish, "--mirror", mirror,
                                   "--port", "0", ready="view on")
         processes.start("source", "ecg-sim", "--connect", ingest, "--stream", "w-alice",
-                        "--subject", "0", "--session", "2", "--explain")
+                        "--subject", "0", "--session", "2")
         processes.start("source", "ecg-sim", "--connect", ingest, "--stream", "w-other",
                         "--subject", "7")
         page = browser(f"{_url(line)}#stream=w-alice")

@@ -30,7 +30,9 @@ Header keys a sender may add to its chunks (all optional, see ``docs/protocol.md
 heatmap to each beat's result), ``embed`` (bool, attach the beat's embedding, for live
 enrolment), ``gain`` (counts per mV, for integer payloads). ``peer`` is the service's own:
 ingest sets it to the sender's authenticated key (:mod:`stream.security`); a beat result carries
-it, and a stream whose chunks come from another device restarts (``peer_changed``).
+it, and a stream whose chunks come from another device restarts (``peer_changed``). So is
+``watched`` (:data:`stream.wire.WATCHED_KEY`): a viewer draws the stream, and its beats are
+explained as with ``explain``, within a budget per worker.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from engines.ecg.frontend import (
 )
 from stream.errors import InputError
 from stream.security import PEER_KEY
-from stream.wire import Message, data_message, result_message
+from stream.wire import WATCHED_KEY, Message, data_message, result_message
 
 if TYPE_CHECKING:
     from engines.ecg.matcher import FusionState, Matcher
@@ -78,6 +80,7 @@ ECG_MIN_FS_HZ = 100.0
 ECG_MAX_FS_HZ = 2048.0
 _MAX_CLAIM_CHARS = 128
 _RESYNC_NS = 50_000_000  # re-anchor the stream clock when a chunk's t_ns is this far off it
+_WATCHED_EXPLAIN_PER_S, _WATCHED_EXPLAIN_BURST = 4.0, 8  # Grad-CAMs for viewers, per worker
 # Capture times accepted: |t_ns| <= 2**62 (years 1824-2116). The stream clock is re-anchored
 # on t_ns and runs from it for the stream's life, and every time it gives (beats, status
 # reports) must still be an int64.
@@ -218,6 +221,8 @@ class EcgStreamStage:
         peer = header.get(PEER_KEY)  # set by ingest only: the authenticated sender
         if isinstance(peer, str):
             extras[PEER_KEY] = peer
+        if header.get(WATCHED_KEY) is True:  # set by ingest only: a viewer draws this stream
+            extras[WATCHED_KEY] = True
         return extras
 
     def _reset(self, fs: float, t_ns: int) -> None:
@@ -289,6 +294,9 @@ class EcgWorker:
     embeddings); ``matcher``: the calibrated decision rule; ``store``: the enrolled templates
     (re-read when another process enrols or removes a user); ``spec``: the embedding model's
     spec, whose eager model is loaded on the first beat that asks for a Grad-CAM explanation.
+    A beat is explained when its wearable asks (``explain``), or when a viewer watches its
+    stream (``watched``, at most :data:`_WATCHED_EXPLAIN_PER_S` a second per worker: viewers
+    cannot make the workers explain every beat of every wearable).
     Keeps a :class:`~engines.ecg.matcher.FusionState` per stream (at most ``max_streams``,
     least recently seen evicted).
     """
@@ -313,6 +321,7 @@ class EcgWorker:
         self._next_check = 0.0
         self._fusion: OrderedDict[str, tuple[int, FusionState]] = OrderedDict()
         self._eager: Any = None
+        self._watched = _Budget(per_s=_WATCHED_EXPLAIN_PER_S, burst=_WATCHED_EXPLAIN_BURST)
         self.reload_templates()
 
     def reload_templates(self) -> None:
@@ -367,7 +376,7 @@ class EcgWorker:
         if header.get("embed"):
             body["embedding"] = embedding.astype("<f4").tobytes()
             body["model"] = self.model_id
-        if header.get("explain"):
+        if header.get("explain") or (header.get(WATCHED_KEY) and self._watched.take(now)):
             # A claim is explained only once verified: else a heatmap for a known user and
             # none for an unknown one would tell them apart.
             target = claim if body.get("verified") else body.get("identity")
@@ -426,6 +435,22 @@ class EcgWorker:
         if close is not None:
             close()
         self.store.close()
+
+
+class _Budget:
+    """A token bucket: :meth:`take` allows ``per_s`` a second on average, ``burst`` at once."""
+
+    def __init__(self, *, per_s: float, burst: int) -> None:
+        self.per_s, self.burst = per_s, burst
+        self._tokens, self._at = float(burst), time.monotonic()
+
+    def take(self, now: float) -> bool:
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.per_s)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
 
 
 def pack_explanation(spectrogram: np.ndarray, heatmap: np.ndarray, **extra: Any

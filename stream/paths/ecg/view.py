@@ -1,6 +1,7 @@
 """How ``sigstream view`` draws an ECG stream: a scrolling strip of the lead in mV with each
 beat's R peak marked and coloured by its decision, the stream's status changes, heart rate,
-and a beat's Grad-CAM heatmap when the wearable asked for it (``explain``)."""
+and a beat's Grad-CAM heatmap (the service explains the beats of a stream a viewer watches
+through the mirror, and those a wearable asks for with ``explain``)."""
 
 from __future__ import annotations
 
