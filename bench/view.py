@@ -14,6 +14,11 @@ browser asks of the view. The browser's own drawing costs the viewer's machine, 
 service's. The stalled page opens ``/ws`` with a 4 KiB receive buffer and never reads. The
 view's own CPU per spectrum is reported beside the service's (``attached``), and so are the
 updates the page received and those the view skipped for the stalled page.
+
+``health_reads`` is what the view's once-a-second read of the service's health costs with
+``--health-streams`` streams (default 1,000, an ECG gateway's wearables): ``/readyz``, which it
+reads, against ``/metrics``, which it used to scrape — the supervisor's CPU to render it and
+the view's to parse it, both growing with the streams.
 """
 
 from __future__ import annotations
@@ -130,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     add_service_options(parser, workers=2, workers_help="engine workers")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--queue-policy", default="drop-oldest")
+    parser.add_argument("--health-streams", type=int, default=1000)
     args = parser.parse_args(argv)
 
     with spectral_run(args, prefix="bench-view-") as run:
@@ -138,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                             "seconds": args.seconds, "model": args.model,
                             "peak_fit": args.peak_fit, "workers": args.workers,
                             **run.machine_at_start()}
+        result["health_reads"] = _health_reads(args.health_streams)
         for variant in _VARIANTS:
             attach = None
             if variant != "no_view":
@@ -165,6 +172,45 @@ def main(argv: list[str] | None = None) -> int:
         }
     emit(result, args.json)
     return 0
+
+
+def _health_reads(streams: int, reads: int = 3) -> dict[str, Any]:
+    """CPU milliseconds of one health read with ``streams`` streams seen by every stage."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from stream.metrics import MetricsCollector, StageStats
+
+    stages = ("ingest", "worker-0", "worker-1", "publisher")
+    collector = MetricsCollector()
+    for stage in stages:
+        stats = StageStats(stage)
+        for i in range(streams):
+            stats.frame_in(f"w-{i}")
+            stats.frame_out(f"w-{i}")
+            stats.observe_latency(f"w-{i}", 0.01)
+        collector.update(stats.snapshot())
+    registry = CollectorRegistry()
+    registry.register(collector)
+    readiness = {"ready": True, "state": "running", "stages": dict.fromkeys(stages, "ready"),
+                 "queues": {stage: {"depth": 0, "capacity": 1024} for stage in stages[:3]}}
+
+    def cpu_ms(work: Any) -> float:
+        t0 = time.process_time()
+        for _ in range(reads):
+            work()
+        return round((time.process_time() - t0) / reads * 1e3, 3)
+
+    text = generate_latest(registry).decode()
+    return {
+        "streams": streams,
+        "metrics_bytes": len(text),
+        "metrics_render_ms": cpu_ms(lambda: generate_latest(registry)),
+        "metrics_parse_ms": cpu_ms(lambda: [f.samples for f in
+                                            text_string_to_metric_families(text)]),
+        "readyz_bytes": len(json.dumps(readiness)),
+        "readyz_ms": cpu_ms(lambda: json.loads(json.dumps(readiness))),
+    }
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

@@ -171,7 +171,9 @@ class Service(ClosesOnExit):
         """Whether the service serves now (``/readyz``): started, not stopping or failed, and
         every stage ``ready`` rather than ``starting`` (engine not yet loaded), ``down`` (exited)
         or ``silent`` (no report for ``watchdog_s``, or a batch longer than
-        ``batch_timeout_s``); with ``state`` and each stage's status.
+        ``batch_timeout_s``); with ``state``, each stage's status and the ``queues`` of the
+        stages that have one (``depth``, ``capacity``): a dashboard polling every second reads
+        this small document rather than ``/metrics``, whose size grows with the streams.
         Safe from any thread (it reads copies of the supervisor's state)."""
         now = time.monotonic()
         ready, seen, procs = dict(self._ready), dict(self._last_seen), dict(self._procs)
@@ -184,7 +186,10 @@ class Service(ClosesOnExit):
                  else "stopping" if self._stop_requested.is_set() or self._tearing_down
                  else "running" if self._started else "starting")
         ok = state == "running" and all(v == "ready" for v in stages.values())
-        return ok, {"state": state, "stages": stages}
+        queues = {name: {"depth": q.get("depth"), "capacity": q.get("capacity")}
+                  for name, snap in sorted(self._collector.snapshots().items())
+                  if isinstance(q := snap.get("queue"), dict)}
+        return ok, {"state": state, "stages": stages, "queues": queues}
 
     def wait(self, timeout_s: float | None = None) -> bool:
         """Block until the service fails (True) or ``timeout_s`` passes (False)."""

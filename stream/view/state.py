@@ -1,10 +1,10 @@
 """What ``sigstream view`` knows of a service, and the snapshots the page draws.
 
 :class:`ViewState` is fed, from one thread, with every result and error the service publishes,
-the mirrored inputs of the streams a viewer chose, and scrapes of ``/metrics`` and
-``/readyz``; :meth:`ViewState.snapshot` is the JSON a page draws. It names no path: each
-result's path comes from its kind (``result.<path>``), and the path's
-:class:`~stream.paths.ViewSpec` says how to draw it.
+the mirrored inputs of the streams a viewer chose, reads of the service's ``/readyz`` and
+scrapes of the ``/metrics`` of processes drawn as meters; :meth:`ViewState.snapshot` is the
+JSON a page draws. It names no path: each result's path comes from its kind
+(``result.<path>``), and the path's :class:`~stream.paths.ViewSpec` says how to draw it.
 
 Everything is bounded, so a view keeps up with any rate and the page never receives more than
 it can draw: per-second buckets for two minutes of history, at most ``max_streams`` streams
@@ -29,7 +29,7 @@ import numpy as np
 from stream.paths import PathSpec, ViewSpec, path_specs
 from stream.paths.deferred import load_attribute
 from stream.stages.config import DROP_CODES
-from stream.view.panels import envelope
+from stream.view.panels import envelope, finite
 from stream.wire import ERROR_KIND, RESULT_PREFIX
 
 __all__ = ["HISTORY_S", "STALE_S", "STRIP_S", "ViewState"]
@@ -128,7 +128,7 @@ class ViewState:
         self._latency = _Seconds()
         self._functions: dict[str, Callable[..., Any]] = {}
         self.health: dict[str, Any] | None = None
-        self.queues: dict[str, dict[str, float]] = {}
+        self.queues: dict[str, dict[str, float | None]] = {}
         self.meters: dict[str, dict[str, Any]] = {}
         self.counts: Counter[str] = Counter()  # results, errors, inputs, invalid, undrawable
 
@@ -200,14 +200,17 @@ class ViewState:
                     getattr(v, "nbytes", 0) for v in panel.inputs.values()) > PENDING_BYTES):
                 del panel.inputs[next(iter(panel.inputs))]
 
-    def scraped(self, metrics: Mapping[str, Sequence[Sample]]) -> None:
-        """One scrape of the service's ``/metrics`` (families by name)."""
-        queues: dict[str, dict[str, float]] = {}
-        for family, key in (("sigstream_queue_depth", "depth"),
-                            ("sigstream_queue_capacity", "capacity")):
-            for _, labels, value in metrics.get(family, ()):
-                queues.setdefault(labels.get("stage", "?"), {})[key] = value
-        self.queues = queues
+    def readiness(self, health: Mapping[str, Any]) -> None:
+        """One read of the service's ``/readyz``: ``ready``, ``status`` and its ``detail``
+        (the stages, and the queues' depth and capacity)."""
+        detail = health.get("detail")
+        queues = detail.get("queues") if isinstance(detail, Mapping) else None
+        self.queues = {str(stage): {key: finite(q.get(key)) for key in ("depth", "capacity")}
+                       for stage, q in list(queues.items())[:64] if isinstance(q, Mapping)
+                       } if isinstance(queues, Mapping) else {}
+        if isinstance(detail, Mapping):
+            health = {**health, "detail": {k: v for k, v in detail.items() if k != "queues"}}
+        self.health = dict(health)
 
     def scraped_meters(self, url: str, metrics: Mapping[str, Sequence[Sample]]) -> None:
         """One scrape of a process a path draws as meters (e.g. a codec link end)."""

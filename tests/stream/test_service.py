@@ -173,6 +173,13 @@ def test_health_endpoints_follow_the_stages(weights: Path) -> None:
         status, body = _probe(f"{base}/readyz")
         assert status == 200 and body["ready"] is True and body["state"] == "running"
         assert body["stages"] == {name: "ready" for name in service.pids}
+        # The queues a dashboard draws, without a /metrics scrape that grows with the streams
+        # (each stage's first report comes within stats_interval_s).
+        wait_until(lambda: "ingest" in _probe(f"{base}/readyz")[1]["queues"], "ingest's queue")
+        body = _probe(f"{base}/readyz")[1]
+        assert body["queues"]["ingest"]["capacity"] == config.queue_depth
+        assert set(body["queues"]) <= set(service.pids) and all(
+            q["depth"] >= 0 for q in body["queues"].values())
         old = service.pids["worker-0"]
         os.kill(old, signal.SIGKILL)
         wait_until(lambda: _probe(f"{base}/readyz")[0] == 503, "readyz says not ready")

@@ -261,14 +261,14 @@ def test_a_strip_holds_a_bounded_signal_whatever_the_senders_clock() -> None:
     assert state.counts["inputs"] == 200
 
 
-def test_snapshots_are_plain_json_whatever_was_scraped() -> None:
+def test_snapshots_are_plain_json_whatever_readyz_said() -> None:
     state = ViewState()
-    state.scraped({"sigstream_queue_depth": [("sigstream_queue_depth", {"stage": "ingest"},
-                                              float("nan"))],
-                   "sigstream_queue_capacity": [("sigstream_queue_capacity",
-                                                 {"stage": "ingest"}, float("inf"))]})
-    assert json.loads(state.snapshot_json())["queues"] == {
-        "ingest": {"depth": None, "capacity": None}}
+    detail = json.loads('{"state": "running", "stages": {"ingest": "ready"}, "queues": '
+                        '{"ingest": {"depth": NaN, "capacity": Infinity}, "odd": 3}}')
+    state.readiness({"ready": True, "status": 200, "detail": detail})
+    snapshot = json.loads(state.snapshot_json())
+    assert snapshot["queues"] == {"ingest": {"depth": None, "capacity": None}}
+    assert snapshot["health"]["detail"] == {"state": "running", "stages": {"ingest": "ready"}}
 
 
 def test_a_slices_panel_shows_the_slice_before_and_after() -> None:
