@@ -293,16 +293,22 @@ class ViewServer:
     # -- scrapes -----------------------------------------------------------------------------
 
     async def _scrape(self) -> None:
-        cfg = self.config
         while True:
-            if cfg.metrics is not None:
-                base = cfg.metrics.rstrip("/").removesuffix("/metrics")
-                self.state.readiness(await asyncio.to_thread(_readiness, f"{base}/readyz"))
-            for url in cfg.meters:
-                families = await asyncio.to_thread(_families, url)
-                if families is not None:
-                    self.state.scraped_meters(url, families)
-            await asyncio.sleep(cfg.scrape_s)
+            try:
+                await self._scrape_once()
+            except Exception:  # one odd answer must not end the reads
+                log.exception("view: a health or meters read failed")
+            await asyncio.sleep(self.config.scrape_s)
+
+    async def _scrape_once(self) -> None:
+        cfg = self.config
+        if cfg.metrics is not None:
+            base = cfg.metrics.rstrip("/").removesuffix("/metrics")
+            self.state.readiness(await asyncio.to_thread(_readiness, f"{base}/readyz"))
+        for url in cfg.meters:
+            families = await asyncio.to_thread(_families, url)
+            if families is not None:
+                self.state.scraped_meters(url, families)
 
 
 def _stream_name(value: Any) -> str | None:
