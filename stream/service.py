@@ -22,14 +22,14 @@ and is safe twice; ``with`` starts and closes.
 
 While it runs, a monitor thread of the supervisor reads the stages' reports (stats snapshots for
 ``/metrics`` and the per-stream summary) and supervises the processes: a stage that dies, or
-that stops reporting for ``watchdog_s`` (a worker: ``batch_timeout_s`` within one batch; it is then
-killed), is restarted on the same endpoints.
-The messages a lost engine worker held are answered ``worker_lost`` by the dispatcher that
-handed them out (:mod:`stream.dispatch`); what an ingest, shard or publisher held when it died
-cannot be answered, and the final summary counts it as dropped ``lost_in_restart``. A stage
-that dies again soon is restarted after a growing delay (0.25 s, doubling, at most 5 s). More than
-``restart_budget`` restarts within ``restart_window_s`` stop the whole service with
-:attr:`Service.failure` set (never half-dead, never restarting forever).
+that stops reporting for ``watchdog_s`` (a worker within one batch: ``batch_timeout_s``; it is
+then killed), is restarted on the same endpoints. The messages a lost engine worker held are
+answered ``worker_lost`` by the dispatcher that handed them out (:mod:`stream.dispatch`); what
+an ingest, shard or publisher held when it died cannot be answered, and the final summary counts
+it as dropped ``lost_in_restart``. A stage that dies again soon is restarted after a growing
+delay (0.25 s, doubling, at most 5 s). More than ``restart_budget`` restarts within
+``restart_window_s`` stop the whole service with :attr:`Service.failure` set (never half-dead,
+never restarting forever).
 
 :func:`serve` runs a service until SIGINT/SIGTERM, logs the per-stream summary and returns the
 process exit status (``sigstream run``).

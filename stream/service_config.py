@@ -51,8 +51,8 @@ class ServiceConfig:
     stage restarts allowed within the window before the service gives up; ``watchdog_s``: a
     stage silent this long is killed and restarted; ``batch_timeout_s``: the same for a worker
     that has been this long in one batch (engine call and results), during which it is silent
-    by nature. ``metrics_port``: serve
-    Prometheus ``/metrics`` there (0: a free port, ``None``: no server). ``cache_dir``:
+    by nature. ``metrics_port``: serve Prometheus ``/metrics`` there (0: a free port, ``None``:
+    no server). ``cache_dir``:
     compiled-engine cache. ``max_samples``: longest input served. ``max_payload_bytes``: wire
     limit of one payload; ZeroMQ disconnects a sender of a frame bigger than
     ``max_message_bytes`` (default: twice the payload limit plus 1 MiB) before allocating it.
