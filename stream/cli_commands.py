@@ -19,7 +19,7 @@ __all__ = [
 
 
 def cmd_run(args: argparse.Namespace, env: Environment) -> int:
-    from stream.service import serve
+    from stream.serving import serve
 
     spec = path_spec(args.path)
     config = ServiceConfig(
@@ -60,7 +60,7 @@ def _serve_with_view(config: ServiceConfig, port: int) -> int:
     import tempfile
 
     from stream.errors import ConfigError
-    from stream.service import serve
+    from stream.serving import serve
     from stream.view.process import ViewProcess
     from stream.view.server import ViewConfig
 
