@@ -70,19 +70,30 @@ def _serve_with_view(config: ServiceConfig, port: int) -> int:
     if config.publish.endswith(":*"):
         raise ConfigError("--view-port needs a fixed --publish port")
     with tempfile.TemporaryDirectory(prefix="sigstream-view-") as folder:
-        if config.mirror is None:
-            config = dataclasses.replace(config, mirror=f"ipc://{folder}/mirror")
+        mirror = config.mirror or f"ipc://{folder}/mirror"
+        config = dataclasses.replace(config, mirror=mirror)
         metrics = None
         if config.metrics_port:
-            metrics = f"http://{config.metrics_addr}:{config.metrics_port}"
-        view = ViewProcess(ViewConfig(connect=config.publish.replace("0.0.0.0", "127.0.0.1"),
-                                      mirror=config.mirror, metrics=metrics, port=port))
+            addr = "127.0.0.1" if config.metrics_addr in ("0.0.0.0", "::") else config.metrics_addr
+            metrics = f"http://{addr}:{config.metrics_port}"
+        view = ViewProcess(ViewConfig(connect=_from_here(config.publish),
+                                      mirror=_from_here(mirror), metrics=metrics,
+                                      port=port))
         url = view.start()
         logging.getLogger("stream.view").info("view on %s", url)
         try:
             return serve(config)
         finally:
             view.stop()
+
+
+def _from_here(endpoint: str) -> str:
+    """How a process on this machine connects to a bound endpoint: a wildcard address
+    (``*``, ``0.0.0.0``, ``[::]``) through loopback."""
+    for wildcard in ("tcp://*:", "tcp://0.0.0.0:", "tcp://[::]:"):
+        if endpoint.startswith(wildcard):
+            return "tcp://127.0.0.1:" + endpoint[len(wildcard):]
+    return endpoint
 
 
 def cmd_view(args: argparse.Namespace, env: Environment) -> int:

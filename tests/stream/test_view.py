@@ -120,6 +120,16 @@ def test_with_keys_the_mirror_sends_only_to_the_keys_that_may_send(
                 ctx.term()
 
 
+def test_run_with_a_view_connects_to_wildcard_binds_through_loopback() -> None:
+    from stream.cli_commands import _from_here
+
+    assert _from_here("tcp://*:5556") == "tcp://127.0.0.1:5556"
+    assert _from_here("tcp://0.0.0.0:5556") == "tcp://127.0.0.1:5556"
+    assert _from_here("tcp://[::]:5556") == "tcp://127.0.0.1:5556"
+    assert _from_here("tcp://10.1.2.3:5556") == "tcp://10.1.2.3:5556"
+    assert _from_here("ipc:///tmp/x/mirror") == "ipc:///tmp/x/mirror"
+
+
 def test_mirror_endpoints_are_checked_like_the_others(weights: Path) -> None:
     from stream.errors import ConfigError, SecurityError
 
