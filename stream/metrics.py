@@ -373,19 +373,23 @@ class MetricsServer:
 
     - ``/healthz``: 200 while the process answers (liveness);
     - ``/readyz``: 200 when ``readiness()`` says the service serves, else 503; both with its
-      JSON details (which stage is not ready, and why). Without a ``readiness`` check, 200.
+      JSON details (which stage is not ready, and why). Without a ``readiness`` check, 200;
+    - ``/streams``: ``streams()`` as JSON (404 without it): the per-stream counts a dashboard
+      polls rather than reading every result (:meth:`stream.service.Service.stream_counts`).
 
     ``port=0`` picks a free port (see :attr:`port`). :meth:`start` raises ``OSError`` when the
     port is taken; :meth:`close` is safe twice.
     """
 
     def __init__(self, collector: Collector, *, port: int, addr: str = "127.0.0.1",
-                 readiness: Readiness | None = None) -> None:
+                 readiness: Readiness | None = None,
+                 streams: Callable[[], Mapping[str, Any]] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(collector)
         self._addr = addr
         self._port = port
         self._readiness = readiness
+        self._streams = streams
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -403,6 +407,10 @@ class MetricsServer:
             if path == "/readyz":
                 ready, details = (True, {}) if self._readiness is None else self._readiness()
                 return _json(start_response, 200 if ready else 503, {"ready": ready, **details})
+            if path == "/streams":
+                if self._streams is None:
+                    return _json(start_response, 404, {"error": "no per-stream counts here"})
+                return _json(start_response, 200, self._streams())
             return metrics(environ, start_response)  # type: ignore[no-any-return]
 
         class Server(ThreadingWSGIServer):  # IPv4 or IPv6, as the address is
@@ -435,7 +443,7 @@ class _QuietHandler(WSGIRequestHandler):
 def _json(start_response: Callable[..., Any], status: int, body: Mapping[str, Any]
           ) -> list[bytes]:
     data = json.dumps(body).encode()
-    reason = {200: "OK", 503: "Service Unavailable"}[status]
+    reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
     start_response(f"{status} {reason}", [("Content-Type", "application/json"),
                                           ("Content-Length", str(len(data)))])
     return [data]

@@ -53,7 +53,7 @@ import zmq
 from devices.lifecycle import ClosesOnExit
 from stream.accounting import StreamSummary, format_summaries, merge_ledgers
 from stream.errors import ServiceError, StageError
-from stream.metrics import Histogram, MetricsCollector, MetricsServer
+from stream.metrics import LATENCY_BUCKETS_S, Histogram, MetricsCollector, MetricsServer
 from stream.service_config import ServiceConfig, make_path, stage_configs
 from stream.stages import (
     IngestConfig,
@@ -268,6 +268,18 @@ class Service(ClosesOnExit):
         """Capture-to-result latency histogram per stream."""
         return self._collector.latency()
 
+    def stream_counts(self) -> dict[str, Any]:
+        """What a dashboard polls each second rather than reading every result (``/streams``):
+        the served ``path``, and per stream, since the start, the results ``delivered``,
+        ``errors`` and drops (``dropped``) by code, and the capture-to-result ``latency``
+        histogram (counts per bucket of ``latency_bounds_s``, the last one beyond them)."""
+        latency = self.latency()
+        return {"path": self.config.path, "latency_bounds_s": list(LATENCY_BUCKETS_S),
+                "streams": {name: {"delivered": s.delivered, "errors": s.errors,
+                                   "dropped": s.dropped,
+                                   "latency": latency[name].counts if name in latency else []}
+                            for name, s in self.summary().items()}}
+
     def summary_lines(self) -> list[str]:
         """The per-stream summary as log lines (accounting, then latency)."""
         lines = format_summaries(self.summary())
@@ -302,7 +314,8 @@ class Service(ClosesOnExit):
 
         if cfg.metrics_port is not None:
             self._metrics = MetricsServer(self._collector, port=cfg.metrics_port,
-                                          addr=cfg.metrics_addr, readiness=self.readiness)
+                                          addr=cfg.metrics_addr, readiness=self.readiness,
+                                          streams=self.stream_counts)
             try:
                 self._metrics.start()
             except OSError as exc:

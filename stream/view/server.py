@@ -43,7 +43,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from stream.errors import WireError
 from stream.security import ClientSecurity
 from stream.view.state import ViewState
-from stream.wire import ERROR_KIND, Message, decode
+from stream.wire import ERROR_KIND, RESULT_PREFIX, Message, decode
 
 __all__ = ["ViewConfig", "ViewServer"]
 
@@ -100,7 +100,9 @@ class ViewServer:
         self._runner: web.AppRunner | None = None
         self._ctx: zmq.asyncio.Context | None = None
         self._mirror: zmq.asyncio.Socket | None = None
-        self._topics: set[str] = set()
+        self._results: zmq.asyncio.Socket | None = None
+        self._topics: set[str] = set()  # mirror subscriptions
+        self._result_topics: set[str] = {""}  # results subscriptions
         self._api_chosen: dict[str, float] = {}  # stream -> until when (/api/state)
 
     # -- life --------------------------------------------------------------------------------
@@ -122,8 +124,8 @@ class ViewServer:
         # The page is bound (a port in use raises before anything else starts): now the
         # sockets and the loops.
         self._ctx = zmq.asyncio.Context()
-        results = self._subscriber(cfg.connect)
-        results.setsockopt(zmq.SUBSCRIBE, b"")
+        self._results = results = self._subscriber(cfg.connect)
+        results.setsockopt(zmq.SUBSCRIBE, b"")  # until the service's own counts come
         self._tasks.append(asyncio.create_task(self._read(results, self._on_result)))
         if cfg.mirror is not None:
             self._mirror = self._subscriber(cfg.mirror)
@@ -211,13 +213,14 @@ class ViewServer:
         self._api_chosen = {k: t for k, t in self._api_chosen.items() if t > now}
         chosen = {c.chosen for c in self._live if c.chosen} | set(self._api_chosen)
         topics = self.state.choose(chosen)
-        if self._mirror is None or topics == self._topics:
-            return
-        for topic in self._topics - topics:
-            self._mirror.setsockopt(zmq.UNSUBSCRIBE, topic.encode())
-        for topic in topics - self._topics:
-            self._mirror.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        self._topics = topics
+        if self._mirror is not None:
+            self._topics = _resubscribe(self._mirror, self._topics, topics)
+        if self._results is not None and self.state.service_counts:
+            # The overview comes from the service's counts: results of the drawn streams
+            # (the topic is a prefix: the state keeps only the stream's own) and errors.
+            wanted = {f"{ERROR_KIND}/"} | {f"{RESULT_PREFIX}{path}/{name}" for name in chosen
+                                           if (path := self.state.path_of(name)) is not None}
+            self._result_topics = _resubscribe(self._results, self._result_topics, wanted)
 
     # -- pages -------------------------------------------------------------------------------
 
@@ -305,10 +308,22 @@ class ViewServer:
         if cfg.metrics is not None:
             base = cfg.metrics.rstrip("/").removesuffix("/metrics")
             self.state.readiness(await asyncio.to_thread(_readiness, f"{base}/readyz"))
+            counts = await asyncio.to_thread(_json_document, f"{base}/streams")
+            if counts is not None:
+                self.state.counted(counts)
+                self._follow_choices()
         for url in cfg.meters:
             families = await asyncio.to_thread(_families, url)
             if families is not None:
                 self.state.scraped_meters(url, families)
+
+
+def _resubscribe(sock: zmq.asyncio.Socket, before: set[str], after: set[str]) -> set[str]:
+    for topic in after - before:  # subscribe first: nothing is missed in between
+        sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+    for topic in before - after:
+        sock.setsockopt(zmq.UNSUBSCRIBE, topic.encode())
+    return after
 
 
 def _stream_name(value: Any) -> str | None:
@@ -330,6 +345,17 @@ def _families(url: str) -> dict[str, list[tuple[str, dict[str, str], float]]] | 
     except ValueError:
         return None
     return out
+
+
+def _json_document(url: str) -> dict[str, Any] | None:
+    """A JSON object from ``url``; ``None`` when there is none (a service without
+    ``/streams``, or not reachable)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as response:
+            body = json.loads(response.read(64 << 20))
+    except (OSError, ValueError):
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def _readiness(url: str) -> dict[str, Any]:

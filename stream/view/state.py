@@ -62,6 +62,8 @@ class _Stream:
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=STREAM_LATENCIES))
     seconds: deque[list[int]] = field(default_factory=lambda: deque(maxlen=RATE_S + 1))
     figures: tuple[int, float | None, float | None] = (0, None, None)  # results, p50, p99
+    # From the service's counts: the latency histogram counts added at each of the last reads.
+    buckets: deque[tuple[int, np.ndarray]] = field(default_factory=lambda: deque(maxlen=RATE_S))
 
 
 @dataclass
@@ -76,6 +78,7 @@ class _Panel:
         default_factory=lambda: deque(maxlen=WATERFALL_ROWS))
     samples: deque[tuple[int, float, Any]] = field(default_factory=deque)  # t0_ns, fs, values
     held: int = 0  # samples in ``samples``
+    mirrored: bool = False  # the mirror has sent this panel an input
     events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=512))
 
 
@@ -96,6 +99,12 @@ class _Seconds:
         self.count += 1
         if latency_ms >= 0 and len(self.latencies) < 20_000:
             self.latencies.append(latency_ms)
+
+    def add_counts(self, second: int, count: int, p50: float | None, p99: float | None) -> None:
+        """A second's figures as the service counted them (no latencies held here)."""
+        self._close()
+        self.second, self.count, self.latencies = None, 0, []
+        self.done.append((second, count, p50, p99))
 
     def _close(self) -> None:
         if self.second is None:
@@ -131,6 +140,10 @@ class ViewState:
         self.queues: dict[str, dict[str, float | None]] = {}
         self.meters: dict[str, dict[str, Any]] = {}
         self.counts: Counter[str] = Counter()  # results, errors, inputs, invalid, undrawable
+        # Once the service's own counts come (``counted``), results are only drawn.
+        self.service_counts = False
+        self._counted: dict[str, tuple[int, np.ndarray | None]] = {}
+        self._bounds_ms: list[float] = []
 
     # -- what it is fed ----------------------------------------------------------------------
 
@@ -144,19 +157,20 @@ class ViewState:
             body = body if isinstance(body, Mapping) else {}
             code = str(body.get("code", "error"))[:64]
             self.counts["errors"] += 1
-            counter = s.drops if code in DROP_CODES else s.errors
-            if code not in counter and len(counter) >= CODES_PER_STREAM:
-                code = "other"  # a publisher inventing codes cannot grow the view
-            counter[code] += 1
+            if not self.service_counts:
+                _count(s.drops if code in DROP_CODES else s.errors, code, 1)
             s.last_error = f"{code}: {str(body.get('reason', ''))[:200]}"
             return
         self.counts["results"] += 1
+        if self.service_counts:
+            if kind.startswith(RESULT_PREFIX):
+                s.path = kind[len(RESULT_PREFIX):]
+            panel = self._panels.get(name)
+            if panel is not None and isinstance(body, Mapping) and s.path is not None:
+                self._draw(panel, header, body, now)
+            return
         s.results += 1
-        second = int(now)
-        if s.seconds and s.seconds[-1][0] == second:
-            s.seconds[-1][1] += 1
-        else:
-            s.seconds.append([second, 1])
+        _add_second(s.seconds, int(now), 1)
         if kind.startswith(RESULT_PREFIX):
             s.path = kind[len(RESULT_PREFIX):]
         t_ns = header.get("t_ns")
@@ -168,12 +182,70 @@ class ViewState:
         if panel is not None and isinstance(body, Mapping) and s.path is not None:
             self._draw(panel, header, body, now)
 
+    def counted(self, doc: Mapping[str, Any]) -> None:
+        """One read of the service's own per-stream counts (its ``/streams``, see
+        :meth:`stream.service.Service.stream_counts`). From then on the overview's counts,
+        rates and latencies come from these reads, a second apart, and results are read only
+        for the streams drawn and for errors' reasons: the view's cost no longer grows with
+        the rate of results."""
+        streams, bounds = doc.get("streams"), doc.get("latency_bounds_s")
+        if not (isinstance(streams, Mapping) and isinstance(bounds, list) and len(bounds) <= 64
+                and all(finite(b) is not None for b in bounds)):
+            self.counts["invalid"] += 1
+            return
+        now = self.clock()
+        first, self.service_counts = not self.service_counts, True
+        path = doc.get("path") if isinstance(doc.get("path"), str) else None
+        total, total_new = np.zeros(len(bounds) + 1), 0
+        for name, c in list(streams.items())[:self.max_streams]:
+            delivered = c.get("delivered") if isinstance(c, Mapping) else None
+            if not isinstance(delivered, int) or delivered < 0:
+                continue
+            name = str(name)[:256]
+            try:
+                latency: np.ndarray | None = np.asarray(c.get("latency"), dtype=np.float64)
+            except (TypeError, ValueError):
+                latency = None
+            if latency is None or latency.shape != total.shape:
+                latency = None
+            before, before_latency = self._counted.get(name, (0, None))
+            self._counted[name] = (delivered, latency)
+            s = self._stream(name, now)
+            s.path = path or s.path
+            for key, counter in (("errors", s.errors), ("dropped", s.drops)):
+                codes = c.get(key)
+                for code, n in (codes.items() if isinstance(codes, Mapping) else ()):
+                    code = str(code)[:64]
+                    if isinstance(n, int) and n > counter.get(code, 0):
+                        _count(counter, code, n - counter.get(code, 0))
+                        s.last_seen = now
+            new, s.results = delivered - before, delivered
+            if first or new <= 0:
+                continue  # the first read sets the baselines: what came before is history
+            s.last_seen = now
+            _add_second(s.seconds, int(now), new)
+            if latency is not None:
+                added = latency - (before_latency if before_latency is not None else 0.0)
+                s.buckets.append((int(now), added))
+                total += added
+            total_new += new
+        self._bounds_ms = [float(b) * 1e3 for b in bounds]
+        if total_new:
+            self._latency.add_counts(int(now) - 1, total_new,
+                                     *_bucket_quantiles(self._bounds_ms, total, (0.5, 0.99)))
+
+    def path_of(self, stream: str) -> str | None:
+        """The path whose results ``stream`` carries, once known."""
+        s = self._streams.get(stream)
+        return None if s is None else s.path
+
     def mirrored(self, header: Mapping[str, Any], array: Any) -> None:
         """One input of a chosen stream, from the service's mirror."""
         panel = self._panels.get(str(header.get("stream")))
         if panel is None or panel.spec.values is None:
             return
         self.counts["inputs"] += 1
+        panel.mirrored = True
         try:
             values = self._function(panel.spec.values)(header, array)
         except Exception:
@@ -291,9 +363,14 @@ class ViewState:
         recent = sum(n for second, n in s.seconds if second > now - RATE_S)
         window = min(float(RATE_S), max(1e-3, now - s.first_seen))
         if s.figures[0] != s.results:  # percentiles only when something new came
-            lat = np.asarray(s.latencies)
-            p50, p99 = np.percentile(lat, (50, 99)).round(2).tolist() if lat.size else (None,
-                                                                                         None)
+            if self.service_counts:
+                recent_counts = [c for second, c in s.buckets if second > now - RATE_S]
+                p50, p99 = _bucket_quantiles(self._bounds_ms, sum(recent_counts, np.zeros(
+                    len(self._bounds_ms) + 1)), (0.5, 0.99))
+            else:
+                lat = np.asarray(s.latencies)
+                p50, p99 = np.percentile(lat, (50, 99)).round(2).tolist() if lat.size else (
+                    None, None)
             s.figures = (s.results, p50, p99)
         return {
             "stream": name, "path": s.path, "results": s.results,
@@ -366,8 +443,11 @@ class ViewState:
         strip = spec.panel == "strip"
         values = None if strip or not isinstance(seq, int) else panel.inputs.pop(seq, None)
         # A trace or a slice is drawn at most TRACE_HZ times a second; its waterfall keeps
-        # every drawn result. A strip keeps every event.
-        if not strip and now - panel.last_digest < 1.0 / TRACE_HZ:
+        # every drawn result. A strip keeps every event. A result whose input the mirror has
+        # not delivered (yet: the two sockets are read apart) waits for the next one, rather
+        # than replacing a drawn curve with none.
+        if not strip and (now - panel.last_digest < 1.0 / TRACE_HZ
+                          or (values is None and panel.mirrored)):
             return
         try:
             digest = self._function(spec.digest)(body, values)
@@ -393,6 +473,41 @@ class ViewState:
         if function is None:
             function = self._functions[reference] = load_attribute(reference)
         return function
+
+
+def _count(counter: Counter[str], code: str, n: int) -> None:
+    if code not in counter and len(counter) >= CODES_PER_STREAM:
+        code = "other"  # a publisher inventing codes cannot grow the view
+    counter[code] += n
+
+
+def _add_second(seconds: deque[list[int]], second: int, n: int) -> None:
+    if seconds and seconds[-1][0] == second:
+        seconds[-1][1] += n
+    else:
+        seconds.append([second, n])
+
+
+def _bucket_quantiles(bounds: Sequence[float], counts: np.ndarray, quantiles: Sequence[float]
+                      ) -> list[float | None]:
+    """Quantiles of a histogram (``counts`` per bucket of ``bounds``, the last one beyond
+    them), interpolated within a bucket as Prometheus' ``histogram_quantile()`` does; beyond
+    the last bound, that bound. ``None`` while it has counted nothing."""
+    total = float(counts.sum())
+    if total <= 0:
+        return [None for _ in quantiles]
+    cumulative = np.cumsum(counts)
+    out: list[float | None] = []
+    for q in quantiles:
+        i = int(np.searchsorted(cumulative, q * total))
+        if i >= len(bounds):
+            out.append(round(bounds[-1], 2))
+            continue
+        lower = bounds[i - 1] if i else 0.0
+        below = cumulative[i - 1] if i else 0.0
+        share = (q * total - below) / counts[i] if counts[i] else 1.0
+        out.append(round(lower + (bounds[i] - lower) * float(share), 2))
+    return out
 
 
 def _plain(value: Any) -> Any:

@@ -200,6 +200,10 @@ def test_a_trace_panel_draws_the_spectrum_its_regions_and_peaks() -> None:
     assert data["spans"] == [[990.0, 1010.0]]
     assert data["markers"][0]["x"] == 1000.2 and data["markers"][0]["y"] == 5.0
     assert panel["waterfall"][-1][1] == [1000.2]
+    # A result read before its mirrored input leaves the drawn spectrum as it is.
+    clock.now += 1.0
+    state.result(*_result("spectral", "inst-1", 2, {"roi": [], "peaks": []}, clock.now))
+    assert state.snapshot("inst-1")["panel"]["data"] == data
 
 
 def test_hostile_result_bodies_are_drawn_as_far_as_they_make_sense() -> None:
@@ -354,3 +358,65 @@ def test_a_stalled_or_hostile_page_costs_the_others_nothing(
     assert counts["skipped_updates"] >= 20  # the stalled page's, each counted
     assert received >= 50 and counts["results"] > 0
     assert len(snapshot["streams"]) == 200 and snapshot["streams_more"] == 100
+
+
+def test_with_the_services_counts_the_view_reads_only_what_it_draws(
+        weights: Path, clients: Callable[..., Any]) -> None:
+    # With the service's metrics URL the overview comes from its own counts (/streams, read
+    # every scrape): the view takes no result of a stream it does not draw, and still shows
+    # that stream's rate, latency and errors.
+    config = local_service_config(weights, metrics_port=0, mirror="tcp://127.0.0.1:*",
+                                  deadline_ms=60_000)
+    spectra = np.random.default_rng(0).random((64, 256)).astype(np.float32)
+
+    async def run(service: Service) -> tuple[dict[str, Any], dict[str, Any], int]:
+        server = ViewServer(ViewConfig(
+            connect=service.bound_publish, mirror=service.stages["ingest"]["mirror"],
+            metrics=f"http://127.0.0.1:{service.metrics_port}", port=0, scrape_s=0.2))
+        url = await server.start()
+        client = clients(service.bound_ingest, service.bound_publish)
+        state = server.state
+
+        async def until(done: Callable[[], bool], what: str) -> None:
+            deadline = time.monotonic() + TIMEOUT_S
+            while not done():
+                assert time.monotonic() < deadline, f"never {what}: {dict(state.counts)}"
+                await asyncio.sleep(0.05)
+
+        def rows() -> dict[str, dict[str, Any]]:
+            return {r["stream"]: r for r in state.snapshot()["streams"]}
+
+        try:
+            await until(lambda: state.service_counts, "the service's counts")
+            for seq in range(10):
+                for stream in ("inst-a", "inst-b"):
+                    client.send(stream, seq, spectra[seq])
+            await until(lambda: rows().get("inst-b", {}).get("results") == 10, "inst-b")
+            async with aiohttp.ClientSession() as http:  # a page draws inst-a from now on
+                async with http.get(f"{url}api/state?stream=inst-a") as response:
+                    assert response.status == 200
+                for seq in range(10, 60):
+                    for stream in ("inst-a", "inst-b"):
+                        client.send(stream, seq, spectra[seq % 64])
+                    await asyncio.sleep(0.02)
+                bad = spectra[0].copy()
+                bad[3] = np.nan
+                client.send("inst-b", 60, bad)
+                await until(lambda: rows()["inst-b"]["results"] == 60
+                            and rows()["inst-b"]["errors"], "inst-b's later results")
+                async with http.get(f"{url}api/state?stream=inst-a") as response:
+                    snapshot = await response.json()
+            received = state.counts["results"]
+        finally:
+            await server.stop()
+        return rows(), snapshot, received
+
+    with Service(config) as service:
+        rows, snapshot, received = asyncio.run(run(service))
+    b = rows["inst-b"]
+    assert b["rate"] > 0 and b["p50_ms"] is not None and b["p99_ms"] >= b["p50_ms"]
+    assert b["last_error"].startswith(next(iter(b["errors"])))  # its reason, from error/
+    assert rows["inst-a"]["results"] == 60
+    assert snapshot["panel"]["data"] is not None  # inst-a drawn from its own results
+    assert 0 < received <= 50  # inst-a's, once chosen; not one of inst-b's 60
+    assert sum(snapshot["latency"]["rate"]) > 0

@@ -109,7 +109,11 @@ function showPanel(kind) {
 function drawTrace(panel) {
   const d = panel.data;
   if (!d) return;
-  const curve = d.curve || { x: [], y: [] };
+  drawWaterfall(panel.waterfall || [], d.length || Math.max(1, ...(d.markers || []).map((m) => m.x)));
+  // A result drawn without its spectrum (no mirror) has no curve: the chart keeps what it
+  // shows (a uPlot made with no x values has no x range and never draws).
+  const curve = d.curve;
+  if (!curve || !curve.x.length) return;
   sigview.markers = d.markers;
   sigview.spans = d.spans;
   makeChart("trace", $("trace-chart"), {
@@ -127,7 +131,6 @@ function drawTrace(panel) {
   }, [curve.x, curve.y]);
   charts.trace.redraw(false);
   sigview.drawn.trace++;
-  drawWaterfall(panel.waterfall || [], d.length || Math.max(1, ...curve.x));
 }
 
 // Regions of interest, shaded under the curve.
