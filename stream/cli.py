@@ -140,7 +140,8 @@ def _view_command(sub: Any) -> None:
     view.add_argument("--mirror", default=None,
                       help="the service's input mirror (`run --mirror`): draw inputs too")
     view.add_argument("--metrics", default=None,
-                      help="the service's metrics URL (http://HOST:PORT): queues and health")
+                      help="the service's metrics URL (http://HOST:PORT): health, queues and "
+                           "its own per-stream counts, so the view reads only what it draws")
     view.add_argument("--meters", action="append", default=[],
                       help="metrics URL of a codec link end (repeat for each end)")
     view.add_argument("--port", type=int, default=8080, help="the page's port (0: a free one)")
