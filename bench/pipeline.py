@@ -183,11 +183,12 @@ def _run_load(
 
 def run_service(args: argparse.Namespace, weights: Path | None, mp: Any, *,
                 attach: Callable[[Any], AbstractContextManager[dict[str, Any]]] | None = None,
-                mirror: bool = False) -> dict[str, Any]:
+                mirror: bool = False, metrics: bool = False) -> dict[str, Any]:
     """The service under the load; ``attach(service)``, when given, is entered once the
     service is up and left when the load is done (a client beside the measuring one, e.g. a
     view: bench/view.py); what it yields is added to the result as ``attached``. ``mirror``:
-    the service mirrors its inputs (``ServiceConfig.mirror``)."""
+    the service mirrors its inputs (``ServiceConfig.mirror``); ``metrics``: it serves
+    ``/metrics`` and health on a free port."""
     from stream.paths.spectral.commands import SpectralSettings
     from stream.service import Service, ServiceConfig
 
@@ -198,7 +199,7 @@ def run_service(args: argparse.Namespace, weights: Path | None, mp: Any, *,
         workers=args.workers, max_batch=args.max_batch, max_wait_us=args.max_wait_us,
         queue_depth=args.queue_depth, queue_policy=args.queue_policy, threads=args.threads,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-        mirror="tcp://127.0.0.1:*" if mirror else None,
+        mirror="tcp://127.0.0.1:*" if mirror else None, metrics_port=0 if metrics else None,
     )
     t0 = time.perf_counter()
     with Service(config) as service:

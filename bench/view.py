@@ -7,13 +7,15 @@ view. Prints JSON.
     python -m bench.view --streams 10 --rate 20 --seconds 30 --json runs/view.json
     python -m bench.view --rate 100 --peak-fit none        # 1,000 spectra/s
 
-The view runs in its own process (as ``sigstream run --view-port`` starts it) on the service's
-results and input mirror. The page is a WebSocket client process that chooses ``inst-0`` (so
-the view also asks the mirror for that instrument's spectra) and reads every update: what a
-browser asks of the view. The browser's own drawing costs the viewer's machine, not the
-service's. The stalled page opens ``/ws`` with a 4 KiB receive buffer and never reads. The
-view's own CPU per spectrum is reported beside the service's (``attached``), and so are the
-updates the page received and those the view skipped for the stalled page.
+The view runs in its own process (as ``sigstream run --view-port --metrics-port`` starts it) on
+the service's results, input mirror and per-stream counts (``/streams``); every variant's
+service mirrors its inputs and serves its metrics, so they differ only by the view. The page is
+a WebSocket client process that chooses ``inst-0`` (so the view also asks the mirror for that
+instrument's spectra) and reads every update: what a browser asks of the view. The browser's own
+drawing costs the viewer's machine, not the service's. The stalled page opens ``/ws`` with a
+4 KiB receive buffer and never reads. The view's own CPU per spectrum is reported beside the
+service's (``attached``), and so are the updates the page received and those the view skipped
+for the stalled page.
 
 ``health_reads`` is what the view's once-a-second read of the service's health costs with
 ``--health-streams`` streams (default 1,000, an ECG gateway's wearables): ``/readyz``, which it
@@ -95,7 +97,8 @@ def _view(service: Any, mp: Any, *, page: str, seconds: float) -> Iterator[dict[
 
     out: dict[str, Any] = {}
     view = ViewProcess(ViewConfig(connect=service.bound_publish,
-                                  mirror=service.stages["ingest"]["mirror"], port=0))
+                                  mirror=service.stages["ingest"]["mirror"],
+                                  metrics=f"http://127.0.0.1:{service.metrics_port}", port=0))
     url = view.start()
     here, there = mp.Pipe(duplex=False)
     stalled = None
@@ -153,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                 def attach(service: Any, page: str = page) -> Any:
                     return _view(service, run.mp, page=page, seconds=args.seconds)
 
-            out = run_service(args, run.weights, run.mp, attach=attach,
-                              mirror=variant != "no_view")
+            out = run_service(args, run.weights, run.mp, attach=attach, mirror=True,
+                              metrics=True)
             view = out.get("attached", {})
             received = max(1, out["service_accounting"]["received"])
             if "view_cpu_s" in view:
