@@ -1,10 +1,12 @@
 """What ``sigstream view`` knows of a service, and the snapshots the page draws.
 
-:class:`ViewState` is fed, from one thread, with every result and error the service publishes,
-the mirrored inputs of the streams a viewer chose, reads of the service's ``/readyz`` and
-scrapes of the ``/metrics`` of processes drawn as meters; :meth:`ViewState.snapshot` is the
-JSON a page draws. It names no path: each result's path comes from its kind
-(``result.<path>``), and the path's :class:`~stream.paths.ViewSpec` says how to draw it.
+:class:`ViewState` is fed, from one thread, with the results and errors the service publishes
+(every one, or, once the service's own per-stream counts come, only errors and the results of
+the streams drawn), the mirrored inputs of the streams a viewer chose, reads of the service's
+``/readyz`` and ``/streams``, and scrapes of the ``/metrics`` of processes drawn as meters;
+:meth:`ViewState.snapshot` is the JSON a page draws. It names no path: each result's path comes
+from its kind (``result.<path>``), and the path's :class:`~stream.paths.ViewSpec` says how to
+draw it.
 
 Everything is bounded, so a view keeps up with any rate and the page never receives more than
 it can draw: per-second buckets for two minutes of history, at most ``max_streams`` streams
@@ -197,6 +199,7 @@ class ViewState:
         first, self.service_counts = not self.service_counts, True
         path = doc.get("path") if isinstance(doc.get("path"), str) else None
         total, total_new = np.zeros(len(bounds) + 1), 0
+        counted: dict[str, tuple[int, np.ndarray | None]] = {}  # this read's, the next baseline
         for name, c in list(streams.items())[:self.max_streams]:
             delivered = c.get("delivered") if isinstance(c, Mapping) else None
             if not isinstance(delivered, int) or delivered < 0:
@@ -209,16 +212,20 @@ class ViewState:
             if latency is None or latency.shape != total.shape:
                 latency = None
             before, before_latency = self._counted.get(name, (0, None))
-            self._counted[name] = (delivered, latency)
+            counted[name] = (delivered, latency)
             s = self._stream(name, now)
             s.path = path or s.path
-            for key, counter in (("errors", s.errors), ("dropped", s.drops)):
-                codes = c.get(key)
+            for key in ("errors", "dropped"):
+                codes, counter = c.get(key), Counter[str]()
                 for code, n in (codes.items() if isinstance(codes, Mapping) else ()):
-                    code = str(code)[:64]
-                    if isinstance(n, int) and n > counter.get(code, 0):
-                        _count(counter, code, n - counter.get(code, 0))
-                        s.last_seen = now
+                    if isinstance(n, int) and n > 0:
+                        _count(counter, str(code)[:64], n)
+                if counter.total() > (s.errors if key == "errors" else s.drops).total():
+                    s.last_seen = now
+                if key == "errors":
+                    s.errors = counter
+                else:
+                    s.drops = counter
             new, s.results = delivered - before, delivered
             if first or new <= 0:
                 continue  # the first read sets the baselines: what came before is history
@@ -229,6 +236,7 @@ class ViewState:
                 s.buckets.append((int(now), added))
                 total += added
             total_new += new
+        self._counted = counted
         self._bounds_ms = [float(b) * 1e3 for b in bounds]
         if total_new:
             self._latency.add_counts(int(now) - 1, total_new,

@@ -167,6 +167,39 @@ def test_overview_counts_results_errors_and_drops_per_stream_and_marks_stale_one
     assert sum(latency["rate"]) == 50 and all(p is not None for p in latency["p99_ms"])
 
 
+def test_the_overview_from_the_services_counts() -> None:
+    # Two reads of /streams a second apart: the rate, latency and codes between them; a
+    # result then only draws, an error only gives its reason; a hostile document is counted.
+    clock = Clock()
+    state = ViewState(clock=clock)
+    bounds = [0.001, 0.01, 0.1]
+
+    def doc(delivered: int, latency: list[int], errors: dict[str, Any]) -> dict[str, Any]:
+        return {"path": "spectral", "latency_bounds_s": bounds, "streams": {
+            "inst-1": {"delivered": delivered, "errors": errors, "dropped": {"expired": 2},
+                       "latency": latency}}}
+
+    state.counted(doc(100, [0, 100, 0, 0], {}))  # the baseline: history, not this second
+    clock.now += 1.0
+    state.counted(doc(150, [0, 140, 10, 0], {"bad_dtype": 1, "x" * 99: 2}))
+    row = state.snapshot()["streams"][0]
+    assert row["results"] == 150 and row["path"] == "spectral"
+    assert row["rate"] == pytest.approx(50, rel=0.05)  # 50 results in the second between
+    assert 1.0 <= row["p50_ms"] <= 10.0 and 10.0 <= row["p99_ms"] <= 100.0
+    assert row["errors"] == {"bad_dtype": 1, "x" * 64: 2} and row["drops"] == {"expired": 2}
+    state.result(*_result("spectral", "inst-1", 151, {}, clock.now))
+    error = error_message("bad_dtype", "dtype 'int8' is not served", stream="inst-1", seq=152)
+    state.result(error.header, error.payload)
+    row = state.snapshot()["streams"][0]
+    assert row["results"] == 150 and row["errors"]["bad_dtype"] == 1
+    assert row["last_error"] == "bad_dtype: dtype 'int8' is not served"
+    for hostile in ({"streams": [1]}, {"streams": {}, "latency_bounds_s": ["a"]}):
+        state.counted(hostile)
+    state.counted({"latency_bounds_s": bounds, "streams": {"odd": {"delivered": "many"}}})
+    assert state.counts["invalid"] == 2 and "odd" not in {r["stream"] for r in
+                                                          state.snapshot()["streams"]}
+
+
 def test_streams_beyond_the_bound_are_counted_together() -> None:
     state = ViewState(max_streams=2)
     for name in ("a", "b", "c", "d"):
