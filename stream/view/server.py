@@ -1,19 +1,21 @@
 """The web server of ``sigstream view``: aiohttp (HTTP, WebSocket, the page's static files)
 and ZeroMQ (asyncio sockets) on one event loop.
 
-- A SUB socket on the service's results (every topic: headers for the overview, bodies of
-  errors and of the streams a page draws) feeds :class:`~stream.view.state.ViewState`; a SUB
-  on the service's mirror asks only for the inputs of the streams a page chose.
-  Both are plain subscribers: when the view falls behind, ZeroMQ drops at the publisher
-  for the view alone; the service is never slowed.
+- A SUB socket on the service's results feeds :class:`~stream.view.state.ViewState`: with
+  the service's metrics URL, only errors (their reasons) and the results of the streams a
+  page draws, the overview coming from the service's own counts (``/streams``); without it,
+  every topic (headers for the overview, bodies of errors and of the streams drawn). A SUB on
+  the service's mirror asks only for the inputs of the streams a page chose. Both are plain
+  subscribers: when the view falls behind, ZeroMQ drops at the publisher for the view alone;
+  the service is never slowed.
 - Every ``interval_s`` each page connected to ``/ws`` gets one snapshot (JSON) for the
   stream it chose (``{"choose": "<stream>"}``). A page that has not taken the last one
   yet is skipped, and the skip counted: a slow or stalled browser costs neither the service
   nor the other pages anything.
-- ``/readyz`` of the service (its stages and queues: a small document, where ``/metrics``
-  grows with the streams — 1.8 MB for 1,000 of them, 0.3-0.4 s of the supervisor's CPU to
-  render and 0.9 s of the view's to parse; ``python -m bench.view`` prints both), and
-  ``/metrics`` of any other process a path draws as meters (a codec link end), are read
+- ``/readyz`` (stages and queues) and ``/streams`` of the service, never its ``/metrics``
+  (which grows with the streams' labels: 1.8 MB for 1,000 of them, 0.4 s of the supervisor's
+  CPU to render and 0.6-0.9 s of the view's to parse; ``python -m bench.view`` prints both),
+  and ``/metrics`` of any other process a path draws as meters (a codec link end), are read
   every second.
 - ``GET /api/state?stream=NAME`` is the same snapshot once, for scripts (the stream's panel
   fills from the next call on, for 30 s after the last).
@@ -60,7 +62,7 @@ _API_CHOICES = 16  # streams drawn at once for /api/state callers
 @dataclass(frozen=True, kw_only=True)
 class ViewConfig:
     """``connect``: the service's results (PUB) endpoint; ``mirror``: its input mirror
-    (``None``: results only); ``metrics``: its metrics URL (the view reads ``/readyz`` there);
+    (``None``: results only); ``metrics``: its metrics URL (``/readyz``, ``/streams``);
     ``meters``: ``/metrics`` URLs of other processes (codec link ends); ``host``/``port``:
     where the page is served (port 0: a free one); ``interval_s``: seconds between updates
     of a page; ``security``: CURVE client keys for the service's sockets."""
