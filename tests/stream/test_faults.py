@@ -216,9 +216,9 @@ def test_sigstop_of_a_worker_trips_the_watchdog(service: Service, answers: Answe
 
 def _blips_with_one_slow_batch(plugin: dict[str, str], *options: str, n: int = 24,
                                slow: int = 5) -> tuple[dict[int, list[Message]], str]:
-    """``n`` blips to a one-worker ``tiny`` service (watchdog 2 s) whose engine stalls on seq
+    """``n`` blips to a one-worker ``tiny`` service (watchdog 3 s) whose engine stalls on seq
     ``slow`` for ``--stall-s``; every answer by seq, and the service's log."""
-    run = CliService(None, "--workers", "1", "--watchdog-s", "2", *options, path="tiny",
+    run = CliService(None, "--workers", "1", "--watchdog-s", "3", *options, path="tiny",
                      env=plugin)
     try:
         ingest, publish = run.ready()
@@ -240,8 +240,8 @@ def _blips_with_one_slow_batch(plugin: dict[str, str], *options: str, n: int = 2
 
 
 def test_a_long_batch_is_not_taken_for_a_stall(tiny_plugin: dict[str, str]) -> None:
-    # The worker spends 6 s, three times the watchdog, in one batch: it is busy, not stalled.
-    answers, log = _blips_with_one_slow_batch(tiny_plugin, "--stall-s", "6")
+    # The worker spends 9 s, three times the watchdog, in one batch: it is busy, not stalled.
+    answers, log = _blips_with_one_slow_batch(tiny_plugin, "--stall-s", "9")
     assert sorted(answers) == list(range(24)) and all(len(a) == 1 for a in answers.values())
     assert {a[0].kind for a in answers.values()} == {"result.tiny"}, log
     assert "killing it" not in log, log
@@ -249,7 +249,7 @@ def test_a_long_batch_is_not_taken_for_a_stall(tiny_plugin: dict[str, str]) -> N
 
 def test_a_batch_past_batch_timeout_restarts_the_worker(tiny_plugin: dict[str, str]) -> None:
     answers, log = _blips_with_one_slow_batch(tiny_plugin, "--stall-s", "60",
-                                              "--batch-timeout-s", "3")
+                                              "--batch-timeout-s", "4")
     assert sorted(answers) == list(range(24)) and all(len(a) == 1 for a in answers.values())
     codes = {seq: a[0].payload.get("code", "result") if a[0].kind == "error" else "result"
              for seq, a in answers.items()}
