@@ -102,7 +102,8 @@ def _service_options() -> argparse.ArgumentParser:
     )
     service.add_argument(
         "--view-port", type=int, default=None,
-        help="serve the live web view on this port of 127.0.0.1 (0: a free one)",
+        help="serve the live web view on this port of 127.0.0.1 (0: a free one); without "
+             "--metrics-port the service's metrics go on a free port for it",
     )
     security_options(service, server=True)
     service.add_argument(

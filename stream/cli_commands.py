@@ -57,6 +57,7 @@ def _serve_with_view(config: ServiceConfig, port: int) -> int:
     """``run ... --view-port``: the service, and the view in a child process beside it."""
     import dataclasses
     import logging
+    import socket
     import tempfile
 
     from stream.errors import ConfigError
@@ -69,13 +70,15 @@ def _serve_with_view(config: ServiceConfig, port: int) -> int:
                           "`sigstream view --keys ...` with a client key instead")
     if config.publish.endswith(":*"):
         raise ConfigError("--view-port needs a fixed --publish port")
+    if not config.metrics_port:  # the view reads the service's health and counts there
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            config = dataclasses.replace(config, metrics_port=probe.getsockname()[1])
     with tempfile.TemporaryDirectory(prefix="sigstream-view-") as folder:
         mirror = config.mirror or f"ipc://{folder}/mirror"
         config = dataclasses.replace(config, mirror=mirror)
-        metrics = None
-        if config.metrics_port:
-            addr = "127.0.0.1" if config.metrics_addr in ("0.0.0.0", "::") else config.metrics_addr
-            metrics = f"http://{addr}:{config.metrics_port}"
+        addr = "127.0.0.1" if config.metrics_addr in ("0.0.0.0", "::") else config.metrics_addr
+        metrics = f"http://{addr}:{config.metrics_port}"
         view = ViewProcess(ViewConfig(connect=_from_here(config.publish),
                                       mirror=_from_here(mirror), metrics=metrics,
                                       port=port))

@@ -23,6 +23,7 @@ Runs in the calling (main) thread. Everything it measures is measured here, from
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import math
 import os
@@ -35,7 +36,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
@@ -43,6 +44,9 @@ from stream.paths.spectral.commands import DEFAULT_MODEL
 from stream.results import ResultsClient
 from stream.sources import interrupt_on_signals
 from stream.wire import ERROR_KIND, Message
+
+if TYPE_CHECKING:
+    from stream.service import Service
 
 __all__ = ["DemoStats", "StreamStats", "export_fermentation_run", "run_demo"]
 
@@ -340,14 +344,16 @@ def _final_summary(
 # The demo
 
 
-def _start_view(stack: contextlib.ExitStack, publish: str, mirror: str, port: int) -> str:
-    """The live view on ``port`` (a free one if it is taken), stopped with ``stack``; its
-    URL."""
+def _start_view(stack: contextlib.ExitStack, service: Service, port: int) -> str:
+    """The live view of ``service`` on ``port`` (a free one if it is taken), stopped with
+    ``stack``; its URL."""
     from stream.view.process import ViewProcess
     from stream.view.server import ViewConfig
 
+    config = ViewConfig(connect=service.bound_publish, mirror=service.stages["ingest"]["mirror"],
+                        metrics=f"http://127.0.0.1:{service.metrics_port}", port=port)
     for candidate in dict.fromkeys((port, 0)):
-        view = ViewProcess(ViewConfig(connect=publish, mirror=mirror, port=candidate))
+        view = ViewProcess(dataclasses.replace(config, port=candidate))
         try:
             url = view.start()
         except OSError:
@@ -419,6 +425,7 @@ def run_demo(
                 weights=weights,
                 cache_dir=Path(cache_dir),
                 mirror=None if view_port is None else "tcp://127.0.0.1:*",
+                metrics_port=None if view_port is None else 0,  # the view's health and counts
             )
             print(f"starting the spectral service (model {model}, backend {backend}) ...",
                   file=out, flush=True)
@@ -427,7 +434,7 @@ def run_demo(
             service.start()
             ingest, publish = service.bound_ingest, service.bound_publish
             view = "" if view_port is None else "  live view " + _start_view(
-                stack, publish, service.stages["ingest"]["mirror"], view_port)
+                stack, service, view_port)
             print(f"service: ingest {ingest}  publish {publish}{view}", file=out, flush=True)
 
             # settle_s: the subscription reaches the publisher before data flows
