@@ -308,7 +308,9 @@ def test_codec_link_meters(browser: Callable[[str], Page], tmp_path: Path,
     from devices.audio import read_audio, write_audio
 
     wav_in = tmp_path / "in.wav"
-    write_audio(wav_in, np.tile(read_audio(SPEECH), 4))  # about 6 s of speech
+    # About 20 s of speech: on a loaded machine the view needs a few of its 1 s reads of both
+    # ends while the link still carries speech (the test ends as soon as it has them).
+    write_audio(wav_in, np.tile(read_audio(SPEECH), 13))
     port, rx_metrics, tx_metrics = free_port(), free_port(), free_port()
     processes.start("run", "codec-rx", "--bind", f"tcp://127.0.0.1:{port}", "--output",
                     str(tmp_path / "out.wav"), "--backend", "eager", "--jitter-ms", "1500",
