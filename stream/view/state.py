@@ -164,22 +164,16 @@ class ViewState:
             s.last_error = f"{code}: {str(body.get('reason', ''))[:200]}"
             return
         self.counts["results"] += 1
-        if self.service_counts:
-            if kind.startswith(RESULT_PREFIX):
-                s.path = kind[len(RESULT_PREFIX):]
-            panel = self._panels.get(name)
-            if panel is not None and isinstance(body, Mapping) and s.path is not None:
-                self._draw(panel, header, body, now)
-            return
-        s.results += 1
-        _add_second(s.seconds, int(now), 1)
         if kind.startswith(RESULT_PREFIX):
             s.path = kind[len(RESULT_PREFIX):]
-        t_ns = header.get("t_ns")
-        latency_ms = (now * 1e9 - t_ns) / 1e6 if isinstance(t_ns, int) else -1.0
-        if latency_ms >= 0:
-            s.latencies.append(latency_ms)
-        self._latency.add(int(now), latency_ms)
+        if not self.service_counts:  # else the service's counts feed the overview
+            s.results += 1
+            _add_second(s.seconds, int(now), 1)
+            t_ns = header.get("t_ns")
+            latency_ms = (now * 1e9 - t_ns) / 1e6 if isinstance(t_ns, int) else -1.0
+            if latency_ms >= 0:
+                s.latencies.append(latency_ms)
+            self._latency.add(int(now), latency_ms)
         panel = self._panels.get(name)
         if panel is not None and isinstance(body, Mapping) and s.path is not None:
             self._draw(panel, header, body, now)
